@@ -1,0 +1,129 @@
+//! The command line, exactly as typed. Doc comments here are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::extract::files::Format;
+use crate::output::OutputFormat;
+
+/// lake: Spotify data into a Delta lake and a BI-ready warehouse.
+#[derive(Debug, Parser)]
+#[command(name = "lake", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The config file [default: lake.toml in this folder or a parent; env: LAKE_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the lake is: a folder or s3://bucket/prefix (overrides `root`)
+    #[arg(long, global = true, value_name = "ROOT")]
+    pub root: Option<String>,
+    /// Override any setting, such as `--set s3.region=eu-west-1` (repeatable)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print no progress or summaries, only results and errors
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a new project: lake.toml, queries/ with an example model, and a .gitignore
+    Init(InitArgs),
+    /// Land CSV, JSON, NDJSON or Parquet files in a Delta table, in one commit
+    Ingest(IngestArgs),
+    /// Run SQL over every table in the lake
+    Query(QueryArgs),
+    /// An interactive SQL shell over the lake
+    Shell,
+    /// List the tables: version, rows, files, size and last commit
+    Tables,
+    /// Show a table's schema and properties
+    Describe(TableArg),
+    /// Show a table's commits, newest first
+    History(HistoryArgs),
+}
+
+/// `lake init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The folder to create the project in
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// How `lake ingest` treats rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngestMode {
+    /// Add the rows
+    Append,
+    /// Replace the table's rows
+    Overwrite,
+    /// Upsert on --key; within the input, the last row of a key wins
+    Merge,
+}
+
+/// `lake ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files, folders, globs or s3:// prefixes
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// The target table, as schema.name
+    #[arg(long, short, value_name = "SCHEMA.NAME")]
+    pub table: String,
+    /// The input format [default: from each file's extension]
+    #[arg(long, short)]
+    pub format: Option<Format>,
+    /// How to treat rows already in the table
+    #[arg(long, short, value_enum, default_value_t = IngestMode::Append)]
+    pub mode: IngestMode,
+    /// Key columns for --mode merge, comma-separated
+    #[arg(long, short, value_delimiter = ',', value_name = "COL[,COL]")]
+    pub key: Vec<String>,
+}
+
+/// `lake query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL to run
+    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    pub sql: Option<String>,
+    /// Read the SQL from a file
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// How to print the results
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write the results to a file instead of stdout
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// A table argument.
+#[derive(Debug, Args)]
+pub struct TableArg {
+    /// The table, as schema.name
+    pub table: String,
+}
+
+/// `lake history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The table, as schema.name
+    pub table: String,
+    /// Show at most this many commits
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+}

@@ -1,0 +1,62 @@
+//! `lake init [DIR]`: a new project.
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Context;
+use crate::cli::InitArgs;
+use crate::config::FILE_NAME;
+
+const LAKE_TOML: &str = r#"# lake.toml: where the lake is and how to reach it.
+# Every key can be overridden by a LAKE_* environment variable (root -> LAKE_ROOT,
+# s3.region -> LAKE_S3_REGION) or by a flag (--root, --set s3.region=...).
+
+# A folder, relative to this file, or s3://bucket/prefix.
+root = "lake"
+
+# Options for an s3:// root. Unset options fall back to the standard AWS environment
+# and profiles (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+# Credentials are never read from this file.
+[s3]
+# endpoint = "http://127.0.0.1:9000"
+# region = "eu-west-1"
+# profile = "analytics"
+# allow_http = false
+# virtual_hosted_style = false
+"#;
+
+const EXAMPLE_MODEL: &str = r#"-- An example model: it becomes the table curated.artist_counts.
+-- Land the seed playlists first:  lake ingest path/to/playlists --table raw.playlist_tracks
+SELECT "Artists" AS artists, count(*) AS tracks
+FROM raw.playlist_tracks
+GROUP BY "Artists"
+ORDER BY tracks DESC
+"#;
+
+const GITIGNORE: &str = "# The local lake and the SQLite warehouse are built, not written.\n/lake/\n/warehouse.db\n/warehouse.db-*\n";
+
+pub fn run(ctx: &Context, args: InitArgs) -> Result<()> {
+    let dir = &args.dir;
+    let config = dir.join(FILE_NAME);
+    if config.exists() {
+        bail!(
+            "failed to init {}: {} already exists",
+            dir.display(),
+            config.display()
+        );
+    }
+    let write = |path: std::path::PathBuf, text: &str| -> Result<()> {
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))
+    };
+    std::fs::create_dir_all(dir.join("queries"))
+        .with_context(|| format!("failed to create {}", dir.join("queries").display()))?;
+    write(config, LAKE_TOML)?;
+    write(dir.join("queries").join("artist_counts.sql"), EXAMPLE_MODEL)?;
+    write(dir.join(".gitignore"), GITIGNORE)?;
+    if !ctx.quiet() {
+        eprintln!("created a lake project in {}", dir.display());
+    }
+    Ok(())
+}

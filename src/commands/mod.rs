@@ -1,0 +1,58 @@
+//! One file per subcommand: settings -> library call -> output.
+
+mod describe;
+mod history;
+mod ingest;
+mod init;
+mod query;
+mod shell;
+mod tables;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{Overrides, Settings};
+use crate::lake::Lake;
+
+/// What every command gets: the flags and a way to resolve settings.
+pub struct Context {
+    global: GlobalArgs,
+}
+
+impl Context {
+    /// Resolves the settings: defaults < lake.toml < LAKE_* < flags.
+    pub fn settings(&self) -> Result<Settings> {
+        let overrides = Overrides {
+            config: self.global.config.clone(),
+            root: self.global.root.clone(),
+            set: self.global.set.clone(),
+        };
+        Ok(Settings::load(&overrides)?)
+    }
+
+    /// Opens the configured lake.
+    pub fn lake(&self) -> Result<Arc<Lake>> {
+        Ok(Arc::new(Lake::open(&self.settings()?)?))
+    }
+
+    /// Whether to keep stderr free of progress and summaries.
+    pub fn quiet(&self) -> bool {
+        self.global.quiet
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let ctx = Context { global: cli.global };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Ingest(args) => ingest::run(&ctx, args).await,
+        Command::Query(args) => query::run(&ctx, args).await,
+        Command::Shell => shell::run(&ctx).await,
+        Command::Tables => tables::run(&ctx).await,
+        Command::Describe(args) => describe::run(&ctx, args).await,
+        Command::History(args) => history::run(&ctx, args).await,
+    }
+}

@@ -1,0 +1,353 @@
+//! Settings, resolved once: defaults < lake.toml < `LAKE_*` environment < flags.
+//!
+//! Every key has one spelling in each layer: `s3.allow_http` in lake.toml is
+//! `LAKE_S3_ALLOW_HTTP` in the environment and `--set s3.allow_http=true` on the command line.
+//! Unknown keys are refused in every layer.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file lake looks for in the working directory and its parents.
+pub const FILE_NAME: &str = "lake.toml";
+
+/// Environment variables with a meaning of their own, not settings keys.
+const RESERVED_ENV: &[&str] = &["LAKE_CONFIG", "LAKE_LOG"];
+
+/// Every settings key, as written in lake.toml.
+pub const KEYS: &[&str] = &[
+    "root",
+    "s3.endpoint",
+    "s3.region",
+    "s3.profile",
+    "s3.allow_http",
+    "s3.virtual_hosted_style",
+];
+
+/// Errors while resolving settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("failed to read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key or a bad value.
+    #[error("failed to parse config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An environment variable or flag names a key lake does not have.
+    #[error("failed to apply {origin}: unknown key `{key}` (known keys: {})", KEYS.join(", "))]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// Where it came from, such as `environment variable LAKE_ROOTT`.
+        origin: String,
+    },
+    /// A value that does not fit its key.
+    #[error("failed to apply {origin}: `{key}` expects {expected}, got {value:?}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// Where it came from.
+        origin: String,
+        /// The value as given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+/// The `[s3]` table: options for an `s3://` root. Anything not set here falls back to the
+/// standard AWS environment and profiles, as in the AWS CLI (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_PROFILE`, `AWS_ACCESS_KEY_ID`, ...). Credentials are never read from lake.toml.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// An S3-compatible endpoint, such as `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// The AWS profile to take credentials and region from.
+    pub profile: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: Option<bool>,
+    /// Use `bucket.host` URLs instead of `host/bucket`.
+    pub virtual_hosted_style: Option<bool>,
+}
+
+/// The file's shape. Every field is optional; defaults fill the gaps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    root: Option<String>,
+    #[serde(default)]
+    s3: S3Settings,
+}
+
+/// What the command line says about settings.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--root ROOT`.
+    pub root: Option<String>,
+    /// `--set KEY=VALUE`, in order.
+    pub set: Vec<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The folder that relative paths are resolved against: the config file's folder, or the
+    /// working directory when there is no config file.
+    pub project_dir: PathBuf,
+    /// The config file in use, if any.
+    pub config_file: Option<PathBuf>,
+    /// Where the lake is: a folder (relative to the project) or `s3://bucket/prefix`.
+    pub root: String,
+    /// S3 options.
+    pub s3: S3Settings,
+}
+
+impl Settings {
+    /// Resolves settings from the process environment and working directory.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+            path: PathBuf::from("."),
+            source,
+        })?;
+        Self::resolve(overrides, std::env::vars(), &cwd)
+    }
+
+    /// Resolves settings from explicit inputs, so that tests need not touch the process.
+    pub fn resolve(
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+        cwd: &Path,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("LAKE_"))
+            .collect();
+        let named = overrides.config.clone().or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "LAKE_CONFIG")
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        let config_file = match named {
+            Some(path) => Some(cwd.join(path)),
+            None => find_upwards(cwd),
+        };
+        let file = match &config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileSettings>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string().trim_end().to_string(),
+                })?
+            }
+            None => FileSettings::default(),
+        };
+        let project_dir = match &config_file {
+            Some(path) => path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| cwd.to_path_buf()),
+            None => cwd.to_path_buf(),
+        };
+        let mut settings = Settings {
+            project_dir,
+            config_file,
+            root: file.root.unwrap_or_else(|| "lake".to_string()),
+            s3: file.s3,
+        };
+
+        let mut env_keys: Vec<_> = env
+            .iter()
+            .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+            .collect();
+        env_keys.sort();
+        for (var, value) in env_keys {
+            let key = KEYS
+                .iter()
+                .find(|key| env_name(key) == *var)
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    key: var.clone(),
+                    origin: format!("environment variable {var}"),
+                })?;
+            settings.set(key, value, &format!("environment variable {var}"))?;
+        }
+        for pair in &overrides.set {
+            let origin = format!("--set {pair}");
+            let (key, value) = pair.split_once('=').ok_or_else(|| ConfigError::BadValue {
+                key: pair.clone(),
+                origin: origin.clone(),
+                value: pair.clone(),
+                expected: "KEY=VALUE",
+            })?;
+            settings.set(key.trim(), value.trim(), &origin)?;
+        }
+        if let Some(root) = &overrides.root {
+            settings.set("root", root, "--root")?;
+        }
+        Ok(settings)
+    }
+
+    /// Sets one key from its text form.
+    fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let text = || Some(value.to_string());
+        let flag = || -> Result<Option<bool>, ConfigError> {
+            match value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(Some(true)),
+                "false" | "0" | "no" => Ok(Some(false)),
+                _ => Err(ConfigError::BadValue {
+                    key: key.to_string(),
+                    origin: origin.to_string(),
+                    value: value.to_string(),
+                    expected: "true or false",
+                }),
+            }
+        };
+        match key {
+            "root" => self.root = value.to_string(),
+            "s3.endpoint" => self.s3.endpoint = text(),
+            "s3.region" => self.s3.region = text(),
+            "s3.profile" => self.s3.profile = text(),
+            "s3.allow_http" => self.s3.allow_http = flag()?,
+            "s3.virtual_hosted_style" => self.s3.virtual_hosted_style = flag()?,
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    key: key.to_string(),
+                    origin: origin.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `s3.allow_http` -> `LAKE_S3_ALLOW_HTTP`.
+pub fn env_name(key: &str) -> String {
+    format!("LAKE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+fn find_upwards(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "root = \"from-file\"\n[s3]\nregion = \"eu-west-1\"\nallow_http = false\n",
+        )
+        .unwrap();
+        let none = Overrides::default();
+        let s = Settings::resolve(&none, env(&[]), dir.path()).unwrap();
+        assert_eq!(s.root, "from-file");
+        assert_eq!(s.s3.region.as_deref(), Some("eu-west-1"));
+
+        let s = Settings::resolve(
+            &none,
+            env(&[("LAKE_ROOT", "from-env"), ("LAKE_S3_ALLOW_HTTP", "true")]),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(s.root, "from-env");
+        assert_eq!(s.s3.allow_http, Some(true));
+
+        let flags = Overrides {
+            root: Some("from-flag".into()),
+            set: vec!["s3.region=us-east-2".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(
+            &flags,
+            env(&[("LAKE_ROOT", "from-env"), ("LAKE_S3_REGION", "x")]),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(s.root, "from-flag");
+        assert_eq!(s.s3.region.as_deref(), Some("us-east-2"));
+
+        let s = Settings::resolve(&none, env(&[]), &dir.path().join("sub/dir")).unwrap();
+        assert_eq!(s.project_dir, dir.path());
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::resolve(&Overrides::default(), env(&[]), dir.path()).unwrap();
+        assert_eq!(s.root, "lake");
+        assert_eq!(s.config_file, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "root = \"x\"\n[s3]\nendpont = \"y\"\n",
+        )
+        .unwrap();
+        let err = Settings::resolve(&Overrides::default(), env(&[]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("endpont") && err.contains("line 3"), "{err}");
+
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        let err = Settings::resolve(
+            &Overrides::default(),
+            env(&[("LAKE_ROTO", "x")]),
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LAKE_ROTO"), "{err}");
+        let flags = Overrides {
+            set: vec!["s3.nope=1".into()],
+            ..Default::default()
+        };
+        let err = Settings::resolve(&flags, env(&[]), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s3.nope"), "{err}");
+        let err = Settings::resolve(
+            &Overrides::default(),
+            env(&[("LAKE_S3_ALLOW_HTTP", "maybe")]),
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("LAKE_S3_ALLOW_HTTP") && err.contains("maybe"),
+            "{err}"
+        );
+    }
+}

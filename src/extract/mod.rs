@@ -1,0 +1,70 @@
+//! Sources -> Arrow batches. Each source yields a schema and a stream of record batches that
+//! [`crate::lake::write`] lands in a Delta table. This issue brings file inputs; the Spotify API,
+//! the personal data export and SQL databases will sit beside them.
+
+pub mod files;
+
+use std::path::PathBuf;
+
+/// Errors from the extract stage. Each names the input, and the line where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// An input path, glob or prefix that matched nothing.
+    #[error("failed to find input {input}: {why}")]
+    NotFound {
+        /// The input as given.
+        input: String,
+        /// Why.
+        why: String,
+    },
+    /// A file whose format cannot be told.
+    #[error("failed to detect the format of {file}: {why}")]
+    Format {
+        /// The file.
+        file: String,
+        /// Why.
+        why: String,
+    },
+    /// The storage under an input failed.
+    #[error("failed to read {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: object_store::Error,
+    },
+    /// Malformed content.
+    #[error("failed to parse {file}{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        file: String,
+        /// The 1-based line, where known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Files whose columns cannot be combined into one table.
+    #[error(
+        "failed to combine inputs: column `{column}` is {first} in {first_file} but {second} in {second_file}"
+    )]
+    Conflict {
+        /// The column.
+        column: String,
+        /// Its type in the first file.
+        first: String,
+        /// That file.
+        first_file: String,
+        /// Its type in the second.
+        second: String,
+        /// That file.
+        second_file: String,
+    },
+    /// A local file system error outside object storage.
+    #[error("failed to read {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,433 @@
+//! The lake: Delta tables under one root, on a local folder or S3, stored as
+//! `<root>/<schema>/<name>/`.
+//!
+//! This module knows where tables live and how to open, list and describe them. Writing is in
+//! [`write`]; reading with SQL is in [`crate::query`].
+
+mod name;
+pub mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deltalake::logstore::LogStoreRef;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+use url::Url;
+
+use crate::config::Settings;
+pub use name::{CURATED, INTERNAL, RAW, TableName, quote_ident, validate_part};
+
+/// Errors from the lake stage.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// A table name that is not `schema.name` with safe parts.
+    #[error("invalid table name `{name}`: {why}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is refused.
+        why: String,
+    },
+    /// The root setting cannot be used.
+    #[error("failed to use lake root `{root}`: {why}")]
+    InvalidRoot {
+        /// The root as configured.
+        root: String,
+        /// Why.
+        why: String,
+    },
+    /// A table that does not exist.
+    #[error("table {0} does not exist")]
+    NotFound(TableName),
+    /// Delta could not open a table.
+    #[error("failed to open table {table}: {source}")]
+    Open {
+        /// The table.
+        table: String,
+        /// Why.
+        source: DeltaTableError,
+    },
+    /// Listing the lake failed.
+    #[error("failed to list tables under {root}: {source}")]
+    List {
+        /// The root.
+        root: String,
+        /// Why.
+        source: object_store::Error,
+    },
+    /// Reading a table's log failed.
+    #[error("failed to read the history of {table}: {source}")]
+    History {
+        /// The table.
+        table: TableName,
+        /// Why.
+        source: DeltaTableError,
+    },
+    /// An incoming column's type cannot go into the table's column.
+    #[error(
+        "failed to write {table}: column `{column}` is {table_type} in the table but {incoming_type} in the input; the table is unchanged"
+    )]
+    IncompatibleType {
+        /// The table.
+        table: TableName,
+        /// The column.
+        column: String,
+        /// Its type in the table.
+        table_type: String,
+        /// Its type in the input.
+        incoming_type: String,
+    },
+    /// A merge key that the input or table lacks, or that has nulls.
+    #[error("failed to merge into {table}: {why}")]
+    MergeKey {
+        /// The table.
+        table: TableName,
+        /// Why.
+        why: String,
+    },
+    /// The write itself failed; nothing was committed.
+    #[error("failed to write {table}: {source}; the table is unchanged")]
+    Write {
+        /// The table.
+        table: TableName,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A lake: a root location plus the storage options to reach it.
+#[derive(Clone)]
+pub struct Lake {
+    root: Url,
+    /// Options for deltalake's object store factory. They may hold an endpoint and a profile
+    /// name but never credentials; those come from the AWS environment.
+    options: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("root", &self.root.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Facts about one table, for `lake tables` and `lake describe`.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// The table.
+    pub name: TableName,
+    /// The current version.
+    pub version: u64,
+    /// Rows, from the file statistics.
+    pub rows: u64,
+    /// Data files.
+    pub files: usize,
+    /// Bytes of data files.
+    pub bytes: u64,
+    /// When the current version was committed.
+    pub last_commit: Option<DateTime<Utc>>,
+}
+
+/// One commit, for `lake history`.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The version it created.
+    pub version: u64,
+    /// When.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// The operation, such as `WRITE` or `MERGE`.
+    pub operation: String,
+    /// Its parameters, as JSON.
+    pub parameters: String,
+    /// Its metrics, as JSON, where the writer recorded them.
+    pub metrics: String,
+}
+
+impl Lake {
+    /// Opens the lake the settings describe. Nothing is read until a table is used.
+    pub fn open(settings: &Settings) -> Result<Self, LakeError> {
+        let invalid = |why: String| LakeError::InvalidRoot {
+            root: settings.root.clone(),
+            why,
+        };
+        let root = &settings.root;
+        let mut options = HashMap::new();
+        let url = if let Some((scheme, _)) = root.split_once("://") {
+            if !matches!(scheme, "s3" | "s3a") {
+                return Err(invalid(format!(
+                    "`{scheme}://` is not supported; use a folder or s3://bucket/prefix"
+                )));
+            }
+            let mut url = Url::parse(root).map_err(|e| invalid(e.to_string()))?;
+            if url.host_str().unwrap_or("").is_empty() {
+                return Err(invalid("the URL names no bucket".into()));
+            }
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            let s3 = &settings.s3;
+            let mut put = |k: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    options.insert(k.to_string(), v);
+                }
+            };
+            put("AWS_ENDPOINT_URL", s3.endpoint.clone());
+            put("AWS_REGION", s3.region.clone());
+            put("AWS_ALLOW_HTTP", s3.allow_http.map(|b| b.to_string()));
+            put(
+                "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+                s3.virtual_hosted_style.map(|b| b.to_string()),
+            );
+            let profile = s3
+                .profile
+                .clone()
+                .or_else(|| std::env::var("AWS_PROFILE").ok());
+            if profile.is_some() {
+                // A named profile is resolved by the AWS SDK chain, as in the AWS CLI, even
+                // when the endpoint is not AWS's own.
+                put("AWS_FORCE_CREDENTIAL_LOAD", Some("true".into()));
+            }
+            put("AWS_PROFILE", profile);
+            // Fail within seconds, not minutes, when an endpoint does not answer.
+            put("max_retries", Some("3".into()));
+            put("retry_timeout", Some("20s".into()));
+            url
+        } else {
+            let path = settings.project_dir.join(root);
+            std::fs::create_dir_all(&path)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            let path = path.canonicalize().map_err(|e| invalid(e.to_string()))?;
+            Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path".into()))?
+        };
+        Ok(Self { root: url, options })
+    }
+
+    /// The root URL, ending in `/`.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The root without credentials or trailing slash, for messages.
+    pub fn display_root(&self) -> String {
+        self.root.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// Where a table lives.
+    pub fn table_url(&self, name: &TableName) -> Url {
+        // Both parts are validated to `[a-z0-9_]`, so joining cannot escape the root.
+        self.root
+            .join(&format!("{}/{}/", name.schema(), name.name()))
+            .expect("validated names join")
+    }
+
+    /// The storage options for a URL in this lake (tables and input files alike).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The object store at the root, and the root's path within it.
+    pub fn log_store(&self, url: &Url) -> Result<LogStoreRef, LakeError> {
+        DeltaTableBuilder::from_url(url.clone())
+            .and_then(|b| b.with_storage_options(self.options.clone()).build_storage())
+            .map_err(|source| LakeError::Open {
+                table: url.to_string(),
+                source,
+            })
+    }
+
+    /// A handle on a table that may not exist yet, with its state loaded if it does.
+    pub async fn table_or_new(&self, name: &TableName) -> Result<DeltaTable, LakeError> {
+        let url = self.table_url(name);
+        if let Ok(path) = url.to_file_path() {
+            // delta-kernel refuses a local location that does not exist yet.
+            std::fs::create_dir_all(&path).map_err(|e| LakeError::Open {
+                table: name.to_string(),
+                source: DeltaTableError::Generic(format!("{}: {e}", path.display())),
+            })?;
+        }
+        let open_err = |source| LakeError::Open {
+            table: name.to_string(),
+            source,
+        };
+        let mut table = DeltaTableBuilder::from_url(url)
+            .and_then(|b| b.with_storage_options(self.options.clone()).build())
+            .map_err(open_err)?;
+        match table.load().await {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
+            Err(e) => Err(open_err(e)),
+        }
+    }
+
+    /// Opens an existing table at its latest version, or at `version`, or as of `at`.
+    pub async fn table(
+        &self,
+        name: &TableName,
+        version: Option<u64>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<DeltaTable, LakeError> {
+        let mut builder = DeltaTableBuilder::from_url(self.table_url(name))
+            .map_err(|source| LakeError::Open {
+                table: name.to_string(),
+                source,
+            })?
+            .with_storage_options(self.options.clone());
+        if let Some(v) = version {
+            builder = builder.with_version(v);
+        }
+        if let Some(at) = at {
+            builder = builder.with_timestamp(at);
+        }
+        builder.load().await.map_err(|e| match e {
+            e if is_missing(&e) => LakeError::NotFound(name.clone()),
+            source => LakeError::Open {
+                table: name.to_string(),
+                source,
+            },
+        })
+    }
+
+    /// Every table in the lake, sorted. Costs one listing per schema and per table folder.
+    pub async fn list_tables(&self) -> Result<Vec<TableName>, LakeError> {
+        let store = self.log_store(&self.root)?.root_object_store(None);
+        let base = StorePath::from_url_path(self.root.path()).unwrap_or_default();
+        let list_err = |source| LakeError::List {
+            root: self.display_root(),
+            source,
+        };
+        let mut tables = Vec::new();
+        for schema in child_dirs(store.as_ref(), &base).await.map_err(list_err)? {
+            if validate_part(&schema).is_err() {
+                continue;
+            }
+            let schema_path = base.clone().join(schema.as_str());
+            for name in child_dirs(store.as_ref(), &schema_path)
+                .await
+                .map_err(list_err)?
+            {
+                let Ok(table) = TableName::new(&schema, &name) else {
+                    continue;
+                };
+                let log = schema_path.clone().join(name.as_str());
+                if child_dirs(store.as_ref(), &log)
+                    .await
+                    .map_err(list_err)?
+                    .iter()
+                    .any(|d| d == "_delta_log")
+                {
+                    tables.push(table);
+                }
+            }
+        }
+        tables.sort();
+        Ok(tables)
+    }
+
+    /// Version, rows, files, size and last commit of a table.
+    pub async fn info(&self, name: &TableName) -> Result<TableInfo, LakeError> {
+        let table = self.table(name, None, None).await?;
+        Ok(table_info(name, &table))
+    }
+
+    /// The commits of a table, newest first.
+    pub async fn history(
+        &self,
+        name: &TableName,
+        limit: Option<usize>,
+    ) -> Result<Vec<Commit>, LakeError> {
+        let table = self.table(name, None, None).await?;
+        let current = table.version().unwrap_or(0);
+        let infos: Vec<_> =
+            table
+                .history(limit)
+                .try_collect()
+                .await
+                .map_err(|source| LakeError::History {
+                    table: name.clone(),
+                    source,
+                })?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, info)| Commit {
+                version: info
+                    .info
+                    .get("version")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(current.saturating_sub(i as u64)),
+                timestamp: info.timestamp.and_then(DateTime::from_timestamp_millis),
+                operation: info.operation.unwrap_or_default(),
+                parameters: info
+                    .operation_parameters
+                    .map(|p| {
+                        serde_json::to_string(
+                            &p.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                        )
+                        .unwrap_or_default()
+                    })
+                    .unwrap_or_default(),
+                metrics: info
+                    .info
+                    .get("operationMetrics")
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+/// Summarizes a loaded table.
+pub fn table_info(name: &TableName, table: &DeltaTable) -> TableInfo {
+    let (mut rows, mut files, mut bytes) = (0u64, 0usize, 0u64);
+    let mut last_commit = None;
+    if let Ok(state) = table.snapshot() {
+        for file in state.log_data().iter() {
+            files += 1;
+            bytes += file.size().max(0) as u64;
+            rows += file.num_records().unwrap_or(0) as u64;
+        }
+        last_commit = state
+            .version_timestamp(state.version())
+            .and_then(DateTime::from_timestamp_millis);
+    }
+    TableInfo {
+        name: name.clone(),
+        version: table.version().unwrap_or(0),
+        rows,
+        files,
+        bytes,
+        last_commit,
+    }
+}
+
+/// Whether opening failed because there is no table at the location.
+fn is_missing(e: &DeltaTableError) -> bool {
+    match e {
+        DeltaTableError::NotATable(_) => true,
+        // delta-kernel reports a missing local folder or an empty log this way.
+        other => {
+            let text = other.to_string();
+            text.contains("does not exist") || text.contains("No files in log segment")
+        }
+    }
+}
+
+/// The names of the folders directly under `prefix`.
+async fn child_dirs(
+    store: &dyn ObjectStore,
+    prefix: &StorePath,
+) -> Result<Vec<String>, object_store::Error> {
+    let listing = store.list_with_delimiter(Some(prefix)).await?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect())
+}
+
+/// Shared handle type used by the query and write paths.
+pub type SharedLake = Arc<Lake>;

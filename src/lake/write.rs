@@ -1,0 +1,528 @@
+//! Writing a source into a table in one Delta commit: append, overwrite or merge, with new
+//! columns added and incompatible type changes refused before anything is written.
+//!
+//! A write that loses a commit race (another writer created the table, or changed it in a way
+//! Delta cannot reconcile) is retried from the start against the new version, re-reading its
+//! source. Parquet files of a failed attempt are never referenced by the log, so readers never
+//! see them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, RecordBatch, UInt64Array, new_null_array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::Column;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use super::{Lake, LakeError, TableName, quote_ident};
+
+/// Boxed error from a source, kept intact so the user sees the file and line.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How many times a write is tried when it loses a commit race.
+const MAX_ATTEMPTS: usize = 8;
+/// The column that numbers incoming rows, so a merge keeps the last row of each key.
+const ORDINAL: &str = "__lake_ordinal";
+
+/// How a write treats the rows already in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add the rows.
+    Append,
+    /// Replace all rows.
+    Overwrite,
+    /// Upsert on these key columns; within the input, the last row of a key wins.
+    Merge(Vec<String>),
+}
+
+/// Something that can produce its batches, more than once if a write has to retry.
+pub trait BatchSource: Send + Sync {
+    /// The schema of every batch.
+    fn schema(&self) -> SchemaRef;
+    /// A fresh stream of all batches.
+    fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>>;
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// The version it committed.
+    pub version: u64,
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows inserted and updated, for a merge.
+    pub merged: Option<(u64, u64)>,
+    /// Columns added to the table.
+    pub added_columns: Vec<String>,
+    /// Whether the table was created.
+    pub created: bool,
+    /// Attempts taken, 1 unless a commit race was lost.
+    pub attempts: usize,
+}
+
+/// Writes `source` into `name` as one commit.
+pub async fn write(
+    lake: &Lake,
+    name: &TableName,
+    source: &dyn BatchSource,
+    mode: &WriteMode,
+    metadata: &[(String, serde_json::Value)],
+) -> Result<WriteOutcome, LakeError> {
+    let write_err = |source: SourceError| LakeError::Write {
+        table: name.clone(),
+        source,
+    };
+    for attempt in 1..=MAX_ATTEMPTS {
+        let table = lake.table_or_new(name).await?;
+        let existing = table.snapshot().ok().map(|s| s.snapshot().arrow_schema());
+        let plan = plan_columns(name, existing.as_deref(), &source.schema(), mode)?;
+
+        let failure: Arc<Mutex<Option<SourceError>>> = Arc::default();
+        let rows = Arc::new(AtomicU64::new(0));
+        let merge_keys = match mode {
+            WriteMode::Merge(keys) => Some(keys.clone()),
+            _ => None,
+        };
+        let input = Arc::new(OneShot::new(
+            plan.target.clone(),
+            source.stream(),
+            failure.clone(),
+            rows.clone(),
+            merge_keys.clone(),
+        ));
+        // Delta's writer plans through its own planner, so the source lives in a Delta session.
+        let ctx = deltalake::delta_datafusion::create_session().into_inner();
+        let provider = StreamingTable::try_new(input.schema().clone(), vec![input as _])
+            .map_err(|e| write_err(e.into()))?;
+        ctx.register_table("__lake_source", Arc::new(provider))
+            .map_err(|e| write_err(e.into()))?;
+        let commit = CommitProperties::default().with_metadata(metadata.iter().cloned());
+
+        let created = existing.is_none();
+        let result = run(
+            &ctx,
+            table,
+            &plan,
+            mode,
+            merge_keys.as_deref(),
+            created,
+            commit,
+        )
+        .await;
+        if let Some(err) = failure.lock().expect("poisoned").take() {
+            return Err(write_err(err));
+        }
+        match result {
+            Ok((table, merged)) => {
+                return Ok(WriteOutcome {
+                    version: table.version().unwrap_or(0),
+                    rows_read: rows.load(Ordering::Relaxed),
+                    merged,
+                    added_columns: plan.added,
+                    created,
+                    attempts: attempt,
+                });
+            }
+            Err(e) if is_conflict(&e) && attempt < MAX_ATTEMPTS => {
+                tracing::info!(table = %name, attempt, "lost a commit race, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
+            }
+            Err(e) => return Err(write_err(Box::new(e))),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+async fn run(
+    ctx: &SessionContext,
+    table: DeltaTable,
+    plan: &ColumnPlan,
+    mode: &WriteMode,
+    keys: Option<&[String]>,
+    creating: bool,
+    commit: CommitProperties,
+) -> Result<(DeltaTable, Option<(u64, u64)>), DeltaTableError> {
+    let df = match keys {
+        Some(keys) => {
+            // The last row of each key wins within the batch.
+            let cols: Vec<String> = plan
+                .target
+                .fields()
+                .iter()
+                .map(|f| quote_ident(f.name()))
+                .filter(|c| c != &quote_ident(ORDINAL))
+                .collect();
+            let partition: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+            let sql = format!(
+                "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY {ord} DESC) AS __lake_rank FROM __lake_source) WHERE __lake_rank = 1",
+                cols = cols.join(", "),
+                part = partition.join(", "),
+                ord = quote_ident(ORDINAL),
+            );
+            ctx.sql(&sql).await?
+        }
+        None => ctx.table("__lake_source").await?,
+    };
+    let state = Arc::new(ctx.state());
+    match (mode, keys) {
+        (WriteMode::Merge(_), Some(keys)) if !creating => {
+            let predicate = keys
+                .iter()
+                .map(|k| qualified("target", k).eq(qualified("source", k)))
+                .reduce(Expr::and)
+                .expect("merge has a key");
+            let columns: Vec<String> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let (table, metrics) = table
+                .merge(df, predicate)
+                .with_source_alias("source")
+                .with_target_alias("target")
+                .with_merge_schema(!plan.added.is_empty())
+                .with_session_state(state)
+                .with_commit_properties(commit)
+                .when_matched_update(|mut update| {
+                    for c in &columns {
+                        update = update.update(Column::from_name(c), qualified("source", c));
+                    }
+                    update
+                })?
+                .when_not_matched_insert(|mut insert| {
+                    for c in &columns {
+                        insert = insert.set(Column::from_name(c), qualified("source", c));
+                    }
+                    insert
+                })?
+                .await?;
+            let merged = (
+                metrics.num_target_rows_inserted as u64,
+                metrics.num_target_rows_updated as u64,
+            );
+            Ok((table, Some(merged)))
+        }
+        _ => {
+            let save = if *mode == WriteMode::Overwrite {
+                SaveMode::Overwrite
+            } else {
+                SaveMode::Append
+            };
+            let mut builder = table
+                .write(vec![])
+                .with_input_plan(df.logical_plan().clone())
+                .with_session_state(state)
+                .with_save_mode(save)
+                .with_commit_properties(commit);
+            if !plan.added.is_empty() && !creating {
+                builder = builder.with_schema_mode(SchemaMode::Merge);
+            }
+            let table = builder.await?;
+            Ok((table, None))
+        }
+    }
+}
+
+fn qualified(relation: &str, column: &str) -> Expr {
+    Expr::Column(Column::new(Some(relation), column))
+}
+
+/// Whether an error means another writer got there first, so a fresh attempt may succeed.
+fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
+/// The columns a write produces.
+#[derive(Debug)]
+struct ColumnPlan {
+    /// The schema batches are cast to before they reach Delta.
+    target: SchemaRef,
+    /// Columns the table did not have.
+    added: Vec<String>,
+}
+
+/// Decides the written schema, refusing incompatible types before anything is written.
+fn plan_columns(
+    name: &TableName,
+    table: Option<&Schema>,
+    incoming: &Schema,
+    mode: &WriteMode,
+) -> Result<ColumnPlan, LakeError> {
+    if let WriteMode::Merge(keys) = mode {
+        for key in keys {
+            if incoming.field_with_name(key).is_err() {
+                return Err(LakeError::MergeKey {
+                    table: name.clone(),
+                    why: format!("the input has no key column `{key}`"),
+                });
+            }
+            if let Some(t) = table {
+                if t.field_with_name(key).is_err() {
+                    return Err(LakeError::MergeKey {
+                        table: name.clone(),
+                        why: format!("the table has no key column `{key}`"),
+                    });
+                }
+            }
+        }
+    }
+    let mut fields: Vec<Field> = Vec::new();
+    let mut added = Vec::new();
+    if let Some(table) = table {
+        for tf in table.fields() {
+            match incoming.field_with_name(tf.name()) {
+                Ok(inf) => {
+                    if !compatible(tf.data_type(), inf.data_type()) {
+                        return Err(LakeError::IncompatibleType {
+                            table: name.clone(),
+                            column: tf.name().clone(),
+                            table_type: tf.data_type().to_string(),
+                            incoming_type: inf.data_type().to_string(),
+                        });
+                    }
+                    fields.push(Field::new(tf.name(), tf.data_type().clone(), true));
+                }
+                // A merge leaves columns the input lacks alone; other writes fill them with nulls.
+                Err(_) if matches!(mode, WriteMode::Merge(_)) => {}
+                Err(_) => fields.push(Field::new(tf.name(), tf.data_type().clone(), true)),
+            }
+        }
+    }
+    for inf in incoming.fields() {
+        if table.is_some_and(|t| t.field_with_name(inf.name()).is_ok()) {
+            continue;
+        }
+        if table.is_some() {
+            added.push(inf.name().clone());
+        }
+        fields.push(Field::new(inf.name(), storable(inf.data_type()), true));
+    }
+    if matches!(mode, WriteMode::Merge(_)) {
+        fields.push(Field::new(ORDINAL, DataType::UInt64, false));
+    }
+    Ok(ColumnPlan {
+        target: Arc::new(Schema::new(fields)),
+        added,
+    })
+}
+
+/// The type Delta stores for an Arrow type.
+fn storable(t: &DataType) -> DataType {
+    use DataType::*;
+    match t {
+        Null => Utf8,
+        UInt8 => Int16,
+        UInt16 => Int32,
+        UInt32 | UInt64 => Int64,
+        Float16 => Float32,
+        Date64 => Date32,
+        Timestamp(_, tz) => Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+        List(f) | LargeList(f) => List(Arc::new(Field::new(
+            "element",
+            storable(f.data_type()),
+            true,
+        ))),
+        Struct(fields) => Struct(
+            fields
+                .iter()
+                .map(|f| Field::new(f.name(), storable(f.data_type()), true))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The same type, ignoring representation: string and binary flavours, timestamp units,
+/// list field names and nullability.
+fn normalize(t: &DataType) -> DataType {
+    use DataType::*;
+    match t {
+        LargeUtf8 | Utf8View => Utf8,
+        LargeBinary | BinaryView => Binary,
+        Timestamp(_, tz) => Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+        List(f) | LargeList(f) | ListView(f) | LargeListView(f) => {
+            List(Arc::new(Field::new("item", normalize(f.data_type()), true)))
+        }
+        Struct(fields) => Struct(
+            fields
+                .iter()
+                .map(|f| Field::new(f.name(), normalize(f.data_type()), true))
+                .collect(),
+        ),
+        other => storable(other),
+    }
+}
+
+/// Whether incoming values of type `incoming` can go into a column of type `table` without loss
+/// of meaning: the same type, a wider number, or any scalar into a string column.
+pub fn compatible(table: &DataType, incoming: &DataType) -> bool {
+    use DataType::*;
+    let (t, i) = (normalize(table), normalize(incoming));
+    let width = |d: &DataType| match d {
+        Int8 => 1,
+        Int16 => 2,
+        Int32 => 4,
+        Int64 => 8,
+        _ => 0,
+    };
+    t == i
+        || i == Null
+        || (t.is_integer() && i.is_integer() && width(&t) >= width(&i))
+        || (t == Float64 && (i.is_integer() || i == Float32))
+        || (t == Utf8 && (i.is_numeric() || i.is_temporal() || i == Boolean))
+}
+
+/// A one-shot partition over a source stream. It casts each batch to the target schema, counts
+/// rows, numbers them for a merge, refuses null keys, and keeps the source's own error so the
+/// user sees it rather than DataFusion's wrapping.
+struct OneShot {
+    schema: SchemaRef,
+    inner: Mutex<Option<BoxStream<'static, Result<RecordBatch, SourceError>>>>,
+    failure: Arc<Mutex<Option<SourceError>>>,
+    rows: Arc<AtomicU64>,
+    keys: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for OneShot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneShot")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OneShot {
+    fn new(
+        schema: SchemaRef,
+        inner: BoxStream<'static, Result<RecordBatch, SourceError>>,
+        failure: Arc<Mutex<Option<SourceError>>>,
+        rows: Arc<AtomicU64>,
+        keys: Option<Vec<String>>,
+    ) -> Self {
+        Self {
+            schema,
+            inner: Mutex::new(Some(inner)),
+            failure,
+            rows,
+            keys,
+        }
+    }
+}
+
+impl PartitionStream for OneShot {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let schema = self.schema.clone();
+        let Some(inner) = self.inner.lock().expect("poisoned").take() else {
+            let err = DataFusionError::Internal("a write source was read twice".into());
+            return Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::once(async { Err(err) }),
+            ));
+        };
+        let failure = self.failure.clone();
+        let rows = self.rows.clone();
+        let keys = self.keys.clone();
+        let target = schema.clone();
+        let stream = inner.map(move |batch| {
+            let converted = batch.and_then(|b| {
+                let start = rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                to_target(&b, &target, start, keys.as_deref())
+            });
+            converted.map_err(|e| {
+                let message = e.to_string();
+                failure.lock().expect("poisoned").get_or_insert(e);
+                DataFusionError::Execution(message)
+            })
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+}
+
+fn to_target(
+    batch: &RecordBatch,
+    target: &SchemaRef,
+    start: u64,
+    keys: Option<&[String]>,
+) -> Result<RecordBatch, SourceError> {
+    if let Some(keys) = keys {
+        for key in keys {
+            if let Some(col) = batch.column_by_name(key) {
+                if col.null_count() > 0 {
+                    let row =
+                        (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0) as u64 + start + 1;
+                    return Err(format!("key column `{key}` is null in input row {row}").into());
+                }
+            }
+        }
+    }
+    let n = batch.num_rows();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|field| {
+            if field.name() == ORDINAL {
+                return Ok(Arc::new(UInt64Array::from_iter_values(start..start + n as u64)) as _);
+            }
+            match batch.column_by_name(field.name()) {
+                None => Ok(new_null_array(field.data_type(), n)),
+                Some(col) if col.data_type() == field.data_type() => Ok(col.clone()),
+                Some(col) => cast(col, field.data_type()).map_err(|e| {
+                    SourceError::from(format!("failed to convert column `{}`: {e}", field.name()))
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(target.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DataType::*;
+
+    #[test]
+    fn compatibility() {
+        assert!(compatible(&Int64, &Int32));
+        assert!(!compatible(&Int32, &Int64));
+        assert!(compatible(&Float64, &Int64));
+        assert!(compatible(&Utf8View, &Utf8));
+        assert!(compatible(&Utf8, &Date32));
+        assert!(!compatible(&Date32, &Utf8));
+        assert!(!compatible(&Int64, &Utf8));
+        assert!(compatible(
+            &Timestamp(TimeUnit::Microsecond, None),
+            &Timestamp(TimeUnit::Second, None)
+        ));
+        assert!(!compatible(
+            &Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            &Timestamp(TimeUnit::Second, None)
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! lake turns Spotify data into an analytics lake (Delta tables on S3 or a local folder) and a
+//! BI-ready warehouse. The modules follow the data: [`extract`] reads sources into Arrow
+//! batches, [`lake`] lands them in Delta tables, [`query`] runs SQL over the lake, and
+//! [`output`] prints results. [`config`] resolves settings once; [`commands`] wires the CLI
+//! to the library.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod extract;
+pub mod lake;
+pub mod output;
+pub mod progress;
+pub mod query;

@@ -1,0 +1,152 @@
+//! RecordBatches -> a table for people, or CSV, JSON, NDJSON or Parquet for programs.
+//! Every format but `table` streams: rows are written as they arrive.
+
+use std::io::Write;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+
+/// Errors while writing results.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The query failed while its rows were read.
+    #[error("failed to read results: {0}")]
+    Query(#[from] DataFusionError),
+    /// Encoding failed.
+    #[error("failed to encode results as {format}: {source}")]
+    Encode {
+        /// The format.
+        format: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Writing failed.
+    #[error("failed to write results: {0}")]
+    Io(#[from] std::io::Error),
+    /// Binary output to a terminal.
+    #[error("failed to write results: parquet is binary; pass --output FILE or redirect stdout")]
+    BinaryToTerminal,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum OutputFormat {
+    /// An aligned table.
+    #[default]
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// Apache Parquet (to a file or a pipe).
+    Parquet,
+}
+
+fn encode<E: std::error::Error + Send + Sync + 'static>(
+    format: &'static str,
+) -> impl Fn(E) -> OutputError {
+    move |e| OutputError::Encode {
+        format,
+        source: Box::new(e),
+    }
+}
+
+/// Writes a stream of results in `format`; returns the number of rows.
+pub async fn write_stream(
+    mut stream: SendableRecordBatchStream,
+    format: OutputFormat,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, OutputError> {
+    let schema = stream.schema();
+    let mut rows = 0u64;
+    match format {
+        OutputFormat::Table => {
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                batches.push(batch);
+            }
+            writeln!(out, "{}", format_table(&schema, &batches)?)?;
+        }
+        OutputFormat::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
+            let mut any = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(encode("csv"))?;
+                any = true;
+            }
+            if !any {
+                writer
+                    .write(&RecordBatch::new_empty(schema))
+                    .map_err(encode("csv"))?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(out);
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(encode("json"))?;
+            }
+            writer.finish().map_err(encode("json"))?;
+            let out = writer.into_inner();
+            if rows == 0 {
+                out.write_all(b"[]")?;
+            }
+            out.write_all(b"\n")?;
+        }
+        OutputFormat::Ndjson => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(out);
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(encode("ndjson"))?;
+            }
+            writer.finish().map_err(encode("ndjson"))?;
+        }
+        OutputFormat::Parquet => {
+            let mut writer = parquet::arrow::ArrowWriter::try_new(out, schema, None)
+                .map_err(encode("parquet"))?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(encode("parquet"))?;
+            }
+            writer.close().map_err(encode("parquet"))?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Formats batches as an aligned table; an empty result still shows its header.
+pub fn format_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, OutputError> {
+    arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), batches)
+        .map(|t| t.to_string())
+        .map_err(encode("table"))
+}
+
+/// Formats a byte count as `1.2 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
