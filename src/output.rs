@@ -99,11 +99,7 @@ pub async fn write_stream(
                 writer.write(&batch).map_err(encode("json"))?;
             }
             writer.finish().map_err(encode("json"))?;
-            let out = writer.into_inner();
-            if rows == 0 {
-                out.write_all(b"[]")?;
-            }
-            out.write_all(b"\n")?;
+            writer.into_inner().write_all(b"\n")?;
         }
         OutputFormat::Ndjson => {
             let mut writer = arrow::json::LineDelimitedWriter::new(out);

@@ -45,6 +45,8 @@ impl QueryError {
             DataFusionError::External(inner) => inner.to_string(),
             _ => e.to_string(),
         };
+        // The default catalog's name means nothing to a user.
+        let message = message.replace("'datafusion.", "'");
         Self::Sql { message, position }
     }
 

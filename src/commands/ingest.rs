@@ -1,5 +1,7 @@
 //! `lake ingest PATH... --table schema.name`: files into a Delta table, in one commit.
 
+use std::sync::Arc;
+
 use anyhow::{Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -62,11 +64,11 @@ pub async fn run(ctx: &Context, args: IngestArgs) -> Result<()> {
             serde_json::json!(files.iter().take(100).collect::<Vec<_>>()),
         ),
     ];
-    let input = Files {
+    let input = Arc::new(Files {
         source,
         progress: bar.clone(),
-    };
-    let outcome = write(&lake, &name, &input, &mode, &metadata).await;
+    });
+    let outcome = write(&lake, &name, input, &mode, &metadata).await;
     bar.finish_and_clear();
     let outcome = outcome?;
     if !ctx.quiet() {

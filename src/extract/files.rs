@@ -174,17 +174,21 @@ async fn resolve(
             format: Format::Csv,
             size,
         };
+        // A prefix lists the objects under it; a key that lists nothing may be an object itself.
         let mut found = Vec::new();
-        match store.head(&prefix).await {
-            Ok(meta) => found.push(object(meta.location, meta.size)),
-            Err(object_store::Error::NotFound { .. }) => {
-                let mut listing = store.list(Some(&prefix));
-                while let Some(meta) = listing.next().await {
-                    let meta = meta.map_err(read_err)?;
-                    found.push(object(meta.location, meta.size));
+        let mut listing = store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(read_err)?;
+            found.push(object(meta.location, meta.size));
+        }
+        if found.is_empty() {
+            match store.head(&prefix).await {
+                Ok(meta) => found.push(object(meta.location, meta.size)),
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(not_found("no objects under this prefix"));
                 }
+                Err(source) => return Err(read_err(source)),
             }
-            Err(source) => return Err(read_err(source)),
         }
         found.sort_by(|a, b| a.display.cmp(&b.display));
         return with_formats(found, format, input, true);
@@ -292,10 +296,28 @@ fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Re
 }
 
 fn parse_err(file: &InputFile, line: Option<usize>, message: impl ToString) -> ExtractError {
+    let message = message.to_string();
+    let message = message
+        .strip_prefix("Csv error: ")
+        .unwrap_or(&message)
+        .to_string();
     ExtractError::Parse {
         file: file.display.clone(),
         line,
-        message: message.to_string(),
+        column: None,
+        message,
+    }
+}
+
+/// A serde_json error at `line` of the file (its own line count is relative to what it parsed).
+fn json_err(file: &InputFile, line: usize, e: &serde_json::Error) -> ExtractError {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    ExtractError::Parse {
+        file: file.display.clone(),
+        line: Some(line),
+        column: Some(e.column()),
+        message: text.strip_suffix(&suffix).unwrap_or(&text).to_string(),
     }
 }
 
@@ -366,9 +388,8 @@ async fn infer_schema(file: &InputFile) -> Result<Schema, ExtractError> {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
-                        parse_err(file, Some(i + 1), format!("column {}: {e}", e.column()))
-                    })?;
+                    let value: serde_json::Value =
+                        serde_json::from_slice(line).map_err(|e| json_err(file, i + 1, &e))?;
                     if !value.is_object() {
                         return Err(parse_err(file, Some(i + 1), "expected a JSON object"));
                     }
@@ -394,8 +415,8 @@ fn first_byte(bytes: &[u8]) -> Option<u8> {
 
 fn parse_array(file: &InputFile, bytes: &[u8]) -> Result<Vec<serde_json::Value>, ExtractError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let values: Vec<serde_json::Value> = serde_json::from_slice(bytes)
-        .map_err(|e| parse_err(file, Some(e.line()), format!("column {}: {e}", e.column())))?;
+    let values: Vec<serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|e| json_err(file, e.line(), &e))?;
     if let Some(i) = values.iter().position(|v| !v.is_object()) {
         return Err(parse_err(
             file,
@@ -538,6 +559,7 @@ fn conform(
             Some(col) => cast(col, field.data_type()).map_err(|e| ExtractError::Parse {
                 file: display.to_string(),
                 line: None,
+                column: None,
                 message: format!("column `{}`: {e}", field.name()),
             }),
         })
@@ -545,6 +567,7 @@ fn conform(
     RecordBatch::try_new(target.clone(), columns).map_err(|e| ExtractError::Parse {
         file: display.to_string(),
         line: None,
+        column: None,
         message: e.to_string(),
     })
 }
@@ -763,11 +786,7 @@ fn pin_json_error(
             continue;
         }
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(line) {
-            return parse_err(
-                file,
-                Some(first_line + i + 1),
-                format!("column {}: {e}", e.column()),
-            );
+            return json_err(file, first_line + i + 1, &e);
         }
         if let Ok(mut d) = builder() {
             if let Err(e) = d.decode(line).and_then(|_| d.flush()) {

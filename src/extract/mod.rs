@@ -34,12 +34,14 @@ pub enum ExtractError {
         source: object_store::Error,
     },
     /// Malformed content.
-    #[error("failed to parse {file}{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    #[error("failed to parse {file}{}: {message}", position(*line, *column))]
     Parse {
         /// The file.
         file: String,
         /// The 1-based line, where known.
         line: Option<usize>,
+        /// The 1-based column, where known.
+        column: Option<usize>,
         /// What is wrong.
         message: String,
     },
@@ -67,4 +69,12 @@ pub enum ExtractError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
 }

@@ -78,7 +78,7 @@ pub struct WriteOutcome {
 pub async fn write(
     lake: &Lake,
     name: &TableName,
-    source: &dyn BatchSource,
+    source: Arc<dyn BatchSource>,
     mode: &WriteMode,
     metadata: &[(String, serde_json::Value)],
 ) -> Result<WriteOutcome, LakeError> {
@@ -97,13 +97,14 @@ pub async fn write(
             WriteMode::Merge(keys) => Some(keys.clone()),
             _ => None,
         };
-        let input = Arc::new(OneShot::new(
-            plan.target.clone(),
-            source.stream(),
-            failure.clone(),
-            rows.clone(),
-            merge_keys.clone(),
-        ));
+        let input = Arc::new(Input {
+            schema: plan.target.clone(),
+            source: source.clone(),
+            executions: AtomicU64::new(0),
+            failure: failure.clone(),
+            rows: rows.clone(),
+            keys: merge_keys.clone(),
+        });
         // Delta's writer plans through its own planner, so the source lives in a Delta session.
         let ctx = deltalake::delta_datafusion::create_session().into_inner();
         let provider = StreamingTable::try_new(input.schema().clone(), vec![input as _])
@@ -395,64 +396,47 @@ pub fn compatible(table: &DataType, incoming: &DataType) -> bool {
         || (t == Utf8 && (i.is_numeric() || i.is_temporal() || i == Boolean))
 }
 
-/// A one-shot partition over a source stream. It casts each batch to the target schema, counts
-/// rows, numbers them for a merge, refuses null keys, and keeps the source's own error so the
-/// user sees it rather than DataFusion's wrapping.
-struct OneShot {
+/// The source as a DataFusion partition. Each execution re-reads the source (a merge reads it
+/// twice). Batches are cast to the target schema, numbered for a merge, and checked for null
+/// keys; the source's own error is kept so the user sees it rather than DataFusion's wrapping.
+struct Input {
     schema: SchemaRef,
-    inner: Mutex<Option<BoxStream<'static, Result<RecordBatch, SourceError>>>>,
+    source: Arc<dyn BatchSource>,
+    executions: AtomicU64,
     failure: Arc<Mutex<Option<SourceError>>>,
     rows: Arc<AtomicU64>,
     keys: Option<Vec<String>>,
 }
 
-impl std::fmt::Debug for OneShot {
+impl std::fmt::Debug for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneShot")
+        f.debug_struct("Input")
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
 }
 
-impl OneShot {
-    fn new(
-        schema: SchemaRef,
-        inner: BoxStream<'static, Result<RecordBatch, SourceError>>,
-        failure: Arc<Mutex<Option<SourceError>>>,
-        rows: Arc<AtomicU64>,
-        keys: Option<Vec<String>>,
-    ) -> Self {
-        Self {
-            schema,
-            inner: Mutex::new(Some(inner)),
-            failure,
-            rows,
-            keys,
-        }
-    }
-}
-
-impl PartitionStream for OneShot {
+impl PartitionStream for Input {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
-        let Some(inner) = self.inner.lock().expect("poisoned").take() else {
-            let err = DataFusionError::Internal("a write source was read twice".into());
-            return Box::pin(RecordBatchStreamAdapter::new(
-                schema,
-                futures::stream::once(async { Err(err) }),
-            ));
-        };
+        // Rows are counted on the first reading only.
+        let first = self.executions.fetch_add(1, Ordering::Relaxed) == 0;
         let failure = self.failure.clone();
         let rows = self.rows.clone();
         let keys = self.keys.clone();
         let target = schema.clone();
-        let stream = inner.map(move |batch| {
+        let mut seen = 0u64;
+        let stream = self.source.stream().map(move |batch| {
             let converted = batch.and_then(|b| {
-                let start = rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                let start = seen;
+                seen += b.num_rows() as u64;
+                if first {
+                    rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                }
                 to_target(&b, &target, start, keys.as_deref())
             });
             converted.map_err(|e| {

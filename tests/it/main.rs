@@ -1,1 +1,12 @@
+//! The one integration test binary. Each module is an area; each test owns a temp dir and runs
+//! the real `lake` binary. Storage tests run twice: on a local folder and on a real S3 endpoint.
 
+mod common;
+mod s3_server;
+
+mod cli;
+mod concurrency;
+mod config;
+mod errors;
+mod ingest;
+mod query;

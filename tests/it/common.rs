@@ -1,0 +1,225 @@
+//! The test context: a temp project on a local folder or on the S3 test server, and the `lake`
+//! binary run in it as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    S3,
+}
+
+pub struct TestContext {
+    pub dir: TempDir,
+    pub backend: Backend,
+    pub bucket: Option<String>,
+}
+
+/// Runs a test body once on a local folder and once on the S3 test server.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn local() {
+                super::$body($crate::common::TestContext::new(
+                    $crate::common::Backend::Local,
+                ));
+            }
+            #[test]
+            fn s3() {
+                super::$body($crate::common::TestContext::new(
+                    $crate::common::Backend::S3,
+                ));
+            }
+        }
+    };
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestContext {
+    pub fn new(backend: Backend) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lake-it-")
+            .tempdir()
+            .expect("temp dir");
+        let (root, bucket, s3) = match backend {
+            Backend::Local => ("lake".to_string(), None, String::new()),
+            Backend::S3 => {
+                let server = S3Server::shared();
+                let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+                let bucket = server.bucket(&format!("it-{}-{n}", std::process::id()));
+                let s3 = format!(
+                    "\n[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+                    server.endpoint
+                );
+                (format!("s3://{bucket}/lake"), Some(bucket), s3)
+            }
+        };
+        std::fs::write(
+            dir.path().join("lake.toml"),
+            format!("root = \"{root}\"\n{s3}"),
+        )
+        .expect("write lake.toml");
+        Self {
+            dir,
+            backend,
+            bucket,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// The `lake` binary, run in the project with a clean environment.
+    pub fn lake(&self) -> Command {
+        Command::from_std(self.std_command())
+    }
+
+    /// The same, as a plain process, for tests that spawn several at once.
+    pub fn std_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"));
+        cmd.current_dir(self.dir.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LAKE_") || key.starts_with("AWS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("HOME", self.dir.path())
+            .env("AWS_CONFIG_FILE", self.path(".aws/config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.path(".aws/credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1");
+        if self.backend == Backend::S3 {
+            cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        }
+        cmd
+    }
+
+    /// Runs `lake` with `args`, asserts success, and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.lake().args(args).output().expect("run lake");
+        assert!(
+            out.status.success(),
+            "lake {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `lake` with `args`, asserts failure, and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.lake().args(args).output().expect("run lake");
+        assert!(
+            !out.status.success(),
+            "lake {args:?} succeeded but should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stderr = String::from_utf8(out.stderr).expect("utf-8 output");
+        assert!(
+            !stderr.contains("panicked"),
+            "lake {args:?} panicked:\n{stderr}"
+        );
+        stderr
+    }
+
+    /// Query results as CSV.
+    pub fn csv(&self, sql: &str) -> String {
+        self.ok(&["query", "--format", "csv", sql])
+    }
+
+    /// The single value a query returns.
+    pub fn scalar(&self, sql: &str) -> String {
+        let out = self.csv(sql);
+        let mut lines = out.lines().skip(1);
+        lines.next().unwrap_or_default().to_string()
+    }
+
+    /// The table's current version, from `lake tables`' CSV-free cousin: its log.
+    pub fn version(&self, table: &str) -> u64 {
+        let (schema, name) = table.split_once('.').unwrap();
+        match self.backend {
+            Backend::Local => {
+                latest_version(&self.path(&format!("lake/{schema}/{name}/_delta_log")))
+            }
+            Backend::S3 => {
+                let dir = S3Server::shared()
+                    .bucket_dir(self.bucket.as_deref().unwrap())
+                    .join(format!("lake/{schema}/{name}/_delta_log"));
+                latest_version(&dir)
+            }
+        }
+    }
+
+    /// Filters that make output independent of temp paths, buckets, ports and times.
+    pub fn filters(&self) -> Vec<(String, &'static str)> {
+        let mut filters = vec![
+            (
+                regex::escape(&self.dir.path().display().to_string()),
+                "[PROJECT]",
+            ),
+            (
+                r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?( UTC|Z)?".to_string(),
+                "[TIME]",
+            ),
+            (r"\d+(\.\d+)?s\b".to_string(), "[DURATION]"),
+        ];
+        if let Some(bucket) = &self.bucket {
+            filters.push((format!("s3://{bucket}/lake"), "[ROOT]"));
+        }
+        filters.push(("file://\\[PROJECT\\]/lake".to_string(), "[ROOT]"));
+        // Table padding depends on the raw values' widths, which differ by backend and run.
+        filters.push((r" +\|".to_string(), " |"));
+        filters.push((r"-{3,}".to_string(), "---"));
+        filters
+    }
+}
+
+fn latest_version(log: &Path) -> u64 {
+    std::fs::read_dir(log)
+        .map(|entries| {
+            entries
+                .filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_suffix(".json")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Applies `filters` to text, for snapshots.
+#[macro_export]
+macro_rules! snapshot {
+    ($ctx:expr, $name:expr, $value:expr) => {{
+        let filters = $ctx.filters();
+        let filters: Vec<(&str, &str)> = filters.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        insta::with_settings!({ filters => filters, prepend_module_to_snapshot => true, omit_expression => true }, {
+            insta::assert_snapshot!($name, $value);
+        });
+    }};
+}

@@ -1,0 +1,199 @@
+//! `lake ingest`: formats, modes, schema evolution.
+
+use crate::common::TestContext;
+use crate::{on_both, snapshot};
+
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-playlists");
+
+fn seed_playlists(ctx: TestContext) {
+    ctx.lake()
+        .args(["ingest", SEEDS, "--table", "raw.playlist_tracks"])
+        .assert()
+        .success();
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.playlist_tracks"),
+        "312"
+    );
+    // Quoted commas stay inside one field.
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.playlist_tracks WHERE \"Artists\" = 'Elton John,Dua Lipa,PNAU'"),
+        "1"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.playlist_tracks WHERE \"Artists\" LIKE '%,%'"),
+        "189"
+    );
+    // Year-only release dates are kept as written.
+    let years = ctx.csv("SELECT \"Name\", \"Release Date\" FROM raw.playlist_tracks WHERE length(\"Release Date\") = 4 ORDER BY 1");
+    snapshot!(ctx, "seed_year_only_dates", years);
+    // Nothing is cut or padded, unlike the Athena table.
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.playlist_tracks WHERE \"Release Date\" IS NULL OR \"Name\" <> trim(\"Name\")"), "0");
+    assert!(
+        ctx.scalar("SELECT max(length(\"Name\")) FROM raw.playlist_tracks")
+            .parse::<u32>()
+            .unwrap()
+            > 50
+    );
+}
+on_both!(seed_playlists_land_whole, seed_playlists);
+
+fn json_ndjson_parquet(ctx: TestContext) {
+    ctx.write(
+        "in/a.json",
+        r#"[{"id": 1, "name": "a", "tags": ["x", "y"]}, {"id": 2, "name": "b", "tags": []}]"#,
+    );
+    ctx.write(
+        "in/b.ndjson",
+        "{\"id\": 3, \"name\": \"c\", \"score\": 1.5}\n\n{\"id\": 4, \"name\": \"d\"}\n",
+    );
+    ctx.write("in/c.jsonl", "{\"id\": 5}\n");
+    ctx.ok(&["ingest", "in", "--table", "raw.things"]);
+    assert_eq!(
+        ctx.csv("SELECT id, name, score FROM raw.things ORDER BY id"),
+        "id,name,score\n1,a,\n2,b,\n3,c,1.5\n4,d,\n5,,\n"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT array_length(tags) FROM raw.things WHERE id = 1"),
+        "2"
+    );
+
+    // Parquet written by lake itself reads back.
+    ctx.ok(&[
+        "query",
+        "--format",
+        "parquet",
+        "--output",
+        "things.parquet",
+        "SELECT id * 10 AS id, name FROM raw.things",
+    ]);
+    ctx.ok(&["ingest", "things.parquet", "--table", "raw.things"]);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.things"), "10");
+    assert_eq!(ctx.scalar("SELECT sum(id) FROM raw.things"), "165");
+
+    // --format overrides the extension.
+    ctx.write("weird.txt", "id,name\n7,g\n");
+    ctx.ok(&[
+        "ingest",
+        "weird.txt",
+        "--format",
+        "csv",
+        "--table",
+        "raw.weird",
+    ]);
+    assert_eq!(ctx.scalar("SELECT name FROM raw.weird"), "g");
+}
+on_both!(json_ndjson_and_parquet, json_ndjson_parquet);
+
+fn globs_and_s3_prefixes(ctx: TestContext) {
+    ctx.write("drop/2026-01.csv", "id,v\n1,a\n");
+    ctx.write("drop/2026-02.csv", "id,v\n2,b\n");
+    ctx.write("drop/notes.md", "ignored");
+    let pattern = ctx.path("drop/*.csv").display().to_string();
+    ctx.ok(&["ingest", &pattern, "--table", "raw.glob"]);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.glob"), "2");
+    if let Some(bucket) = &ctx.bucket {
+        // Land files that are already on S3: lake's own export of the table.
+        let dir = crate::s3_server::S3Server::shared()
+            .bucket_dir(bucket)
+            .join("landing");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x.csv"), "id,v\n3,c\n4,d\n").unwrap();
+        std::fs::write(dir.join("y.ndjson"), "{\"id\":5,\"v\":\"e\"}\n").unwrap();
+        ctx.ok(&[
+            "ingest",
+            &format!("s3://{bucket}/landing/"),
+            "--table",
+            "raw.glob",
+        ]);
+        assert_eq!(ctx.scalar("SELECT count(*) FROM raw.glob"), "5");
+    }
+}
+on_both!(globs_and_prefixes, globs_and_s3_prefixes);
+
+fn modes(ctx: TestContext) {
+    ctx.write("a.csv", "id,name,plays\n1,a,10\n2,b,20\n");
+    ctx.ok(&["ingest", "a.csv", "--table", "raw.m"]);
+    ctx.ok(&["ingest", "a.csv", "--table", "raw.m", "--mode", "append"]);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.m"), "4");
+
+    ctx.ok(&["ingest", "a.csv", "--table", "raw.m", "--mode", "overwrite"]);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.m"), "2");
+
+    // Merge upserts on the key; within the batch the last row of a key wins.
+    ctx.write("b.csv", "id,name,plays\n2,b2,21\n3,c,30\n3,c2,31\n");
+    let out = ctx
+        .lake()
+        .args([
+            "ingest", "b.csv", "--table", "raw.m", "--mode", "merge", "--key", "id",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    snapshot!(ctx, "merge_summary", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        ctx.csv("SELECT * FROM raw.m ORDER BY id"),
+        "id,name,plays\n1,a,10\n2,b2,21\n3,c2,31\n"
+    );
+
+    // Composite keys.
+    ctx.write("c.csv", "id,name,plays\n3,c2,99\n3,new,1\n");
+    ctx.ok(&[
+        "ingest", "c.csv", "--table", "raw.m", "--mode", "merge", "--key", "id,name",
+    ]);
+    assert_eq!(
+        ctx.csv("SELECT * FROM raw.m ORDER BY id, name"),
+        "id,name,plays\n1,a,10\n2,b2,21\n3,c2,99\n3,new,1\n"
+    );
+    assert_eq!(ctx.version("raw.m"), 4);
+}
+on_both!(append_overwrite_merge, modes);
+
+fn schema_evolution(ctx: TestContext) {
+    ctx.write("a.csv", "id,name\n1,a\n");
+    ctx.ok(&["ingest", "a.csv", "--table", "raw.e"]);
+    ctx.write("b.csv", "id,name,country\n2,b,NO\n");
+    let out = ctx
+        .lake()
+        .args(["ingest", "b.csv", "--table", "raw.e"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("added columns: country"));
+    assert_eq!(
+        ctx.csv("SELECT * FROM raw.e ORDER BY id"),
+        "id,name,country\n1,a,\n2,b,NO\n"
+    );
+
+    // A new column through merge, too.
+    ctx.write("c.csv", "id,plays\n1,5\n");
+    ctx.ok(&[
+        "ingest", "c.csv", "--table", "raw.e", "--mode", "merge", "--key", "id",
+    ]);
+    assert_eq!(
+        ctx.csv("SELECT * FROM raw.e ORDER BY id"),
+        "id,name,country,plays\n1,a,,5\n2,b,NO,\n"
+    );
+
+    // Widening is allowed: an integer into a float column.
+    ctx.write("f.csv", "id,score\n1,1.5\n");
+    ctx.ok(&["ingest", "f.csv", "--table", "raw.w"]);
+    ctx.write("g.csv", "id,score\n2,3\n");
+    ctx.ok(&["ingest", "g.csv", "--table", "raw.w"]);
+    assert_eq!(
+        ctx.csv("SELECT score FROM raw.w ORDER BY id"),
+        "score\n1.5\n3.0\n"
+    );
+
+    // An incompatible change is refused, naming the column and both types; nothing changes.
+    let before = ctx.version("raw.e");
+    ctx.write("bad.csv", "id,name\nnot-a-number,x\n");
+    let err = ctx.fails(&["ingest", "bad.csv", "--table", "raw.e"]);
+    snapshot!(ctx, "incompatible_type", err);
+    assert_eq!(ctx.version("raw.e"), before);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.e"), "2");
+}
+on_both!(new_columns_and_type_changes, schema_evolution);
