@@ -13,7 +13,7 @@ use crate::output::{format_table, human_bytes};
 
 pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
     let name: TableName = args.table.parse()?;
-    let lake = ctx.lake()?;
+    let lake = ctx.lake().await?;
     let table = lake.table(&name, None, None).await?;
     let info = table_info(&name, &table);
     let state = table.snapshot()?;

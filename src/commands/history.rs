@@ -13,7 +13,7 @@ use crate::output::format_table;
 
 pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<()> {
     let name: TableName = args.table.parse()?;
-    let commits = ctx.lake()?.history(&name, args.limit).await?;
+    let commits = ctx.lake().await?.history(&name, args.limit).await?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("version", DataType::UInt64, false),
         Field::new("timestamp", DataType::Utf8, true),

@@ -49,7 +49,7 @@ pub async fn run(ctx: &Context, args: IngestArgs) -> Result<()> {
         (IngestMode::Append, true) => WriteMode::Append,
         (IngestMode::Overwrite, true) => WriteMode::Overwrite,
     };
-    let lake = ctx.lake()?;
+    let lake = ctx.lake().await?;
     let source = FileSource::open(&args.paths, args.format, &lake).await?;
     let files: Vec<String> = source.files().map(|f| f.display.clone()).collect();
     let bar = progress::bytes_bar(

@@ -33,8 +33,8 @@ impl Context {
     }
 
     /// Opens the configured lake.
-    pub fn lake(&self) -> Result<Arc<Lake>> {
-        Ok(Arc::new(Lake::open(&self.settings()?)?))
+    pub async fn lake(&self) -> Result<Arc<Lake>> {
+        Ok(Arc::new(Lake::open(&self.settings()?).await?))
     }
 
     /// Whether to keep stderr free of progress and summaries.

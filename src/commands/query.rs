@@ -17,7 +17,7 @@ pub async fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
             .with_context(|| format!("failed to read {}", path.display()))?,
         (None, None) => unreachable!("clap requires one"),
     };
-    let session = LakeSession::new(ctx.lake()?).await?;
+    let session = LakeSession::new(ctx.lake().await?).await?;
     let started = Instant::now();
     let rows = run_sql(&session, &sql, args.format, args.output.as_deref()).await?;
     if !ctx.quiet()

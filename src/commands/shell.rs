@@ -21,7 +21,7 @@ Statements end with `;` and may span lines.
   .quit            leave (or Ctrl-D)";
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let session = LakeSession::new(ctx.lake()?).await?;
+    let session = LakeSession::new(ctx.lake().await?).await?;
     let mut editor = DefaultEditor::new()?;
     let history =
         std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".lake_history"));

@@ -11,7 +11,7 @@ use crate::output::{format_table, human_bytes};
 use crate::progress;
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let lake = ctx.lake()?;
+    let lake = ctx.lake().await?;
     let spinner = progress::spinner(ctx.quiet(), "reading table logs".into());
     let mut infos = Vec::new();
     for name in lake.list_tables().await? {

@@ -149,61 +149,74 @@ pub struct Commit {
 }
 
 impl Lake {
-    /// Opens the lake the settings describe. Nothing is read until a table is used.
-    pub fn open(settings: &Settings) -> Result<Self, LakeError> {
+    /// Opens the lake the settings describe. Nothing is read until a table is used, except the
+    /// credentials of an AWS profile named in `s3.profile`.
+    pub async fn open(settings: &Settings) -> Result<Self, LakeError> {
         let invalid = |why: String| LakeError::InvalidRoot {
             root: settings.root.clone(),
             why,
         };
         let root = &settings.root;
-        let mut options = HashMap::new();
-        let url = if let Some((scheme, _)) = root.split_once("://") {
-            if !matches!(scheme, "s3" | "s3a") {
-                return Err(invalid(format!(
-                    "`{scheme}://` is not supported; use a folder or s3://bucket/prefix"
-                )));
-            }
-            let mut url = Url::parse(root).map_err(|e| invalid(e.to_string()))?;
-            if url.host_str().unwrap_or("").is_empty() {
-                return Err(invalid("the URL names no bucket".into()));
-            }
-            if !url.path().ends_with('/') {
-                url.set_path(&format!("{}/", url.path()));
-            }
-            let s3 = &settings.s3;
-            let mut put = |k: &str, v: Option<String>| {
-                if let Some(v) = v {
-                    options.insert(k.to_string(), v);
-                }
-            };
-            put("AWS_ENDPOINT_URL", s3.endpoint.clone());
-            put("AWS_REGION", s3.region.clone());
-            put("AWS_ALLOW_HTTP", s3.allow_http.map(|b| b.to_string()));
-            put(
-                "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
-                s3.virtual_hosted_style.map(|b| b.to_string()),
-            );
-            let profile = s3
-                .profile
-                .clone()
-                .or_else(|| std::env::var("AWS_PROFILE").ok());
-            if profile.is_some() {
-                // A named profile is resolved by the AWS SDK chain, as in the AWS CLI, even
-                // when the endpoint is not AWS's own.
-                put("AWS_FORCE_CREDENTIAL_LOAD", Some("true".into()));
-            }
-            put("AWS_PROFILE", profile);
-            // Fail within seconds, not minutes, when an endpoint does not answer.
-            put("max_retries", Some("3".into()));
-            put("retry_timeout", Some("20s".into()));
-            url
-        } else {
+        let Some((scheme, _)) = root.split_once("://") else {
             let path = settings.project_dir.join(root);
             std::fs::create_dir_all(&path)
                 .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
             let path = path.canonicalize().map_err(|e| invalid(e.to_string()))?;
-            Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path".into()))?
+            let url = Url::from_directory_path(&path)
+                .map_err(|()| invalid("not an absolute path".into()))?;
+            return Ok(Self {
+                root: url,
+                options: HashMap::new(),
+            });
         };
+        if !matches!(scheme, "s3" | "s3a") {
+            return Err(invalid(format!(
+                "`{scheme}://` is not supported; use a folder or s3://bucket/prefix"
+            )));
+        }
+        let mut url = Url::parse(root).map_err(|e| invalid(e.to_string()))?;
+        if url.host_str().unwrap_or("").is_empty() {
+            return Err(invalid("the URL names no bucket".into()));
+        }
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let s3 = &settings.s3;
+        let mut options = HashMap::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                options.insert(k.to_string(), v);
+            }
+        };
+        put("AWS_ENDPOINT_URL", s3.endpoint.clone());
+        put("AWS_ALLOW_HTTP", s3.allow_http.map(|b| b.to_string()));
+        put(
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+            s3.virtual_hosted_style.map(|b| b.to_string()),
+        );
+        // Fail within seconds, not minutes, when an endpoint does not answer.
+        put("max_retries", Some("3".into()));
+        put("retry_timeout", Some("20s".into()));
+        let mut region = s3.region.clone();
+        if let Some(profile) = &s3.profile {
+            // The AWS SDK reads the profile as the AWS CLI does (static keys, SSO,
+            // credential_process, assume-role chains); its credentials and region are used.
+            let (creds, profile_region) = profile_credentials(profile).await.map_err(invalid)?;
+            put("AWS_ACCESS_KEY_ID", Some(creds.access_key_id().to_string()));
+            put(
+                "AWS_SECRET_ACCESS_KEY",
+                Some(creds.secret_access_key().to_string()),
+            );
+            put(
+                "AWS_SESSION_TOKEN",
+                creds.session_token().map(str::to_string),
+            );
+            region = region.or(profile_region);
+        } else if std::env::var_os("AWS_PROFILE").is_some() {
+            // Let the SDK's default chain resolve AWS_PROFILE even for a non-AWS endpoint.
+            put("AWS_FORCE_CREDENTIAL_LOAD", Some("true".into()));
+        }
+        put("AWS_REGION", region);
         Ok(Self { root: url, options })
     }
 
@@ -402,6 +415,25 @@ pub fn table_info(name: &TableName, table: &DeltaTable) -> TableInfo {
         bytes,
         last_commit,
     }
+}
+
+/// Loads a named profile's credentials and region with the AWS SDK.
+async fn profile_credentials(
+    profile: &str,
+) -> Result<(aws_credential_types::Credentials, Option<String>), String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .profile_name(profile)
+        .load()
+        .await;
+    let provider = config
+        .credentials_provider()
+        .ok_or_else(|| format!("AWS profile `{profile}` gives no credentials"))?;
+    let creds = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| format!("failed to load credentials of AWS profile `{profile}`: {e}"))?;
+    Ok((creds, config.region().map(|r| r.to_string())))
 }
 
 /// Whether opening failed because there is no table at the location.

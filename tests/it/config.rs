@@ -60,3 +60,78 @@ fn unknown_keys_are_errors() {
     let err = ctx.fails(&["--root", "gs://bucket/x", "tables"]);
     assert!(err.contains("gs://"), "{err}");
 }
+
+#[test]
+fn standard_aws_environment_and_profiles() {
+    use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let ctx = TestContext::new(Backend::S3);
+    let bucket = ctx.bucket.clone().unwrap();
+    let endpoint = &S3Server::shared().endpoint;
+    // Only the root in lake.toml: endpoint, region and credentials come from the AWS environment
+    // and a named profile, as with the AWS CLI.
+    std::fs::write(
+        ctx.path("lake.toml"),
+        format!("root = \"s3://{bucket}/lake\"\n"),
+    )
+    .unwrap();
+    ctx.write(
+        ".aws/credentials",
+        format!(
+            "[lake-test]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    );
+    ctx.write(".aws/config", "[profile lake-test]\nregion = us-east-1\n");
+    ctx.write("a.csv", "id\n1\n");
+    let aws = |cmd: &mut assert_cmd::Command| {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
+    };
+    let mut cmd = ctx.lake();
+    aws(&mut cmd);
+    cmd.env("AWS_PROFILE", "lake-test")
+        .args(["ingest", "a.csv", "--table", "raw.p"])
+        .assert()
+        .success();
+
+    // The profile can also be named in lake.toml's [s3] table.
+    std::fs::write(
+        ctx.path("lake.toml"),
+        format!("root = \"s3://{bucket}/lake\"\n[s3]\nprofile = \"lake-test\"\n"),
+    )
+    .unwrap();
+    let mut cmd = ctx.lake();
+    aws(&mut cmd);
+    let out = cmd
+        .args([
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM raw.p",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n1\n");
+
+    // A profile that does not exist is an error, not a hang or a panic.
+    let mut cmd = ctx.lake();
+    aws(&mut cmd);
+    let out = cmd
+        .args(["--set", "s3.profile=nope", "tables"])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET_KEY));
+}

@@ -1,0 +1,88 @@
+//! Ingest and query figures for the lake core, printed, never asserted.
+//!
+//! `cargo bench --bench ingest` generates 1 M NDJSON rows, then times the release `lake` binary:
+//! `lake ingest` into a local folder and into the in-process S3 server the tests use, and one
+//! group-by `lake query` over each, each a cold process. Set `LAKE_BENCH_ROWS` for another size.
+
+#[path = "../tests/it/s3_server.rs"]
+mod s3_server;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+
+fn main() {
+    let rows: usize = std::env::var("LAKE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("plays.ndjson");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    for i in 0..rows {
+        writeln!(
+            out,
+            r#"{{"played_at":"2026-{:02}-{:02}T{:02}:{:02}:00Z","track_id":"t{}","artist":"artist {}","ms_played":{},"skipped":{}}}"#,
+            i % 12 + 1,
+            i % 28 + 1,
+            i % 24,
+            i % 60,
+            i % 5000,
+            i % 300,
+            (i * 7919) % 240_000,
+            i % 7 == 0
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    let size = std::fs::metadata(&input).unwrap().len();
+    println!(
+        "input: {rows} NDJSON rows, {:.1} MiB",
+        size as f64 / 1048576.0
+    );
+
+    let server = S3Server::shared();
+    let bucket = server.bucket("bench");
+    let lake = env!("CARGO_BIN_EXE_lake");
+    let sql = "SELECT artist, count(*) AS plays, sum(ms_played) AS ms FROM raw.plays GROUP BY artist ORDER BY plays DESC LIMIT 5";
+    for (backend, root) in [
+        ("local", dir.path().join("lake").display().to_string()),
+        ("s3", format!("s3://{bucket}/lake")),
+    ] {
+        let run = |args: &[&str]| {
+            let started = Instant::now();
+            let status = Command::new(lake)
+                .args([
+                    "--quiet",
+                    "--root",
+                    &root,
+                    "--set",
+                    &format!("s3.endpoint={}", server.endpoint),
+                    "--set",
+                    "s3.allow_http=true",
+                ])
+                .args(args)
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_REGION", "us-east-1")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run lake");
+            assert!(status.success(), "lake {args:?} failed");
+            started.elapsed().as_secs_f64()
+        };
+        let secs = run(&["ingest", input.to_str().unwrap(), "--table", "raw.plays"]);
+        println!(
+            "{backend:>5}: lake ingest   {rows} rows in {secs:.2} s = {:.0} rows/s ({:.1} MiB/s)",
+            rows as f64 / secs,
+            size as f64 / 1048576.0 / secs
+        );
+        let secs = run(&["query", sql]);
+        println!(
+            "{backend:>5}: lake query    group-by over {rows} rows, cold process: {secs:.3} s"
+        );
+    }
+}
