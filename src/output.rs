@@ -146,3 +146,11 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// Prints text and a newline to stdout. Unlike `println!`, a closed pipe is an error the caller
+/// returns (and `main` treats as success), not a panic.
+pub fn print(text: impl std::fmt::Display) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use super::Context;
 use crate::cli::TableArg;
 use crate::lake::{TableName, table_info};
-use crate::output::{format_table, human_bytes};
+use crate::output::{format_table, human_bytes, print};
 
 pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
     let name: TableName = args.table.parse()?;
@@ -36,10 +36,7 @@ pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
             fields.iter().map(|f| Some(f.is_nullable())),
         )),
     ];
-    println!(
-        "{}",
-        format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?
-    );
+    print(format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?)?;
 
     let metadata = state.metadata();
     let protocol = state.protocol();
@@ -88,9 +85,6 @@ pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
             props.iter().map(|(_, v)| v.as_str()),
         )),
     ];
-    println!(
-        "{}",
-        format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?
-    );
+    print(format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use super::Context;
 use crate::cli::HistoryArgs;
 use crate::lake::TableName;
-use crate::output::format_table;
+use crate::output::{format_table, print};
 
 pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<()> {
     let name: TableName = args.table.parse()?;
@@ -39,9 +39,6 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<()> {
             commits.iter().map(|c| c.metrics.as_str()),
         )),
     ];
-    println!(
-        "{}",
-        format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?
-    );
+    print(format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use rustyline::error::ReadlineError;
 
 use super::Context;
 use crate::lake::quote_ident;
-use crate::output::OutputFormat;
+use crate::output::{OutputFormat, print};
 use crate::query::LakeSession;
 
 const HELP: &str = "\
@@ -57,10 +57,10 @@ pub async fn run(ctx: &Context) -> Result<()> {
             let mut words = trimmed.split_whitespace();
             match (words.next().unwrap_or(""), words.next()) {
                 (".quit" | ".exit", _) => break,
-                (".help", _) => println!("{HELP}"),
+                (".help", _) => print(HELP)?,
                 (".tables", _) => {
                     for t in session.tables() {
-                        println!("{t}");
+                        print(t)?;
                     }
                 }
                 (".schema", Some(table)) => {
@@ -108,7 +108,7 @@ fn report(result: Result<u64>, elapsed: Option<std::time::Duration>) {
     match result {
         Ok(rows) => {
             if let Some(t) = elapsed {
-                println!("{rows} rows in {:.3}s", t.as_secs_f64());
+                let _ = print(format!("{rows} rows in {:.3}s", t.as_secs_f64()));
             }
         }
         Err(e) => eprintln!("error: {e:#}"),

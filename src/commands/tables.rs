@@ -7,7 +7,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::Context;
-use crate::output::{format_table, human_bytes};
+use crate::output::{format_table, human_bytes, print};
 use crate::progress;
 
 pub async fn run(ctx: &Context) -> Result<()> {
@@ -46,6 +46,6 @@ pub async fn run(ctx: &Context) -> Result<()> {
         }))),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    println!("{}", format_table(&schema, &[batch])?);
+    print(format_table(&schema, &[batch])?)?;
     Ok(())
 }

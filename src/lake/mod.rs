@@ -417,23 +417,31 @@ pub fn table_info(name: &TableName, table: &DeltaTable) -> TableInfo {
     }
 }
 
-/// Loads a named profile's credentials and region with the AWS SDK.
-async fn profile_credentials(
-    profile: &str,
-) -> Result<(aws_credential_types::Credentials, Option<String>), String> {
+/// Loads a named profile's credentials and region from the AWS config files, as the AWS CLI's
+/// `--profile` does (static keys, SSO, credential_process, assume-role chains).
+async fn profile_credentials(profile: &str) -> Result<(aws_credential_types::Credentials, Option<String>), String> {
+    use aws_config::meta::region::ProvideRegion;
+    use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
     use aws_credential_types::provider::ProvideCredentials;
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .profile_name(profile)
-        .load()
-        .await;
-    let provider = config
-        .credentials_provider()
-        .ok_or_else(|| format!("AWS profile `{profile}` gives no credentials"))?;
-    let creds = provider
-        .provide_credentials()
-        .await
-        .map_err(|e| format!("failed to load credentials of AWS profile `{profile}`: {e}"))?;
-    Ok((creds, config.region().map(|r| r.to_string())))
+    let provider = ProfileFileCredentialsProvider::builder().profile_name(profile).build();
+    let creds = provider.provide_credentials().await.map_err(|e| {
+        if let aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_) = e {
+            return format!(
+                "AWS profile `{profile}` was not found in ~/.aws/config or ~/.aws/credentials \
+                 (or the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name)"
+            );
+        }
+        // The SDK's top-level message is generic; its causes say what is wrong.
+        let mut why = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            why = format!("{why}: {c}");
+            cause = c.source();
+        }
+        format!("failed to load credentials of AWS profile `{profile}`: {why}")
+    })?;
+    let region = ProfileFileRegionProvider::builder().profile_name(profile).build().region().await;
+    Ok((creds, region.map(|r| r.to_string())))
 }
 
 /// Whether opening failed because there is no table at the location.
