@@ -130,7 +130,7 @@ fn standard_aws_environment_and_profiles() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: ") && !err.contains("panicked"),
+        err.starts_with("error: ") && err.contains("`nope` was not found"),
         "{err}"
     );
     assert!(!err.contains(SECRET_KEY));
