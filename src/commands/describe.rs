@@ -36,7 +36,10 @@ pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
             fields.iter().map(|f| Some(f.is_nullable())),
         )),
     ];
-    print(format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?)?;
+    print(format_table(
+        &schema,
+        &[RecordBatch::try_new(schema.clone(), columns)?],
+    )?)?;
 
     let metadata = state.metadata();
     let protocol = state.protocol();
@@ -85,6 +88,9 @@ pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
             props.iter().map(|(_, v)| v.as_str()),
         )),
     ];
-    print(format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?)?;
+    print(format_table(
+        &schema,
+        &[RecordBatch::try_new(schema.clone(), columns)?],
+    )?)?;
     Ok(())
 }

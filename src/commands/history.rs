@@ -39,6 +39,9 @@ pub async fn run(ctx: &Context, args: HistoryArgs) -> Result<()> {
             commits.iter().map(|c| c.metrics.as_str()),
         )),
     ];
-    print(format_table(&schema, &[RecordBatch::try_new(schema.clone(), columns)?])?)?;
+    print(format_table(
+        &schema,
+        &[RecordBatch::try_new(schema.clone(), columns)?],
+    )?)?;
     Ok(())
 }

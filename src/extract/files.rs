@@ -30,6 +30,8 @@ use crate::lake::Lake;
 
 /// Rows per record batch.
 const BATCH_ROWS: usize = 8192;
+/// How many bytes of NDJSON are gathered before they are decoded.
+const BLOCK_BYTES: usize = 4 << 20;
 /// How much of a CSV or NDJSON file is read to infer its schema.
 const SAMPLE_BYTES: u64 = 8 << 20;
 
@@ -747,27 +749,39 @@ async fn read_json(
                 done = true;
             }
         }
+        // Decode in large blocks of whole lines, BATCH_ROWS lines to a batch.
+        if !done && pending.len() < BLOCK_BYTES {
+            continue;
+        }
         let Some(cut) = pending.iter().rposition(|b| *b == b'\n') else {
             continue;
         };
         let block: Vec<u8> = pending.drain(..=cut).collect();
-        for lines in block
-            .split_inclusive(|b| *b == b'\n')
-            .collect::<Vec<_>>()
-            .chunks(BATCH_ROWS)
-        {
-            let joined = lines.concat();
-            let decoded = decoder.decode(&joined).and_then(|_| decoder.flush());
-            match decoded {
+        let mut start = 0;
+        while start < block.len() {
+            let (mut end, mut lines) = (start, 0);
+            while end < block.len() && lines < BATCH_ROWS {
+                end += block[end..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(block.len() - end, |i| i + 1);
+                lines += 1;
+            }
+            let slice = &block[start..end];
+            match decoder.decode(slice).and_then(|_| decoder.flush()) {
                 Ok(Some(batch)) => {
                     if !send(tx, batch).await {
                         return Ok(());
                     }
                 }
                 Ok(None) => {}
-                Err(e) => return Err(pin_json_error(file, lines, line_no, &builder, e)),
+                Err(e) => {
+                    let lines: Vec<&[u8]> = slice.split_inclusive(|b| *b == b'\n').collect();
+                    return Err(pin_json_error(file, &lines, line_no, &builder, e));
+                }
             }
-            line_no += lines.len();
+            line_no += lines;
+            start = end;
         }
     }
     Ok(())

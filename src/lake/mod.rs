@@ -419,13 +419,18 @@ pub fn table_info(name: &TableName, table: &DeltaTable) -> TableInfo {
 
 /// Loads a named profile's credentials and region from the AWS config files, as the AWS CLI's
 /// `--profile` does (static keys, SSO, credential_process, assume-role chains).
-async fn profile_credentials(profile: &str) -> Result<(aws_credential_types::Credentials, Option<String>), String> {
+async fn profile_credentials(
+    profile: &str,
+) -> Result<(aws_credential_types::Credentials, Option<String>), String> {
     use aws_config::meta::region::ProvideRegion;
     use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
     use aws_credential_types::provider::ProvideCredentials;
-    let provider = ProfileFileCredentialsProvider::builder().profile_name(profile).build();
+    let provider = ProfileFileCredentialsProvider::builder()
+        .profile_name(profile)
+        .build();
     let creds = provider.provide_credentials().await.map_err(|e| {
-        if let aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_) = e {
+        if let aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_) = e
+        {
             return format!(
                 "AWS profile `{profile}` was not found in ~/.aws/config or ~/.aws/credentials \
                  (or the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name)"
@@ -440,7 +445,11 @@ async fn profile_credentials(profile: &str) -> Result<(aws_credential_types::Cre
         }
         format!("failed to load credentials of AWS profile `{profile}`: {why}")
     })?;
-    let region = ProfileFileRegionProvider::builder().profile_name(profile).build().region().await;
+    let region = ProfileFileRegionProvider::builder()
+        .profile_name(profile)
+        .build()
+        .region()
+        .await;
     Ok((creds, region.map(|r| r.to_string())))
 }
 
