@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::TableType;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::lake::{CURATED, Lake, LakeError, RAW, TableName};
@@ -215,6 +216,12 @@ impl SchemaProvider for LakeSchema {
             .expect("poisoned")
             .insert(name.to_string(), provider.clone());
         Ok(Some(provider))
+    }
+
+    /// Every lake table is a base table; answering without opening it keeps
+    /// `information_schema.tables` cheap.
+    async fn table_type(&self, name: &str) -> Result<Option<TableType>, DataFusionError> {
+        Ok(self.table_exist(name).then_some(TableType::Base))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -64,12 +64,9 @@ pub async fn run(ctx: &Context) -> Result<()> {
                     }
                 }
                 (".schema", Some(table)) => {
+                    // DESCRIBE opens only this table; information_schema would open them all.
                     let sql = match table.split_once('.') {
-                        Some((s, n)) => format!(
-                            "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{}' ORDER BY ordinal_position",
-                            s.replace('\'', "''"),
-                            n.replace('\'', "''")
-                        ),
+                        Some((s, n)) => format!("DESCRIBE {}.{}", quote_ident(s), quote_ident(n)),
                         None => format!("DESCRIBE {}", quote_ident(table)),
                     };
                     report(
