@@ -1,6 +1,6 @@
 //! `lake init`, help, and the demo the README opens with.
 
-use crate::common::{Backend, TestContext};
+use crate::common::{Backend, TestContext, succeeds};
 use crate::snapshot;
 
 #[test]
@@ -26,24 +26,17 @@ fn init_writes_a_project() {
         .args(["ingest", seeds, "--table", "raw.playlist_tracks"])
         .assert()
         .success();
-    let out = ctx
-        .lake()
-        .current_dir(ctx.path("proj"))
-        .args([
-            "query",
-            "--format",
-            "csv",
-            "-f",
-            "queries/artist_counts.sql",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("artists,tracks\n"));
+    let (out, _) = succeeds(ctx.lake().current_dir(ctx.path("proj")).args([
+        "query",
+        "--format",
+        "csv",
+        "-f",
+        "queries/artist_counts.sql",
+    ]));
+    assert!(out.starts_with(
+        "artists,tracks
+"
+    ));
     assert!(
         ctx.path("proj/lake/raw/playlist_tracks/_delta_log")
             .is_dir()

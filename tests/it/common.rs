@@ -116,30 +116,12 @@ impl TestContext {
 
     /// Runs `lake` with `args`, asserts success, and returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.lake().args(args).output().expect("run lake");
-        assert!(
-            out.status.success(),
-            "lake {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        succeeds(self.lake().args(args)).0
     }
 
     /// Runs `lake` with `args`, asserts failure, and returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.lake().args(args).output().expect("run lake");
-        assert!(
-            !out.status.success(),
-            "lake {args:?} succeeded but should have failed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let stderr = String::from_utf8(out.stderr).expect("utf-8 output");
-        assert!(
-            !stderr.contains("panicked"),
-            "lake {args:?} panicked:\n{stderr}"
-        );
-        stderr
+        fails(self.lake().args(args))
     }
 
     /// Query results as CSV.
@@ -192,6 +174,39 @@ impl TestContext {
         filters.push((r"-{3,}".to_string(), "---"));
         filters
     }
+}
+
+/// Runs a prepared command, asserts success, and returns stdout and stderr.
+pub fn succeeds(cmd: &mut Command) -> (String, String) {
+    let out = cmd
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .expect("run lake");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+/// Runs a prepared command, asserts that it fails cleanly, and returns stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out = cmd
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .expect("run lake");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.starts_with("error: ") && !stderr.contains("panicked"),
+        "{cmd:?} did not fail cleanly:\n{stderr}"
+    );
+    stderr
 }
 
 fn latest_version(log: &Path) -> u64 {

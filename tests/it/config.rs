@@ -1,6 +1,6 @@
 //! Settings through the binary: precedence, unknown keys, LAKE_CONFIG.
 
-use crate::common::{Backend, TestContext};
+use crate::common::{Backend, TestContext, fails, succeeds};
 
 #[test]
 fn precedence_file_env_flag() {
@@ -103,35 +103,23 @@ fn standard_aws_environment_and_profiles() {
     .unwrap();
     let mut cmd = ctx.lake();
     aws(&mut cmd);
-    let out = cmd
-        .args([
-            "query",
-            "--format",
-            "csv",
-            "SELECT count(*) AS n FROM raw.p",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (out, _) = succeeds(cmd.args([
+        "query",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM raw.p",
+    ]));
+    assert_eq!(
+        out,
+        "n
+1
+"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n1\n");
 
     // A profile that does not exist is an error, not a hang or a panic.
     let mut cmd = ctx.lake();
     aws(&mut cmd);
-    let out = cmd
-        .args(["--set", "s3.profile=nope", "tables"])
-        .timeout(std::time::Duration::from_secs(120))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with("error: ") && err.contains("`nope` was not found"),
-        "{err}"
-    );
+    let err = fails(cmd.args(["--set", "s3.profile=nope", "tables"]));
+    assert!(err.contains("`nope` was not found"), "{err}");
     assert!(!err.contains(SECRET_KEY));
 }

@@ -1,6 +1,6 @@
 //! `lake ingest`: formats, modes, schema evolution.
 
-use crate::common::TestContext;
+use crate::common::{TestContext, succeeds};
 use crate::{on_both, snapshot};
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-playlists");
@@ -121,19 +121,10 @@ fn modes(ctx: TestContext) {
 
     // Merge upserts on the key; within the batch the last row of a key wins.
     ctx.write("b.csv", "id,name,plays\n2,b2,21\n3,c,30\n3,c2,31\n");
-    let out = ctx
-        .lake()
-        .args([
-            "ingest", "b.csv", "--table", "raw.m", "--mode", "merge", "--key", "id",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    snapshot!(ctx, "merge_summary", String::from_utf8_lossy(&out.stderr));
+    let (_, summary) = succeeds(ctx.lake().args([
+        "ingest", "b.csv", "--table", "raw.m", "--mode", "merge", "--key", "id",
+    ]));
+    snapshot!(ctx, "merge_summary", summary);
     assert_eq!(
         ctx.csv("SELECT * FROM raw.m ORDER BY id"),
         "id,name,plays\n1,a,10\n2,b2,21\n3,c2,31\n"
