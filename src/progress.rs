@@ -12,9 +12,11 @@ pub fn bytes_bar(quiet: bool, total: u64, message: String) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:25}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(message);
     bar.enable_steady_tick(Duration::from_millis(120));
