@@ -4,6 +4,7 @@
 //! `lake ingest` into a local folder and into the in-process S3 server the tests use, and one
 //! group-by `lake query` over each, each a cold process. Set `LAKE_BENCH_ROWS` for another size.
 
+#[allow(dead_code)]
 #[path = "../tests/it/s3_server.rs"]
 mod s3_server;
 
@@ -52,9 +53,9 @@ fn main() {
         ("local", dir.path().join("lake").display().to_string()),
         ("s3", format!("s3://{bucket}/lake")),
     ] {
-        let run = |args: &[&str]| {
+        let run = |args: &[&str]| -> (f64, String) {
             let started = Instant::now();
-            let status = Command::new(lake)
+            let out = Command::new(lake)
                 .args([
                     "--quiet",
                     "--root",
@@ -68,21 +69,38 @@ fn main() {
                 .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
                 .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
                 .env("AWS_REGION", "us-east-1")
-                .stdout(std::process::Stdio::null())
-                .status()
+                .output()
                 .expect("run lake");
-            assert!(status.success(), "lake {args:?} failed");
-            started.elapsed().as_secs_f64()
+            let secs = started.elapsed().as_secs_f64();
+            assert!(
+                out.status.success(),
+                "lake {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (secs, String::from_utf8_lossy(&out.stdout).into_owned())
         };
-        let secs = run(&["ingest", input.to_str().unwrap(), "--table", "raw.plays"]);
+        let (secs, _) = run(&["ingest", input.to_str().unwrap(), "--table", "raw.plays"]);
+        let (_, count) = run(&[
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM raw.plays",
+        ]);
+        assert_eq!(
+            count.trim(),
+            format!("n\n{rows}"),
+            "the table does not hold every row"
+        );
         println!(
             "{backend:>5}: lake ingest   {rows} rows in {secs:.2} s = {:.0} rows/s ({:.1} MiB/s)",
             rows as f64 / secs,
             size as f64 / 1048576.0 / secs
         );
-        let secs = run(&["query", sql]);
+        let mut times: Vec<f64> = (0..5).map(|_| run(&["query", sql]).0).collect();
+        times.sort_by(f64::total_cmp);
         println!(
-            "{backend:>5}: lake query    group-by over {rows} rows, cold process: {secs:.3} s"
+            "{backend:>5}: lake query    group-by over {rows} rows, cold process, 5 runs: median {:.3} s (min {:.3}, max {:.3})",
+            times[2], times[0], times[4]
         );
     }
 }
