@@ -668,12 +668,11 @@ async fn read_csv(
         }
         let used = decoder.decode(&buf).map_err(fix)?;
         buf = buf.slice(used..);
-        if decoder.capacity() == 0 {
-            if let Some(batch) = decoder.flush().map_err(fix)? {
-                if !send(tx, batch).await {
-                    return Ok(());
-                }
-            }
+        if decoder.capacity() == 0
+            && let Some(batch) = decoder.flush().map_err(fix)?
+            && !send(tx, batch).await
+        {
+            return Ok(());
         }
     }
 }
@@ -716,10 +715,10 @@ async fn read_json(
                     ),
                 )
             })?;
-            if let Some(batch) = decoder.flush().map_err(|e| parse_err(file, None, e))? {
-                if !send(tx, batch).await {
-                    return Ok(());
-                }
+            if let Some(batch) = decoder.flush().map_err(|e| parse_err(file, None, e))?
+                && !send(tx, batch).await
+            {
+                return Ok(());
             }
         }
         return Ok(());
@@ -802,10 +801,10 @@ fn pin_json_error(
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(line) {
             return json_err(file, first_line + i + 1, &e);
         }
-        if let Ok(mut d) = builder() {
-            if let Err(e) = d.decode(line).and_then(|_| d.flush()) {
-                return parse_err(file, Some(first_line + i + 1), e);
-            }
+        if let Ok(mut d) = builder()
+            && let Err(e) = d.decode(line).and_then(|_| d.flush())
+        {
+            return parse_err(file, Some(first_line + i + 1), e);
         }
     }
     parse_err(file, None, fallback)

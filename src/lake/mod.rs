@@ -49,7 +49,7 @@ pub enum LakeError {
         /// The table.
         table: String,
         /// Why.
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     /// Listing the lake failed.
     #[error("failed to list tables under {root}: {source}")]
@@ -65,7 +65,7 @@ pub enum LakeError {
         /// The table.
         table: TableName,
         /// Why.
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     /// An incoming column's type cannot go into the table's column.
     #[error(
@@ -249,7 +249,7 @@ impl Lake {
             .and_then(|b| b.with_storage_options(self.options.clone()).build_storage())
             .map_err(|source| LakeError::Open {
                 table: url.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -260,12 +260,12 @@ impl Lake {
             // delta-kernel refuses a local location that does not exist yet.
             std::fs::create_dir_all(&path).map_err(|e| LakeError::Open {
                 table: name.to_string(),
-                source: DeltaTableError::Generic(format!("{}: {e}", path.display())),
+                source: Box::new(DeltaTableError::Generic(format!("{}: {e}", path.display()))),
             })?;
         }
-        let open_err = |source| LakeError::Open {
+        let open_err = |source: DeltaTableError| LakeError::Open {
             table: name.to_string(),
-            source,
+            source: Box::new(source),
         };
         let mut table = DeltaTableBuilder::from_url(url)
             .and_then(|b| b.with_storage_options(self.options.clone()).build())
@@ -286,7 +286,7 @@ impl Lake {
         let mut builder = DeltaTableBuilder::from_url(self.table_url(name))
             .map_err(|source| LakeError::Open {
                 table: name.to_string(),
-                source,
+                source: Box::new(source),
             })?
             .with_storage_options(self.options.clone());
         if let Some(v) = version {
@@ -299,7 +299,7 @@ impl Lake {
             e if is_missing(&e) => LakeError::NotFound(name.clone()),
             source => LakeError::Open {
                 table: name.to_string(),
-                source,
+                source: Box::new(source),
             },
         })
     }
@@ -361,7 +361,7 @@ impl Lake {
                 .await
                 .map_err(|source| LakeError::History {
                     table: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         Ok(infos
             .into_iter()

@@ -99,6 +99,11 @@ impl fmt::Display for TableName {
     }
 }
 
+/// Quotes an identifier for DataFusion SQL: `a"b` becomes `"a""b"`.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,9 +136,4 @@ mod tests {
         }
         assert!(TableName::new("raw", &"a".repeat(64)).is_err());
     }
-}
-
-/// Quotes an identifier for DataFusion SQL: `a"b` becomes `"a""b"`.
-pub fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }

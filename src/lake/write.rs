@@ -280,13 +280,13 @@ fn plan_columns(
                     why: format!("the input has no key column `{key}`"),
                 });
             }
-            if let Some(t) = table {
-                if t.field_with_name(key).is_err() {
-                    return Err(LakeError::MergeKey {
-                        table: name.clone(),
-                        why: format!("the table has no key column `{key}`"),
-                    });
-                }
+            if let Some(t) = table
+                && t.field_with_name(key).is_err()
+            {
+                return Err(LakeError::MergeKey {
+                    table: name.clone(),
+                    why: format!("the table has no key column `{key}`"),
+                });
             }
         }
     }
@@ -457,12 +457,11 @@ fn to_target(
 ) -> Result<RecordBatch, SourceError> {
     if let Some(keys) = keys {
         for key in keys {
-            if let Some(col) = batch.column_by_name(key) {
-                if col.null_count() > 0 {
-                    let row =
-                        (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0) as u64 + start + 1;
-                    return Err(format!("key column `{key}` is null in input row {row}").into());
-                }
+            if let Some(col) = batch.column_by_name(key)
+                && col.null_count() > 0
+            {
+                let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0) as u64 + start + 1;
+                return Err(format!("key column `{key}` is null in input row {row}").into());
             }
         }
     }
