@@ -220,6 +220,13 @@ impl Lake {
         Ok(Self { root: url, options })
     }
 
+    /// Adds a storage option, such as credentials for a library caller that holds them
+    /// already. Options are never printed.
+    pub fn with_storage_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.insert(key.into(), value.into());
+        self
+    }
+
     /// The root URL, ending in `/`.
     pub fn root(&self) -> &Url {
         &self.root
