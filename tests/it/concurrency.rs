@@ -100,7 +100,7 @@ fn eight_concurrent_library_appends_lose_nothing() {
     use lake::lake::write::{BatchSource, SourceError, WriteMode, write};
     use lake::query::LakeSession;
 
-    use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+    use crate::s3_server::{ACCESS_KEY, SECRET_KEY};
 
     struct Rows(SchemaRef, i64);
     impl BatchSource for Rows {
