@@ -311,6 +311,35 @@ fn parse_err(file: &InputFile, line: Option<usize>, message: impl ToString) -> E
     }
 }
 
+/// A CSV decoding error. arrow numbers a bad value's row from 1 after the header
+/// ("... at line N. Row data: ..."), so the file line is N + 1 (for rows without embedded
+/// line breaks).
+fn csv_err(file: &InputFile, e: arrow::error::ArrowError) -> ExtractError {
+    let text = e.to_string();
+    let parsed = text.find(" at line ").and_then(|at| {
+        let rest = &text[at + " at line ".len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let n: usize = digits.parse().ok()?;
+        Some((at, digits.len(), n))
+    });
+    match parsed {
+        Some((at, len, n)) => {
+            let message = format!("{}{}", &text[..at], &text[at + " at line ".len() + len..]);
+            let message = message
+                .strip_prefix("Parser error: ")
+                .unwrap_or(&message)
+                .to_string();
+            ExtractError::Parse {
+                file: file.display.clone(),
+                line: Some(n + 1),
+                column: None,
+                message,
+            }
+        }
+        None => parse_err(file, None, text),
+    }
+}
+
 /// A serde_json error at `line` of the file (its own line count is relative to what it parsed).
 fn json_err(file: &InputFile, line: usize, e: &serde_json::Error) -> ExtractError {
     let text = e.to_string();
@@ -647,10 +676,7 @@ async fn read_csv(
         .map_err(read_err(file))?
         .into_stream();
     let mut buf = bytes::Bytes::new();
-    // Data rows start on line 2; arrow counts them from 0.
-    let fix = |e: arrow::error::ArrowError| {
-        parse_err(file, None, e.to_string().replace("CSV error: ", ""))
-    };
+    let fix = |e: arrow::error::ArrowError| csv_err(file, e);
     loop {
         if buf.is_empty() {
             match body.next().await {

@@ -36,6 +36,18 @@ fn bad_files(ctx: TestContext) {
     let err = ctx.fails(&["ingest", "late.ndjson", "--table", "raw.t"]);
     assert!(err.contains("late.ndjson at line 400002"), "{err}");
 
+    let mut big = String::from("id,name\n");
+    for i in 0..900_000 {
+        big.push_str(&format!("{i},n{i}\n"));
+    }
+    big.push_str("oops,x\n");
+    ctx.write("late.csv", big);
+    let err = ctx.fails(&["ingest", "late.csv", "--table", "raw.t"]);
+    assert!(
+        err.contains("late.csv at line 900002: Error while parsing value 'oops'"),
+        "{err}"
+    );
+
     // A missing file, and an empty pattern.
     let err = ctx.fails(&["ingest", "nope.csv", "--table", "raw.t"]);
     snapshot!(ctx, "missing_file", err);
