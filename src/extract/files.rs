@@ -125,25 +125,21 @@ impl FileSource {
         &self,
         progress: ProgressBar,
     ) -> BoxStream<'static, Result<RecordBatch, ExtractError>> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, ExtractError>>(2);
-        let files = self.files.clone();
         let target = self.schema.clone();
-        tokio::spawn(async move {
-            for (file, schema) in files {
-                let mut batches = read_file(file.clone(), schema, progress.clone());
-                while let Some(batch) = batches.next().await {
-                    let batch = batch.and_then(|b| conform(&b, &target, &file.display));
-                    let failed = batch.is_err();
-                    if tx.send(batch).await.is_err() || failed {
-                        return;
-                    }
-                }
-            }
-        });
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed()
+        let mut failed = false;
+        futures::stream::iter(self.files.clone())
+            .flat_map(move |(file, schema)| {
+                let target = target.clone();
+                read_file(file.clone(), schema, progress.clone())
+                    .map(move |batch| batch.and_then(|b| conform(&b, &target, &file.display)))
+            })
+            // The first error ends the stream.
+            .take_while(move |batch| {
+                let go = !failed;
+                failed |= batch.is_err();
+                std::future::ready(go)
+            })
+            .boxed()
     }
 }
 
