@@ -27,21 +27,21 @@ fn bad_files(ctx: TestContext) {
     snapshot!(ctx, "broken_ndjson", err);
 
     // A bad line past the inference sample, found while streaming.
-    let mut big = String::from("{\"id\": 1, \"name\": \"x\"}\n");
-    for i in 0..400_000 {
-        big.push_str(&format!("{{\"id\": {i}, \"name\": \"n{i}\"}}\n"));
-    }
-    big.push_str("{\"id\": oops}\n");
-    ctx.write("late.ndjson", big);
+    ctx.write(
+        "late.ndjson",
+        past_the_sample(
+            "",
+            400_000,
+            |i| format!("{{\"id\": {i}, \"name\": \"n{i}\"}}"),
+            "{\"id\": oops}",
+        ),
+    );
     let err = ctx.fails(&["ingest", "late.ndjson", "--table", "raw.t"]);
-    assert!(err.contains("late.ndjson at line 400002"), "{err}");
-
-    let mut big = String::from("id,name\n");
-    for i in 0..900_000 {
-        big.push_str(&format!("{i},n{i}\n"));
-    }
-    big.push_str("oops,x\n");
-    ctx.write("late.csv", big);
+    assert!(err.contains("late.ndjson at line 400001"), "{err}");
+    ctx.write(
+        "late.csv",
+        past_the_sample("id,name\n", 900_000, |i| format!("{i},n{i}"), "oops,x"),
+    );
     let err = ctx.fails(&["ingest", "late.csv", "--table", "raw.t"]);
     assert!(
         err.contains("late.csv at line 900002: Error while parsing value 'oops'"),
@@ -98,6 +98,18 @@ fn bad_files(ctx: TestContext) {
     );
 }
 on_both!(bad_input_leaves_the_table_alone, bad_files);
+
+/// A file longer than the 8 MiB inference sample whose last line is bad.
+fn past_the_sample(head: &str, rows: usize, row: impl Fn(usize) -> String, bad: &str) -> String {
+    let mut text = String::from(head);
+    for i in 0..rows {
+        text.push_str(&row(i));
+        text.push('\n');
+    }
+    text.push_str(bad);
+    text.push('\n');
+    text
+}
 
 #[test]
 fn unreachable_endpoint_and_bad_credentials() {
