@@ -94,8 +94,8 @@ impl FileSource {
             files.extend(resolve(input, format, lake).await?);
         }
         let mut inferred = Vec::with_capacity(files.len());
-        for file in files {
-            let schema = Arc::new(infer_schema(&file).await?);
+        for mut file in files {
+            let schema = Arc::new(infer_schema(&mut file).await?);
             inferred.push((file, schema));
         }
         let schema = combine(&inferred)?;
@@ -373,8 +373,10 @@ async fn sample(file: &InputFile) -> Result<bytes::Bytes, ExtractError> {
     Ok(bytes.slice(..cut))
 }
 
+/// Infers a file's schema from a sample. It also settles `--format json`: a file that is not an
+/// array is read as NDJSON from here on, so `Format::Json` then always means an array.
 #[allow(deprecated)]
-async fn infer_schema(file: &InputFile) -> Result<Schema, ExtractError> {
+async fn infer_schema(file: &mut InputFile) -> Result<Schema, ExtractError> {
     let schema = match file.format {
         Format::Csv => {
             let bytes = sample(file).await?;
@@ -394,7 +396,10 @@ async fn infer_schema(file: &InputFile) -> Result<Schema, ExtractError> {
         }
         Format::Json | Format::Ndjson => {
             let bytes = sample(file).await?;
-            if file.format == Format::Json && first_byte(&bytes) == Some(b'[') {
+            if file.format == Format::Json && first_byte(&bytes) != Some(b'[') {
+                file.format = Format::Ndjson;
+            }
+            if file.format == Format::Json {
                 let bytes = file
                     .store
                     .get(&file.path)
@@ -713,8 +718,8 @@ async fn read_json(
             .map_err(|e| parse_err(file, None, e))
     };
     let mut decoder = builder()?;
-    let head = sample(file).await?;
-    if file.format == Format::Json && first_byte(&head) == Some(b'[') {
+    // `infer_schema` turned a `json` file that is not an array into `ndjson`.
+    if file.format == Format::Json {
         let bytes = file
             .store
             .get(&file.path)

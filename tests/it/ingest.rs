@@ -70,6 +70,17 @@ fn json_ndjson_parquet(ctx: TestContext) {
     assert_eq!(ctx.scalar("SELECT count(*) FROM raw.things"), "10");
     assert_eq!(ctx.scalar("SELECT sum(id) FROM raw.things"), "165");
 
+    // A .json file of newline-delimited objects is read as NDJSON.
+    ctx.write(
+        "lines.json",
+        "{\"id\": 1, \"v\": \"a\"}\n{\"id\": 2, \"v\": \"b\"}\n",
+    );
+    ctx.ok(&["ingest", "lines.json", "--table", "raw.lines"]);
+    assert_eq!(
+        ctx.csv("SELECT * FROM raw.lines ORDER BY id"),
+        "id,v\n1,a\n2,b\n"
+    );
+
     // --format overrides the extension.
     ctx.write("weird.txt", "id,name\n7,g\n");
     ctx.ok(&[
