@@ -99,6 +99,15 @@ pub enum LakeError {
     },
 }
 
+impl LakeError {
+    fn open(table: impl ToString, source: DeltaTableError) -> Self {
+        Self::Open {
+            table: table.to_string(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// A lake: a root location plus the storage options to reach it.
 #[derive(Clone)]
 pub struct Lake {
@@ -254,10 +263,7 @@ impl Lake {
     pub fn log_store(&self, url: &Url) -> Result<LogStoreRef, LakeError> {
         DeltaTableBuilder::from_url(url.clone())
             .and_then(|b| b.with_storage_options(self.options.clone()).build_storage())
-            .map_err(|source| LakeError::Open {
-                table: url.to_string(),
-                source: Box::new(source),
-            })
+            .map_err(|source| LakeError::open(url, source))
     }
 
     /// A handle on a table that may not exist yet, with its state loaded if it does.
@@ -265,15 +271,12 @@ impl Lake {
         let url = self.table_url(name);
         if let Ok(path) = url.to_file_path() {
             // delta-kernel refuses a local location that does not exist yet.
-            std::fs::create_dir_all(&path).map_err(|e| LakeError::Open {
-                table: name.to_string(),
-                source: Box::new(DeltaTableError::Generic(format!("{}: {e}", path.display()))),
+            std::fs::create_dir_all(&path).map_err(|e| {
+                let why = DeltaTableError::Generic(format!("{}: {e}", path.display()));
+                LakeError::open(name, why)
             })?;
         }
-        let open_err = |source: DeltaTableError| LakeError::Open {
-            table: name.to_string(),
-            source: Box::new(source),
-        };
+        let open_err = |source| LakeError::open(name, source);
         let mut table = DeltaTableBuilder::from_url(url)
             .and_then(|b| b.with_storage_options(self.options.clone()).build())
             .map_err(open_err)?;
@@ -291,10 +294,7 @@ impl Lake {
         at: Option<DateTime<Utc>>,
     ) -> Result<DeltaTable, LakeError> {
         let mut builder = DeltaTableBuilder::from_url(self.table_url(name))
-            .map_err(|source| LakeError::Open {
-                table: name.to_string(),
-                source: Box::new(source),
-            })?
+            .map_err(|source| LakeError::open(name, source))?
             .with_storage_options(self.options.clone());
         if let Some(v) = version {
             builder = builder.with_version(v);
@@ -304,10 +304,7 @@ impl Lake {
         }
         builder.load().await.map_err(|e| match e {
             e if is_missing(&e) => LakeError::NotFound(name.clone()),
-            source => LakeError::Open {
-                table: name.to_string(),
-                source: Box::new(source),
-            },
+            source => LakeError::open(name, source),
         })
     }
 
