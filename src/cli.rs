@@ -41,8 +41,15 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Write a new project: lake.toml, queries/ with an example model, and a .gitignore
     Init(InitArgs),
-    /// Land CSV, JSON, NDJSON or Parquet files in a Delta table, in one commit
+    /// Land CSV, JSON, NDJSON or Parquet files, or the Spotify data export, in one commit
+    ///
+    /// `lake ingest PATH... --table schema.name` lands files; `lake ingest spotify-export PATH`
+    /// lands the Spotify personal data export (a folder or my_spotify_data.zip).
     Ingest(IngestArgs),
+    /// Pull from a source's API into raw tables: `lake extract spotify`
+    Extract(ExtractArgs),
+    /// Authorize lake with a service: `lake auth spotify`
+    Auth(AuthArgs),
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake
@@ -76,13 +83,17 @@ pub enum IngestMode {
 
 /// `lake ingest`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct IngestArgs {
+    /// A source with a layout of its own
+    #[command(subcommand)]
+    pub source: Option<IngestSource>,
     /// Files, folders, globs or s3:// prefixes
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
     /// The target table, as schema.name
-    #[arg(long, short, value_name = "SCHEMA.NAME")]
-    pub table: String,
+    #[arg(long, short, required = true, value_name = "SCHEMA.NAME")]
+    pub table: Option<String>,
     /// The input format [default: from each file's extension]
     #[arg(long, short)]
     pub format: Option<Format>,
@@ -92,6 +103,70 @@ pub struct IngestArgs {
     /// Key columns for --mode merge, comma-separated
     #[arg(long, short, value_delimiter = ',', value_name = "COL[,COL]")]
     pub key: Vec<String>,
+}
+
+/// Sources `lake ingest` knows by name.
+#[derive(Debug, Subcommand)]
+pub enum IngestSource {
+    /// The Spotify personal data export (a folder or my_spotify_data.zip) into
+    /// raw.spotify_streams, without duplicates
+    SpotifyExport(SpotifyExportArgs),
+}
+
+/// `lake ingest spotify-export`.
+#[derive(Debug, Args)]
+pub struct SpotifyExportArgs {
+    /// The export: a folder or the zip Spotify sent
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+/// `lake extract`.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// The source.
+    #[command(subcommand)]
+    pub source: ExtractSource,
+}
+
+/// Sources `lake extract` pulls from.
+#[derive(Debug, Subcommand)]
+pub enum ExtractSource {
+    /// The Spotify Web API: each stream into raw.spotify_<stream>, one commit per stream
+    Spotify(SpotifyArgs),
+}
+
+/// `lake extract spotify`.
+#[derive(Debug, Args)]
+pub struct SpotifyArgs {
+    /// Run only these streams (repeatable): playlist_tracks, playlists, saved_tracks,
+    /// recently_played, top_tracks, top_artists, followed_artists, tracks, albums, artists
+    #[arg(long = "stream", value_name = "NAME", value_delimiter = ',')]
+    pub streams: Vec<String>,
+}
+
+/// `lake auth`.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// The service.
+    #[command(subcommand)]
+    pub service: AuthService,
+}
+
+/// Services `lake auth` knows.
+#[derive(Debug, Subcommand)]
+pub enum AuthService {
+    /// Authorize lake for one listener (authorization code with PKCE, localhost callback);
+    /// the refresh token goes to the token file with mode 0600
+    Spotify(SpotifyAuthArgs),
+}
+
+/// `lake auth spotify`.
+#[derive(Debug, Args)]
+pub struct SpotifyAuthArgs {
+    /// How long to wait for the browser's callback, in seconds
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 /// `lake query`.

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The file lake looks for in the working directory and its parents.
@@ -22,6 +23,25 @@ pub const KEYS: &[&str] = &[
     "s3.profile",
     "s3.allow_http",
     "s3.virtual_hosted_style",
+    "spotify.client_id",
+    "spotify.client_secret",
+    "spotify.api_url",
+    "spotify.accounts_url",
+    "spotify.redirect_uri",
+    "spotify.token_file",
+    "spotify.playlists",
+    "spotify.streams",
+    "spotify.max_retries",
+    "spotify.max_retry_after",
+    "spotify_export.personal_data",
+];
+
+/// The environment variables Spotify's own tools read, honoured like the AWS ones: above
+/// lake.toml, below `LAKE_*`.
+const SPOTIFY_ENV: &[(&str, &str)] = &[
+    ("SPOTIFY_CLIENT_ID", "spotify.client_id"),
+    ("SPOTIFY_CLIENT_SECRET", "spotify.client_secret"),
+    ("SPOTIFY_REDIRECT_URI", "spotify.redirect_uri"),
 ];
 
 /// Errors while resolving settings.
@@ -83,6 +103,57 @@ pub struct S3Settings {
     pub virtual_hosted_style: Option<bool>,
 }
 
+/// The `[spotify]` table: the Web API client. The client ID and secret may also come from
+/// `SPOTIFY_CLIENT_ID` and `SPOTIFY_CLIENT_SECRET`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpotifySettings {
+    /// The app's client ID.
+    pub client_id: Option<String>,
+    /// The app's client secret (client-credentials flow). Never printed.
+    pub client_secret: Option<SecretString>,
+    /// The Web API base URL [default: https://api.spotify.com/v1/].
+    pub api_url: Option<String>,
+    /// The accounts service base URL [default: https://accounts.spotify.com/].
+    pub accounts_url: Option<String>,
+    /// The redirect URI registered for the app [default: http://127.0.0.1:8888/callback].
+    pub redirect_uri: Option<String>,
+    /// Where `lake auth spotify` keeps the user's refresh token [default:
+    /// `.lake/spotify-token.json` in the project].
+    pub token_file: Option<PathBuf>,
+    /// Playlists to extract with their tracks: URLs, URIs or IDs.
+    #[serde(default)]
+    pub playlists: Vec<String>,
+    /// The streams `lake extract spotify` runs [default: every stream the credentials allow].
+    pub streams: Option<Vec<String>>,
+    /// Retries of a 5xx answer or a timeout [default: 5].
+    pub max_retries: Option<u32>,
+    /// The longest Retry-After, in seconds, that lake waits out; longer fails [default: 300].
+    pub max_retry_after: Option<u64>,
+}
+
+/// What happens to the export's personal fields: IP address, username and user agent.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PersonalData {
+    /// Leave them out (null).
+    #[default]
+    Drop,
+    /// Keep a SHA-256 of each, salted with the lake's own salt.
+    Hash,
+    /// Keep them as they are.
+    Keep,
+}
+
+/// The `[spotify_export]` table: `lake ingest spotify-export`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpotifyExportSettings {
+    /// `drop` (default), `hash` or `keep`.
+    #[serde(default)]
+    pub personal_data: PersonalData,
+}
+
 /// The file's shape. Every field is optional; defaults fill the gaps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +161,10 @@ struct FileSettings {
     root: Option<String>,
     #[serde(default)]
     s3: S3Settings,
+    #[serde(default)]
+    spotify: SpotifySettings,
+    #[serde(default)]
+    spotify_export: SpotifyExportSettings,
 }
 
 /// What the command line says about settings.
@@ -104,7 +179,7 @@ pub struct Overrides {
 }
 
 /// Resolved settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The folder that relative paths are resolved against: the config file's folder, or the
     /// working directory when there is no config file.
@@ -115,6 +190,10 @@ pub struct Settings {
     pub root: String,
     /// S3 options.
     pub s3: S3Settings,
+    /// The Spotify Web API client.
+    pub spotify: SpotifySettings,
+    /// The personal data export.
+    pub spotify_export: SpotifyExportSettings,
 }
 
 impl Settings {
@@ -133,9 +212,11 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
         cwd: &Path,
     ) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = env
-            .into_iter()
+        let all: Vec<(String, String)> = env.into_iter().collect();
+        let env: Vec<(String, String)> = all
+            .iter()
             .filter(|(k, _)| k.starts_with("LAKE_"))
+            .cloned()
             .collect();
         let named = overrides.config.clone().or_else(|| {
             env.iter()
@@ -171,7 +252,14 @@ impl Settings {
             config_file,
             root: file.root.unwrap_or_else(|| "lake".to_string()),
             s3: file.s3,
+            spotify: file.spotify,
+            spotify_export: file.spotify_export,
         };
+        for (var, key) in SPOTIFY_ENV {
+            if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {
+                settings.set(key, value, &format!("environment variable {var}"))?;
+            }
+        }
 
         let mut env_keys: Vec<_> = env
             .iter()
@@ -219,6 +307,26 @@ impl Settings {
                 }),
             }
         };
+        // Lists are comma-separated outside lake.toml.
+        let list = || -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let number = || -> Result<u64, ConfigError> {
+            value
+                .parse::<u32>()
+                .map(u64::from)
+                .map_err(|_| ConfigError::BadValue {
+                    key: key.to_string(),
+                    origin: origin.to_string(),
+                    value: value.to_string(),
+                    expected: "a whole number",
+                })
+        };
         match key {
             "root" => self.root = value.to_string(),
             "s3.endpoint" => self.s3.endpoint = text(),
@@ -226,6 +334,33 @@ impl Settings {
             "s3.profile" => self.s3.profile = text(),
             "s3.allow_http" => self.s3.allow_http = flag()?,
             "s3.virtual_hosted_style" => self.s3.virtual_hosted_style = flag()?,
+            "spotify.client_id" => self.spotify.client_id = text(),
+            "spotify.client_secret" => {
+                self.spotify.client_secret = Some(SecretString::from(value.to_string()))
+            }
+            "spotify.api_url" => self.spotify.api_url = text(),
+            "spotify.accounts_url" => self.spotify.accounts_url = text(),
+            "spotify.redirect_uri" => self.spotify.redirect_uri = text(),
+            "spotify.token_file" => self.spotify.token_file = Some(PathBuf::from(value)),
+            "spotify.playlists" => self.spotify.playlists = list(),
+            "spotify.streams" => self.spotify.streams = Some(list()),
+            "spotify.max_retries" => self.spotify.max_retries = Some(number()? as u32),
+            "spotify.max_retry_after" => self.spotify.max_retry_after = Some(number()?),
+            "spotify_export.personal_data" => {
+                self.spotify_export.personal_data = match value.to_ascii_lowercase().as_str() {
+                    "drop" => PersonalData::Drop,
+                    "hash" => PersonalData::Hash,
+                    "keep" => PersonalData::Keep,
+                    _ => {
+                        return Err(ConfigError::BadValue {
+                            key: key.to_string(),
+                            origin: origin.to_string(),
+                            value: value.to_string(),
+                            expected: "drop, hash or keep",
+                        });
+                    }
+                }
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_string(),

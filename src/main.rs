@@ -7,10 +7,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = lake::cli::Cli::parse();
+    let mut filter =
+        EnvFilter::try_from_env("LAKE_LOG").unwrap_or_else(|_| EnvFilter::new("off,lake=warn"));
+    // rspotify logs request headers, bearer tokens included, at debug level: never let it.
+    for quiet in ["rspotify=off", "rspotify_http=off"] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("LAKE_LOG").unwrap_or_else(|_| EnvFilter::new("off,lake=warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -130,6 +130,25 @@ impl LakeSession {
     pub async fn sql(&self, sql: &str) -> Result<DataFrame, QueryError> {
         self.ctx.sql(sql).await.map_err(QueryError::from_datafusion)
     }
+
+    /// Runs a query and returns its first column as text, nulls left out: the ids already in a
+    /// table, say.
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>, QueryError> {
+        let batches = self
+            .sql(sql)
+            .await?
+            .collect()
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        let mut out = Vec::new();
+        for batch in batches {
+            let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| QueryError::from_datafusion(e.into()))?;
+            let column = arrow::array::AsArray::as_string::<i32>(&column);
+            out.extend(column.iter().flatten().map(String::from));
+        }
+        Ok(out)
+    }
 }
 
 /// One schema of the lake: its table names, and the tables opened so far.

@@ -10,7 +10,8 @@ use futures::stream::BoxStream;
 use indicatif::ProgressBar;
 
 use super::Context;
-use crate::cli::{IngestArgs, IngestMode};
+use super::spotify_export;
+use crate::cli::{IngestArgs, IngestMode, IngestSource};
 use crate::extract::files::FileSource;
 use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
 use crate::lake::{INTERNAL, TableName};
@@ -36,7 +37,11 @@ impl BatchSource for Files {
 }
 
 pub async fn run(ctx: &Context, args: IngestArgs) -> Result<()> {
-    let name: TableName = args.table.parse()?;
+    if let Some(IngestSource::SpotifyExport(export)) = args.source {
+        return spotify_export::run(ctx, export).await;
+    }
+    let table = args.table.as_deref().expect("clap requires --table");
+    let name: TableName = table.parse()?;
     if name.schema() == INTERNAL {
         bail!("failed to ingest into {name}: the `{INTERNAL}` schema is lake's own bookkeeping");
     }

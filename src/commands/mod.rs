@@ -1,11 +1,14 @@
 //! One file per subcommand: settings -> library call -> output.
 
+mod auth;
 mod describe;
+mod extract;
 mod history;
 mod ingest;
 mod init;
 mod query;
 mod shell;
+mod spotify_export;
 mod tables;
 
 use std::sync::Arc;
@@ -49,6 +52,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Ingest(args) => ingest::run(&ctx, args).await,
+        Command::Extract(args) => extract::run(&ctx, args).await,
+        Command::Auth(args) => auth::run(&ctx, args).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

@@ -3,12 +3,58 @@
 //! the personal data export and SQL databases will sit beside them.
 
 pub mod files;
+pub mod spotify;
+pub mod spotify_export;
 
 use std::path::PathBuf;
 
 /// Errors from the extract stage. Each names the input, and the line where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
+    /// A Web API request that failed after the retries lake allows.
+    #[error("failed to fetch {endpoint}: {message}")]
+    Api {
+        /// The endpoint, relative to the API base.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An endpoint that answered 403 or 404: retired for this app, or an unknown id.
+    #[error("failed to fetch {endpoint}: Spotify answered {status}: {message}")]
+    Unavailable {
+        /// The endpoint.
+        endpoint: String,
+        /// 403 or 404.
+        status: u16,
+        /// Spotify's message.
+        message: String,
+    },
+    /// Credentials or tokens that are missing or refused.
+    #[error("failed to authorize with Spotify: {message}")]
+    Auth {
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Settings that cannot be used.
+    #[error("failed to configure the Spotify extract: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading the lake for ids or cursors failed.
+    #[error("failed to read the lake: {message}")]
+    Lake {
+        /// Why.
+        message: String,
+    },
+    /// A local file that could not be written.
+    #[error("failed to write {}: {source}", path.display())]
+    WriteFile {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// An input path, glob or prefix that matched nothing.
     #[error("failed to find input {input}: {why}")]
     NotFound {

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use deltalake::logstore::LogStoreRef;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::config::Settings;
@@ -50,6 +50,14 @@ pub enum LakeError {
         table: String,
         /// Why.
         source: Box<DeltaTableError>,
+    },
+    /// The salt object could not be read or created.
+    #[error("failed to read the salt of lake {root}: {source}")]
+    Salt {
+        /// The root.
+        root: String,
+        /// Why.
+        source: object_store::Error,
     },
     /// Listing the lake failed.
     #[error("failed to list tables under {root}: {source}")]
@@ -306,6 +314,48 @@ impl Lake {
             e if is_missing(&e) => LakeError::NotFound(name.clone()),
             source => LakeError::open(name, source),
         })
+    }
+
+    /// The lake's own random salt, for hashing personal data, created on first use. Two
+    /// processes creating it at once agree: the second create fails and reads the first.
+    pub async fn salt(&self) -> Result<String, LakeError> {
+        let store = self.log_store(&self.root)?.root_object_store(None);
+        let path = StorePath::from_url_path(self.root.path())
+            .unwrap_or_default()
+            .join(INTERNAL)
+            .join("salt");
+        let salt_err = |source| LakeError::Salt {
+            root: self.display_root(),
+            source,
+        };
+        for _ in 0..3 {
+            match store.get(&path).await {
+                Ok(found) => {
+                    let bytes = found.bytes().await.map_err(salt_err)?;
+                    return Ok(String::from_utf8_lossy(&bytes).trim().to_string());
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(salt_err(e)),
+            }
+            let fresh = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let opts = object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            match store.put_opts(&path, fresh.clone().into(), opts).await {
+                Ok(_) => return Ok(fresh),
+                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(salt_err(e)),
+            }
+        }
+        Err(salt_err(object_store::Error::Generic {
+            store: "lake",
+            source: "the salt object kept changing".into(),
+        }))
     }
 
     /// Every table in the lake, sorted. Costs one listing per schema and per table folder.

@@ -47,6 +47,9 @@ pub enum WriteMode {
     Overwrite,
     /// Upsert on these key columns; within the input, the last row of a key wins.
     Merge(Vec<String>),
+    /// Replace the rows that match the predicate, such as one playlist's or one day's rows;
+    /// every incoming row must match it.
+    Replace(Expr),
 }
 
 /// Something that can produce its batches, more than once if a write has to retry.
@@ -219,10 +222,10 @@ async fn run(
             Ok((table, Some(merged)))
         }
         _ => {
-            let save = if *mode == WriteMode::Overwrite {
-                SaveMode::Overwrite
-            } else {
-                SaveMode::Append
+            let save = match mode {
+                WriteMode::Overwrite => SaveMode::Overwrite,
+                WriteMode::Replace(_) if !creating => SaveMode::Overwrite,
+                _ => SaveMode::Append,
             };
             let mut builder = table
                 .write(vec![])
@@ -230,6 +233,11 @@ async fn run(
                 .with_session_state(state)
                 .with_save_mode(save)
                 .with_commit_properties(commit);
+            if let WriteMode::Replace(predicate) = mode
+                && !creating
+            {
+                builder = builder.with_replace_where(predicate.clone());
+            }
             if !plan.added.is_empty() && !creating {
                 builder = builder.with_schema_mode(SchemaMode::Merge);
             }

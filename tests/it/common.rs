@@ -79,6 +79,14 @@ impl TestContext {
         self.dir.path().join(rel)
     }
 
+    /// Appends to lake.toml.
+    pub fn configure(&self, text: &str) {
+        let path = self.path("lake.toml");
+        let mut toml = std::fs::read_to_string(&path).unwrap();
+        toml.push_str(text);
+        std::fs::write(path, toml).unwrap();
+    }
+
     pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path(rel);
         if let Some(parent) = path.parent() {
@@ -98,7 +106,7 @@ impl TestContext {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"));
         cmd.current_dir(self.dir.path());
         for (key, _) in std::env::vars() {
-            if key.starts_with("LAKE_") || key.starts_with("AWS_") {
+            if key.starts_with("LAKE_") || key.starts_with("AWS_") || key.starts_with("SPOTIFY_") {
                 cmd.env_remove(key);
             }
         }
@@ -122,6 +130,15 @@ impl TestContext {
     /// Runs `lake` with `args`, asserts failure, and returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         fails(self.lake().args(args))
+    }
+
+    /// Runs `lake` with extra environment variables, asserts failure, and returns stderr.
+    pub fn fails_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let mut cmd = self.lake();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        fails(cmd.args(args))
     }
 
     /// Query results as CSV.

@@ -3,6 +3,7 @@
 
 mod common;
 mod s3_server;
+mod spotify_server;
 
 mod cli;
 mod concurrency;
@@ -10,3 +11,5 @@ mod config;
 mod errors;
 mod ingest;
 mod query;
+mod spotify;
+mod spotify_export;

@@ -1,0 +1,891 @@
+//! The Spotify Web API into raw tables, one table per stream.
+//!
+//! Each stream is fetched whole and lands in one Delta commit, so a stream that fails part-way
+//! commits nothing. Its cursor is derived from committed data (the newest `played_at` in
+//! `raw.spotify_recently_played`), so it moves only with a commit and a rerun resumes without
+//! gaps or duplicates. Streams fail alone: a 403 or 404 from an endpoint Spotify retired for the
+//! app is reported and the other streams carry on.
+
+pub mod api;
+pub mod auth;
+pub mod rows;
+pub mod token;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::prelude::{col, lit};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use indicatif::ProgressBar;
+use serde_json::{Map, Value, json};
+
+pub use api::Api;
+use rows::{Col, TAIL, TRACK};
+
+use crate::config::Settings;
+use crate::extract::ExtractError;
+use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::{Lake, RAW, TableName};
+use crate::query::LakeSession;
+
+/// A stream of the Web API and the raw table it lands in (`raw.spotify_<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stream {
+    /// The tracks of the playlists in `spotify.playlists` (client credentials).
+    PlaylistTracks,
+    /// The listener's playlists.
+    Playlists,
+    /// The listener's saved tracks.
+    SavedTracks,
+    /// The listener's recent plays, incrementally.
+    RecentlyPlayed,
+    /// The listener's top tracks per time range, as a dated snapshot.
+    TopTracks,
+    /// The listener's top artists per time range, as a dated snapshot.
+    TopArtists,
+    /// The artists the listener follows.
+    FollowedArtists,
+    /// Every track the other streams saw.
+    Tracks,
+    /// The albums of the tracks in raw.spotify_tracks not yet in the lake.
+    Albums,
+    /// The artists of those tracks not yet in the lake.
+    Artists,
+}
+
+impl Stream {
+    /// Every stream, in the order they run.
+    pub const ALL: [Stream; 10] = [
+        Stream::PlaylistTracks,
+        Stream::Playlists,
+        Stream::SavedTracks,
+        Stream::RecentlyPlayed,
+        Stream::TopTracks,
+        Stream::TopArtists,
+        Stream::FollowedArtists,
+        Stream::Tracks,
+        Stream::Albums,
+        Stream::Artists,
+    ];
+
+    /// Its name on the command line and in lake.toml.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::PlaylistTracks => "playlist_tracks",
+            Stream::Playlists => "playlists",
+            Stream::SavedTracks => "saved_tracks",
+            Stream::RecentlyPlayed => "recently_played",
+            Stream::TopTracks => "top_tracks",
+            Stream::TopArtists => "top_artists",
+            Stream::FollowedArtists => "followed_artists",
+            Stream::Tracks => "tracks",
+            Stream::Albums => "albums",
+            Stream::Artists => "artists",
+        }
+    }
+
+    /// The raw table it lands in.
+    pub fn table(self) -> TableName {
+        TableName::new(RAW, &format!("spotify_{}", self.name())).expect("a valid name")
+    }
+
+    /// Whether it needs the listener's token from `lake auth spotify`.
+    pub fn needs_user(self) -> bool {
+        !matches!(
+            self,
+            Stream::PlaylistTracks | Stream::Tracks | Stream::Albums | Stream::Artists
+        )
+    }
+
+    /// The stream of a name.
+    pub fn parse(name: &str) -> Result<Self, ExtractError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| ExtractError::Config {
+                message: format!(
+                    "unknown stream `{name}` (streams: {})",
+                    Self::ALL.map(Stream::name).join(", ")
+                ),
+            })
+    }
+}
+
+/// Which streams to run: those named, else `spotify.streams`, else every stream the
+/// configuration allows (the playlists when some are configured, the listener's streams when
+/// there is a token file, and the catalog tables that follow from them).
+pub fn select(settings: &Settings, named: &[String]) -> Result<Vec<Stream>, ExtractError> {
+    let names: Option<Vec<String>> = if named.is_empty() {
+        settings.spotify.streams.clone()
+    } else {
+        Some(named.to_vec())
+    };
+    let mut chosen: BTreeSet<Stream> = BTreeSet::new();
+    match names {
+        Some(names) => {
+            for n in names {
+                chosen.insert(Stream::parse(&n)?);
+            }
+        }
+        None => {
+            if !settings.spotify.playlists.is_empty() {
+                chosen.insert(Stream::PlaylistTracks);
+            }
+            if token::path(settings).is_file() {
+                chosen.extend(Stream::ALL.into_iter().filter(|s| s.needs_user()));
+            }
+            if chosen.is_empty() {
+                return Err(ExtractError::Config {
+                    message: "nothing to extract: list playlists in `spotify.playlists`, or run \
+                              `lake auth spotify` for the listener's streams"
+                        .into(),
+                });
+            }
+            chosen.extend([Stream::Tracks, Stream::Albums, Stream::Artists]);
+        }
+    }
+    if chosen.contains(&Stream::PlaylistTracks) && settings.spotify.playlists.is_empty() {
+        return Err(ExtractError::Config {
+            message: "stream playlist_tracks needs playlists: set `spotify.playlists` in lake.toml"
+                .into(),
+        });
+    }
+    Ok(chosen.into_iter().collect())
+}
+
+/// What became of one stream.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Landed in one commit.
+    Written {
+        /// The table version.
+        version: u64,
+        /// Rows written.
+        rows: u64,
+    },
+    /// Nothing new to land.
+    Unchanged,
+    /// Spotify does not serve it to this app; the reason says what answered.
+    Skipped(String),
+    /// It failed; nothing of it was committed.
+    Failed(String),
+}
+
+/// One stream's report.
+#[derive(Debug)]
+pub struct Report {
+    /// The stream.
+    pub stream: Stream,
+    /// What happened.
+    pub outcome: Outcome,
+    /// What Spotify said it had (`total`), where it says.
+    pub expected: Option<u64>,
+    /// Rows fetched.
+    pub fetched: u64,
+    /// Count mismatches and skipped items: reported, never swallowed.
+    pub warnings: Vec<String>,
+}
+
+/// Rows of one stream, ready to land.
+struct Landing {
+    schema: SchemaRef,
+    rows: Vec<Value>,
+    mode: WriteMode,
+    expected: Option<u64>,
+    warnings: Vec<String>,
+    /// A count mismatch is already explained in `warnings`.
+    counted: bool,
+    metadata: Vec<(String, Value)>,
+}
+
+impl Landing {
+    fn new(cols: &[(&str, Col)], mode: WriteMode) -> Self {
+        Self {
+            schema: rows::schema(&[cols, TAIL].concat()),
+            rows: Vec::new(),
+            mode,
+            expected: None,
+            warnings: Vec::new(),
+            counted: false,
+            metadata: Vec::new(),
+        }
+    }
+
+    fn expect(&mut self, total: Option<u64>) {
+        if let Some(t) = total {
+            self.expected = Some(self.expected.unwrap_or(0) + t);
+        }
+    }
+}
+
+/// Track and artist objects the streams saw, for the catalog tables.
+#[derive(Default)]
+struct Seen {
+    tracks: Vec<Value>,
+    artists: Vec<Value>,
+}
+
+/// Runs `streams` and lands each in its table. `bar` makes a progress bar for a stream.
+pub async fn extract(
+    lake: &Arc<Lake>,
+    settings: &Settings,
+    streams: &[Stream],
+    bar: &dyn Fn(&str) -> ProgressBar,
+) -> Result<Vec<Report>, ExtractError> {
+    let needs_user = streams.iter().any(|s| s.needs_user());
+    let user = if needs_user {
+        Some(Api::user(&settings.spotify, token::path(settings))?)
+    } else {
+        None
+    };
+    let catalog = streams.iter().any(|s| !s.needs_user());
+    let app = if catalog && settings.spotify.client_secret.is_some() {
+        Some(Api::app(&settings.spotify).await?)
+    } else if catalog && user.is_none() {
+        // Api::app names what is missing.
+        Some(Api::app(&settings.spotify).await?)
+    } else {
+        None
+    };
+    let catalog_api = app.as_ref().or(user.as_ref()).cloned();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut seen = Seen::default();
+    let mut reports = Vec::new();
+    for &stream in streams {
+        let pb = bar(&format!("{}", stream.table()));
+        let api = if stream.needs_user() {
+            user.clone()
+        } else {
+            catalog_api.clone()
+        }
+        .expect("a client for every selected stream");
+        let fetched = fetch(stream, &api, lake, settings, &at, &mut seen, &pb).await;
+        let report = match fetched {
+            Ok(landing) => land(lake, stream, landing, &pb).await,
+            Err(ExtractError::Unavailable {
+                endpoint,
+                status,
+                message,
+            }) => {
+                let why = format!(
+                    "Spotify answered {status} on {endpoint} ({message}); endpoints retired for \
+                     Development Mode apps answer 403 or 404"
+                );
+                tracing::warn!("{}: skipped: {why}", stream.table());
+                Report {
+                    stream,
+                    outcome: Outcome::Skipped(why),
+                    expected: None,
+                    fetched: 0,
+                    warnings: Vec::new(),
+                }
+            }
+            Err(e) => Report {
+                stream,
+                outcome: Outcome::Failed(e.to_string()),
+                expected: None,
+                fetched: 0,
+                warnings: Vec::new(),
+            },
+        };
+        pb.finish_and_clear();
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &ProgressBar) -> Report {
+    let fetched = landing.rows.len() as u64;
+    if let Some(expected) = landing.expected
+        && expected != fetched
+        && !landing.counted
+    {
+        landing.warnings.push(format!(
+            "Spotify reported {expected} items in all but {fetched} arrived"
+        ));
+    }
+    let mut report = Report {
+        stream,
+        outcome: Outcome::Unchanged,
+        expected: landing.expected,
+        fetched,
+        warnings: std::mem::take(&mut landing.warnings),
+    };
+    if landing.rows.is_empty() && matches!(landing.mode, WriteMode::Merge(_)) {
+        return report;
+    }
+    pb.set_message(format!("{}: writing {fetched} rows", stream.table()));
+    let batch = match rows::to_batch(&landing.schema, &landing.rows) {
+        Ok(b) => b,
+        Err(e) => {
+            report.outcome = Outcome::Failed(format!("failed to build rows: {e}"));
+            return report;
+        }
+    };
+    let mut metadata = vec![
+        ("lake.command".to_string(), json!("extract spotify")),
+        ("lake.stream".to_string(), json!(stream.name())),
+        ("lake.rows".to_string(), json!(fetched)),
+    ];
+    if let Some(e) = landing.expected {
+        metadata.push(("lake.expected".to_string(), json!(e)));
+    }
+    metadata.append(&mut landing.metadata);
+    let source = Arc::new(Batches {
+        schema: landing.schema.clone(),
+        batch,
+    });
+    report.outcome = match write(lake, &stream.table(), source, &landing.mode, &metadata).await {
+        Ok(o) => Outcome::Written {
+            version: o.version,
+            rows: o.rows_read,
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    report
+}
+
+/// One batch held in memory; the Spotify streams are small.
+struct Batches {
+    schema: SchemaRef,
+    batch: arrow::array::RecordBatch,
+}
+
+impl BatchSource for Batches {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn stream(&self) -> BoxStream<'static, Result<arrow::array::RecordBatch, SourceError>> {
+        futures::stream::iter([Ok(self.batch.clone())]).boxed()
+    }
+}
+
+async fn fetch(
+    stream: Stream,
+    api: &Api,
+    lake: &Arc<Lake>,
+    settings: &Settings,
+    at: &str,
+    seen: &mut Seen,
+    pb: &ProgressBar,
+) -> Result<Landing, ExtractError> {
+    match stream {
+        Stream::PlaylistTracks => {
+            playlist_tracks(api, &settings.spotify.playlists, at, seen, pb).await
+        }
+        Stream::Playlists => {
+            let mut l = Landing::new(rows::PLAYLISTS, WriteMode::Overwrite);
+            let (items, total) = pages(api, "me/playlists", &[], 50, None, pb).await?;
+            l.expect(total);
+            l.rows = items.iter().map(|p| rows::playlist_row(p, at)).collect();
+            Ok(l)
+        }
+        Stream::SavedTracks => {
+            let cols = [&[("added_at", Col::Time)], TRACK].concat();
+            let mut l = Landing::new(&cols, WriteMode::Overwrite);
+            let (items, total) = pages(api, "me/tracks", &[], 50, None, pb).await?;
+            l.expect(total);
+            for item in &items {
+                let mut r = rows::row(item, at);
+                r.insert("added_at".into(), rows::time(item, "/added_at"));
+                let track = item.get("track").unwrap_or(&Value::Null);
+                rows::track_into(&mut r, track);
+                seen.tracks.push(track.clone());
+                l.rows.push(Value::Object(r));
+            }
+            Ok(l)
+        }
+        Stream::RecentlyPlayed => recently_played(api, lake, at, seen, pb).await,
+        Stream::TopTracks | Stream::TopArtists => {
+            let today = at[..10].to_string();
+            let head = [
+                ("snapshot_date", Col::Date),
+                ("time_range", Col::Text),
+                ("rank", Col::Int),
+            ];
+            let (path, body) = if stream == Stream::TopTracks {
+                ("me/top/tracks", TRACK)
+            } else {
+                ("me/top/artists", rows::ARTISTS)
+            };
+            let predicate = col("snapshot_date").eq(lit(datafusion::scalar::ScalarValue::Date32(
+                Some(days(&today)),
+            )));
+            let mut l = Landing::new(&[&head[..], body].concat(), WriteMode::Replace(predicate));
+            for range in ["short_term", "medium_term", "long_term"] {
+                let q = [("time_range", range.to_string())];
+                let (items, total) = pages(api, path, &q, 50, None, pb).await?;
+                l.expect(total);
+                for (i, item) in items.iter().enumerate() {
+                    let mut r = rows::row(item, at);
+                    r.insert("snapshot_date".into(), json!(today));
+                    r.insert("time_range".into(), json!(range));
+                    r.insert("rank".into(), json!(i + 1));
+                    if stream == Stream::TopTracks {
+                        rows::track_into(&mut r, item);
+                        seen.tracks.push(item.clone());
+                    } else {
+                        rows::artist_into(&mut r, item);
+                        seen.artists.push(item.clone());
+                    }
+                    l.rows.push(Value::Object(r));
+                }
+            }
+            Ok(l)
+        }
+        Stream::FollowedArtists => {
+            let mut l = Landing::new(rows::ARTISTS, WriteMode::Overwrite);
+            let q = [("type", "artist".to_string())];
+            let (items, total) = pages(api, "me/following", &q, 50, Some("artists"), pb).await?;
+            l.expect(total);
+            for item in &items {
+                l.rows.push(rows::artist_row(item, at));
+                seen.artists.push(item.clone());
+            }
+            Ok(l)
+        }
+        Stream::Tracks => {
+            let mut l = Landing::new(rows::TRACKS, WriteMode::Merge(vec!["track_id".into()]));
+            let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
+            for t in &seen.tracks {
+                if let Value::String(id) = rows::id(t) {
+                    by_id.insert(id, t);
+                }
+            }
+            l.rows = by_id.values().map(|t| rows::track_row(t, at)).collect();
+            Ok(l)
+        }
+        Stream::Albums => {
+            let mut wanted: BTreeSet<String> = seen
+                .tracks
+                .iter()
+                .filter_map(|t| t.pointer("/album/id").and_then(Value::as_str))
+                .map(String::from)
+                .collect();
+            wanted.extend(
+                ids_in(
+                    lake,
+                    Stream::Tracks,
+                    "SELECT DISTINCT album_id FROM raw.spotify_tracks",
+                )
+                .await?,
+            );
+            let have: HashSet<String> = ids_in(
+                lake,
+                Stream::Albums,
+                "SELECT album_id FROM raw.spotify_albums",
+            )
+            .await?;
+            wanted.retain(|id| !have.contains(id));
+            let mut l = Landing::new(rows::ALBUMS, WriteMode::Merge(vec!["album_id".into()]));
+            let found = by_ids(api, "albums", &wanted, 20, &mut l.warnings, pb).await?;
+            l.rows = found.iter().map(|a| rows::album_row(a, at)).collect();
+            Ok(l)
+        }
+        Stream::Artists => {
+            let mut l = Landing::new(rows::ARTISTS, WriteMode::Merge(vec!["artist_id".into()]));
+            let mut full: BTreeMap<String, &Value> = BTreeMap::new();
+            for a in &seen.artists {
+                if let Value::String(id) = rows::id(a) {
+                    full.insert(id, a);
+                }
+            }
+            let mut wanted: BTreeSet<String> = seen
+                .tracks
+                .iter()
+                .filter_map(|t| t.get("artists").and_then(Value::as_array))
+                .flatten()
+                .filter_map(|a| a.get("id").and_then(Value::as_str))
+                .map(String::from)
+                .collect();
+            wanted.extend(
+                ids_in(
+                    lake,
+                    Stream::Tracks,
+                    "SELECT DISTINCT unnest(artist_ids) FROM raw.spotify_tracks",
+                )
+                .await?,
+            );
+            let have = ids_in(
+                lake,
+                Stream::Artists,
+                "SELECT artist_id FROM raw.spotify_artists",
+            )
+            .await?;
+            wanted.retain(|id| !have.contains(id) && !full.contains_key(id));
+            let found = by_ids(api, "artists", &wanted, 50, &mut l.warnings, pb).await?;
+            l.rows = full
+                .values()
+                .copied()
+                .chain(found.iter())
+                .map(|a| rows::artist_row(a, at))
+                .collect();
+            Ok(l)
+        }
+    }
+}
+
+/// Days since the epoch of a `YYYY-MM-DD` date.
+fn days(date: &str) -> i32 {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a date");
+    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+/// The values a query over `stream`'s table returns, or none when the table does not exist yet.
+async fn ids_in(
+    lake: &Arc<Lake>,
+    stream: Stream,
+    sql: &str,
+) -> Result<HashSet<String>, ExtractError> {
+    let session = LakeSession::new(lake.clone())
+        .await
+        .map_err(|e| ExtractError::Lake {
+            message: e.to_string(),
+        })?;
+    if !session.tables().contains(&stream.table()) {
+        return Ok(HashSet::new());
+    }
+    Ok(session
+        .strings(sql)
+        .await
+        .map_err(|e| ExtractError::Lake {
+            message: e.to_string(),
+        })?
+        .into_iter()
+        .collect())
+}
+
+/// Every item of an offset-paged endpoint, and the `total` Spotify reports. `wrap` names the
+/// object the page sits in (`artists` for followed artists, which pages by cursor).
+async fn pages(
+    api: &Api,
+    path: &str,
+    query: &[(&str, String)],
+    limit: usize,
+    wrap: Option<&str>,
+    pb: &ProgressBar,
+) -> Result<(Vec<Value>, Option<u64>), ExtractError> {
+    let mut items = Vec::new();
+    let mut total = None;
+    let mut offset = 0usize;
+    let mut after: Option<String> = None;
+    loop {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        q.push(("limit", limit.to_string()));
+        match &after {
+            Some(a) => q.push(("after", a.clone())),
+            None if wrap.is_none() => q.push(("offset", offset.to_string())),
+            None => {}
+        }
+        let answer = api.get(path, &q).await?;
+        let page = match wrap {
+            Some(w) => answer.get(w).cloned().unwrap_or(Value::Null),
+            None => answer,
+        };
+        if total.is_none() {
+            total = page.get("total").and_then(Value::as_u64);
+        }
+        let batch = page
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let n = batch.len();
+        items.extend(batch);
+        pb.set_message(format!(
+            "{path}: {}{}",
+            items.len(),
+            total.map(|t| format!("/{t}")).unwrap_or_default()
+        ));
+        let more = match page.get("next") {
+            Some(Value::String(_)) => true,
+            Some(_) => false,
+            None => total.is_some_and(|t| (items.len() as u64) < t),
+        };
+        if n == 0 || !more {
+            break;
+        }
+        offset += n;
+        if wrap.is_some() {
+            after = page
+                .pointer("/cursors/after")
+                .and_then(Value::as_str)
+                .map(String::from);
+            if after.is_none() {
+                break;
+            }
+        }
+    }
+    Ok((items, total))
+}
+
+/// Full objects for `ids`, through the batch endpoint while Spotify serves it, then one GET
+/// per id (the batch GETs answer 403 for Development Mode apps since February 2026). An id
+/// Spotify does not know is a warning.
+async fn by_ids(
+    api: &Api,
+    kind: &str,
+    ids: &BTreeSet<String>,
+    chunk: usize,
+    warnings: &mut Vec<String>,
+    pb: &ProgressBar,
+) -> Result<Vec<Value>, ExtractError> {
+    let ids: Vec<&String> = ids.iter().collect();
+    let mut out = Vec::new();
+    let mut batch_ok = true;
+    let mut missing = Vec::new();
+    for group in ids.chunks(chunk) {
+        pb.set_message(format!("{kind}: {}/{}", out.len(), ids.len()));
+        if batch_ok {
+            let q = [(
+                "ids",
+                group
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )];
+            match api.get(kind, &q).await {
+                Ok(answer) => {
+                    let items = answer
+                        .get(kind)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    for (id, item) in group
+                        .iter()
+                        .zip(items.iter().chain(std::iter::repeat(&Value::Null)))
+                    {
+                        if item.is_null() {
+                            missing.push((*id).clone());
+                        } else {
+                            out.push(item.clone());
+                        }
+                    }
+                    continue;
+                }
+                Err(ExtractError::Unavailable { status, .. }) => {
+                    tracing::info!("GET {kind}?ids= answered {status}; fetching one by one");
+                    batch_ok = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for id in group {
+            match api.get(&format!("{kind}/{id}"), &[]).await {
+                Ok(item) => out.push(item),
+                Err(ExtractError::Unavailable { status: 404, .. }) => missing.push((*id).clone()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        warnings.push(format!(
+            "Spotify does not know {} of the {kind} asked for: {}",
+            missing.len(),
+            missing.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+/// A playlist's id from its URL, URI or bare id.
+pub fn playlist_id(entry: &str) -> Result<String, ExtractError> {
+    let e = entry.trim();
+    let id: String = if let Some(rest) = e.strip_prefix("spotify:playlist:") {
+        rest.to_string()
+    } else if let Ok(url) = url::Url::parse(e)
+        && url.host_str().is_some()
+    {
+        let segments: Vec<&str> = url.path_segments().into_iter().flatten().collect();
+        segments
+            .iter()
+            .position(|s| *s == "playlist")
+            .and_then(|i| segments.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    } else {
+        e.to_string()
+    };
+    if !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(id)
+    } else {
+        Err(ExtractError::Config {
+            message: format!(
+                "`spotify.playlists` entry {entry:?} is not a playlist URL, URI or ID"
+            ),
+        })
+    }
+}
+
+async fn playlist_tracks(
+    api: &Api,
+    playlists: &[String],
+    at: &str,
+    seen: &mut Seen,
+    pb: &ProgressBar,
+) -> Result<Landing, ExtractError> {
+    let head = [
+        ("playlist_id", Col::Text),
+        ("playlist_name", Col::Text),
+        ("snapshot_id", Col::Text),
+        ("position", Col::Int),
+        ("added_at", Col::Time),
+        ("added_by", Col::Text),
+        ("item_type", Col::Text),
+    ];
+    let ids = playlists
+        .iter()
+        .map(|p| playlist_id(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut landed_ids = Vec::new();
+    let mut l = Landing::new(&[&head[..], TRACK].concat(), WriteMode::Append);
+    for id in &ids {
+        let meta = match api
+            .get(
+                &format!("playlists/{id}"),
+                &[("fields", "id,name,snapshot_id".to_string())],
+            )
+            .await
+        {
+            Ok(m) => m,
+            Err(ExtractError::Unavailable {
+                endpoint,
+                status,
+                message,
+            }) => {
+                l.warnings.push(format!(
+                    "playlist {id} skipped: Spotify answered {status} on {endpoint} ({message}); \
+                     Spotify's own editorial and algorithmic playlists answer 404 to Development \
+                     Mode apps"
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let path = format!("playlists/{id}/items");
+        let (items, total) = pages(api, &path, &[], 100, None, pb).await?;
+        let total = total.unwrap_or(items.len() as u64);
+        if total != items.len() as u64 {
+            l.warnings.push(format!(
+                "playlist {id}: Spotify reported {total} items but {} arrived",
+                items.len()
+            ));
+            l.counted = true;
+        }
+        l.expect(Some(total));
+        for (position, entry) in items.iter().enumerate() {
+            let mut r: Map<String, Value> = rows::row(entry, at);
+            let item = rows::entry_item(entry);
+            r.insert("playlist_id".into(), json!(id));
+            r.insert("playlist_name".into(), rows::text(&meta, "/name"));
+            r.insert("snapshot_id".into(), rows::text(&meta, "/snapshot_id"));
+            r.insert("position".into(), json!(position));
+            r.insert("added_at".into(), rows::time(entry, "/added_at"));
+            r.insert("added_by".into(), rows::text(entry, "/added_by/id"));
+            r.insert("item_type".into(), rows::text(item, "/type"));
+            rows::track_into(&mut r, item);
+            if item.get("type").and_then(Value::as_str) != Some("episode") && !item.is_null() {
+                seen.tracks.push(item.clone());
+            }
+            l.rows.push(Value::Object(r));
+        }
+        landed_ids.push(id.clone());
+    }
+    // Replace exactly the playlists that were fetched; a skipped one keeps its old rows.
+    l.mode = WriteMode::Replace(
+        col("playlist_id").in_list(landed_ids.iter().map(|i| lit(i.as_str())).collect(), false),
+    );
+    l.metadata
+        .push(("lake.playlists".into(), json!(landed_ids)));
+    if landed_ids.is_empty() {
+        l.mode = WriteMode::Merge(vec!["playlist_id".into()]);
+    }
+    Ok(l)
+}
+
+/// Recent plays after the newest one in the lake. Spotify keeps only about the last 50; the
+/// personal data export has the full history.
+async fn recently_played(
+    api: &Api,
+    lake: &Arc<Lake>,
+    at: &str,
+    seen: &mut Seen,
+    pb: &ProgressBar,
+) -> Result<Landing, ExtractError> {
+    let cols = [
+        &[("played_at", Col::Time)][..],
+        TRACK,
+        &[("context_type", Col::Text), ("context_uri", Col::Text)],
+    ]
+    .concat();
+    let mut l = Landing::new(
+        &cols,
+        WriteMode::Merge(vec!["played_at".into(), "track_id".into()]),
+    );
+    // The cursor is the newest play committed: it moves only with the data.
+    let newest = ids_in(
+        lake,
+        Stream::RecentlyPlayed,
+        "SELECT CAST(CAST(max(played_at) AS BIGINT) / 1000 AS VARCHAR) FROM raw.spotify_recently_played",
+    )
+    .await?;
+    let mut cursor: Option<i64> = newest.iter().next().and_then(|s| s.parse().ok());
+    let start = cursor;
+    for _ in 0..1000 {
+        let mut q = vec![("limit", "50".to_string())];
+        if let Some(c) = cursor {
+            q.push(("after", c.to_string()));
+        }
+        let page = api.get("me/player/recently-played", &q).await?;
+        let items = page
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut newest_ms = cursor;
+        for item in &items {
+            let mut r = rows::row(item, at);
+            let played = rows::time(item, "/played_at");
+            if let Some(ms) = played
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.timestamp_millis())
+            {
+                newest_ms = Some(newest_ms.map_or(ms, |n: i64| n.max(ms)));
+            }
+            r.insert("played_at".into(), played);
+            let track = item.get("track").unwrap_or(&Value::Null);
+            rows::track_into(&mut r, track);
+            if r.get("track_id").is_none_or(Value::is_null) {
+                r.insert("track_id".into(), json!(""));
+            }
+            r.insert("context_type".into(), rows::text(item, "/context/type"));
+            r.insert("context_uri".into(), rows::text(item, "/context/uri"));
+            seen.tracks.push(track.clone());
+            l.rows.push(Value::Object(r));
+        }
+        pb.set_message(format!("me/player/recently-played: {}", l.rows.len()));
+        // Without a cursor Spotify answers the latest plays and there is nothing older to page
+        // to; with one, ask again from the newest play until nothing newer comes.
+        if items.is_empty() || cursor.is_none() || newest_ms <= cursor {
+            break;
+        }
+        cursor = newest_ms;
+    }
+    let before = l.rows.len();
+    l.rows
+        .retain(|r| !r.get("played_at").is_none_or(Value::is_null));
+    if l.rows.len() < before {
+        l.warnings.push(format!(
+            "{} plays without a readable played_at were left out (no key to dedupe them on)",
+            before - l.rows.len()
+        ));
+    }
+    l.metadata
+        .push(("lake.cursor.after_ms".into(), json!(start)));
+    Ok(l)
+}

@@ -1,0 +1,176 @@
+//! `lake ingest spotify-export`: generated exports, as a folder and as Spotify's zip.
+
+use lake::extract::spotify_export::generate;
+
+use crate::common::{Backend, TestContext};
+use crate::{on_both, snapshot};
+
+on_both!(
+    exports_import_without_duplicates,
+    exports_import_without_duplicates_on
+);
+fn exports_import_without_duplicates_on(ctx: TestContext) {
+    // An older export (plays 0..3000, in the zip Spotify sends, with a legacy file beside it)
+    // and a newer one that overlaps it (plays 2000..5000, as a folder).
+    let older = ctx.path("older");
+    generate::extended(&older, 7, 0..3000, 1000, false).unwrap();
+    generate::legacy(&older, 8, 0..100).unwrap();
+    let zip = ctx.path("my_spotify_data.zip");
+    generate::zip(&older, &zip).unwrap();
+    let newer = ctx.path("newer");
+    generate::extended(&newer, 7, 2000..5000, 1000, false).unwrap();
+
+    let stderr = String::from_utf8(
+        ctx.lake()
+            .args(["ingest", "spotify-export", "my_spotify_data.zip"])
+            .assert()
+            .success()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    snapshot!(ctx, "first_import", stderr);
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "3100"
+    );
+
+    // The same export again, and then the overlapping one: no duplicates.
+    ctx.ok(&["ingest", "spotify-export", "my_spotify_data.zip"]);
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "3100"
+    );
+    ctx.ok(&["ingest", "spotify-export", "newer"]);
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "5100"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT count(DISTINCT stream_key) FROM raw.spotify_streams"),
+        "5100"
+    );
+
+    // Podcasts have no track fields; every kind is told apart.
+    assert_eq!(
+        ctx.scalar(
+            "SELECT count(*) FROM raw.spotify_streams WHERE kind = 'episode' \
+             AND (track_name IS NOT NULL OR show_name IS NULL) AND source_format = 'extended'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT string_agg(DISTINCT kind, ';' ORDER BY kind) FROM raw.spotify_streams"),
+        "audiobook;episode;track"
+    );
+    assert_ne!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams WHERE source_file LIKE 'Streaming_History_Video_%'"),
+        "0"
+    );
+    // Incognito and offline plays, typed.
+    assert_ne!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams WHERE incognito_mode"),
+        "0"
+    );
+    assert_eq!(
+        ctx.scalar(
+            "SELECT count(*) FROM raw.spotify_streams WHERE offline AND \
+             (offline_at IS NULL OR offline_at > ended_at OR offline_at < ended_at - INTERVAL '1 hour')"
+        ),
+        "0"
+    );
+    // Names outside ASCII survive, and times are UTC.
+    assert_ne!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams WHERE artist_name = 'Мумий Тролль'"),
+        "0"
+    );
+    assert_eq!(
+        ctx.scalar(
+            "SELECT min(ended_at) FROM raw.spotify_streams WHERE source_format = 'extended'"
+        ),
+        generate::play(7, 0, generate::default_start(), false)["ts"]
+            .as_str()
+            .unwrap()
+    );
+    // Personal data is dropped by default.
+    assert_eq!(
+        ctx.scalar(
+            "SELECT count(ip_addr) + count(username) + count(user_agent) FROM raw.spotify_streams"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn personal_fields_are_hashed_with_the_lakes_salt_when_asked() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.configure("\n[spotify_export]\npersonal_data = \"hash\"\n");
+    generate::extended(&ctx.path("export"), 3, 0..200, 1000, true).unwrap();
+    ctx.ok(&["ingest", "spotify-export", "export"]);
+    let salt = std::fs::read_to_string(ctx.path("lake/_lake/salt")).unwrap();
+    assert!(salt.len() >= 32);
+    let hashed = ctx.scalar("SELECT min(username) FROM raw.spotify_streams");
+    assert_eq!(hashed.len(), 64);
+    assert_eq!(
+        ctx.scalar("SELECT count(DISTINCT username) FROM raw.spotify_streams"),
+        "1"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams WHERE ip_addr LIKE '10.%'"),
+        "0"
+    );
+    // `keep` keeps them as they are.
+    let ctx2 = TestContext::new(Backend::Local);
+    generate::extended(&ctx2.path("export"), 3, 0..10, 1000, true).unwrap();
+    ctx2.lake()
+        .env("LAKE_SPOTIFY_EXPORT_PERSONAL_DATA", "keep")
+        .args(["ingest", "spotify-export", "export"])
+        .assert()
+        .success();
+    assert_eq!(
+        ctx2.scalar("SELECT min(username) FROM raw.spotify_streams"),
+        "listener_ü"
+    );
+}
+
+#[test]
+fn a_broken_file_names_its_line_and_writes_nothing() {
+    let ctx = TestContext::new(Backend::Local);
+    let dir = ctx.path("export");
+    generate::extended(&dir, 1, 0..50, 1000, false).unwrap();
+    ctx.ok(&["ingest", "spotify-export", "export"]);
+    let version = ctx.version("raw.spotify_streams");
+    let text = std::fs::read_to_string(dir.join("Streaming_History_Audio_2024_0.json")).unwrap();
+    // Break the fifth line.
+    let broken: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 4 {
+                format!("{l} oops")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    ctx.write(
+        "export/Streaming_History_Audio_2025_9.json",
+        broken.join("\n"),
+    );
+    let stderr = ctx.fails(&["ingest", "spotify-export", "export"]);
+    assert!(
+        stderr.contains("Streaming_History_Audio_2025_9.json at line 5"),
+        "{stderr}"
+    );
+    assert_eq!(ctx.version("raw.spotify_streams"), version);
+
+    let stderr = ctx.fails(&["ingest", "spotify-export", "lake.toml"]);
+    assert!(
+        stderr.contains("lake.toml") && stderr.contains("zip"),
+        "{stderr}"
+    );
+    std::fs::create_dir_all(ctx.path("empty")).unwrap();
+    let stderr = ctx.fails(&["ingest", "spotify-export", "empty"]);
+    assert!(stderr.contains("Streaming_History_Audio_"), "{stderr}");
+}
