@@ -50,6 +50,8 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Authorize lake with a service: `lake auth spotify`
     Auth(AuthArgs),
+    /// Benchmark helpers: `lake bench generate` writes a deterministic Spotify export
+    Bench(BenchArgs),
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake
@@ -167,6 +169,38 @@ pub struct SpotifyAuthArgs {
     /// How long to wait for the browser's callback, in seconds
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+/// `lake bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: BenchAction,
+}
+
+/// `lake bench` actions.
+#[derive(Debug, Subcommand)]
+pub enum BenchAction {
+    /// Write a generated extended streaming history export, the same for the same seed
+    Generate(GenerateArgs),
+}
+
+/// `lake bench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many plays
+    #[arg(long, default_value_t = 10_000_000)]
+    pub plays: u64,
+    /// The folder to write Streaming_History_*.json files into
+    #[arg(long, short, value_name = "DIR", default_value = "bench-data/export")]
+    pub out: PathBuf,
+    /// The seed; the same seed gives the same plays
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Plays per file (Spotify writes about 15,000)
+    #[arg(long, default_value_t = 15_000)]
+    pub per_file: usize,
 }
 
 /// `lake query`.

@@ -22,6 +22,24 @@ root = "lake"
 # profile = "analytics"
 # allow_http = false
 # virtual_hosted_style = false
+
+# The Spotify Web API (`lake extract spotify`). The client ID and secret may instead come
+# from SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET; keep the secret out of version control.
+[spotify]
+# client_id = "your app's client ID"
+# Playlists whose tracks land in raw.spotify_playlist_tracks: URLs, URIs or IDs.
+# playlists = ["https://open.spotify.com/playlist/...", "spotify:playlist:..."]
+# The listener's streams need `lake auth spotify` once; the redirect URI must be
+# registered for the app.
+# redirect_uri = "http://127.0.0.1:8888/callback"
+# token_file = ".lake/spotify-token.json"
+# streams = ["playlist_tracks", "recently_played", "saved_tracks", "top_tracks"]
+
+# The personal data export (`lake ingest spotify-export my_spotify_data.zip`).
+[spotify_export]
+# IP address, username and user agent: "drop" (default), "hash" (with this lake's salt)
+# or "keep".
+# personal_data = "drop"
 "#;
 
 const EXAMPLE_MODEL: &str = r#"-- An example model: it becomes the table curated.artist_counts.
@@ -32,7 +50,7 @@ GROUP BY "Artists"
 ORDER BY tracks DESC
 "#;
 
-const GITIGNORE: &str = "# The local lake and the SQLite warehouse are built, not written.\n/lake/\n/warehouse.db\n/warehouse.db-*\n";
+const GITIGNORE: &str = "# The local lake and the SQLite warehouse are built, not written.\n/lake/\n/warehouse.db\n/warehouse.db-*\n# The Spotify token file: a secret.\n/.lake/\n";
 
 pub fn run(ctx: &Context, args: InitArgs) -> Result<()> {
     let dir = &args.dir;

@@ -1,6 +1,7 @@
 //! One file per subcommand: settings -> library call -> output.
 
 mod auth;
+mod bench;
 mod describe;
 mod extract;
 mod history;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest::run(&ctx, args).await,
         Command::Extract(args) => extract::run(&ctx, args).await,
         Command::Auth(args) => auth::run(&ctx, args).await,
+        Command::Bench(args) => bench::run(&ctx, args),
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

@@ -37,20 +37,29 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
         ),
         ("lake.inputs".to_string(), serde_json::json!(shown)),
     ];
-    let mode = WriteMode::Merge(vec!["stream_key".into()]);
+    // A play never changes: a re-import inserts only plays the lake lacks.
+    let mode = WriteMode::InsertNew(vec!["stream_key".into()]);
     let outcome = write(&lake, &name, source, &mode, &metadata).await;
     bar.finish_and_clear();
     let outcome = outcome?;
     if !ctx.quiet() {
-        let verb = if outcome.created { "created" } else { "wrote" };
-        eprintln!(
-            "{verb} {name} version {}: {} plays from {} files",
-            outcome.version,
-            outcome.rows_read,
-            shown.len()
-        );
-        if let Some((inserted, updated)) = outcome.merged {
-            eprintln!("{inserted} new, {updated} already in the lake");
+        let files = shown.len();
+        match outcome.merged {
+            Some((0, _)) => eprintln!(
+                "{name} unchanged at version {}: all {} plays from {files} files are in the lake",
+                outcome.version, outcome.rows_read
+            ),
+            Some((inserted, _)) => eprintln!(
+                "wrote {name} version {}: {inserted} new plays, {} of the {} from {files} files \
+                 were in the lake",
+                outcome.version,
+                outcome.rows_read - inserted,
+                outcome.rows_read
+            ),
+            None => eprintln!(
+                "created {name} version {}: {} plays from {files} files",
+                outcome.version, outcome.rows_read
+            ),
         }
     }
     Ok(())

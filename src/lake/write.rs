@@ -47,9 +47,22 @@ pub enum WriteMode {
     Overwrite,
     /// Upsert on these key columns; within the input, the last row of a key wins.
     Merge(Vec<String>),
+    /// Insert the rows whose key is not in the table yet and leave the rest alone: for facts
+    /// that never change, such as plays. Within the input, the last row of a key wins.
+    InsertNew(Vec<String>),
     /// Replace the rows that match the predicate, such as one playlist's or one day's rows;
     /// every incoming row must match it.
     Replace(Expr),
+}
+
+impl WriteMode {
+    /// The key columns of a merge or an insert of new keys.
+    pub fn keys(&self) -> Option<&[String]> {
+        match self {
+            WriteMode::Merge(keys) | WriteMode::InsertNew(keys) => Some(keys),
+            _ => None,
+        }
+    }
 }
 
 /// Something that can produce its batches, more than once if a write has to retry.
@@ -96,10 +109,7 @@ pub async fn write(
 
         let failure: Arc<Mutex<Option<SourceError>>> = Arc::default();
         let rows = Arc::new(AtomicU64::new(0));
-        let merge_keys = match mode {
-            WriteMode::Merge(keys) => Some(keys.clone()),
-            _ => None,
-        };
+        let merge_keys = mode.keys().map(<[String]>::to_vec);
         let input = Arc::new(Input {
             schema: plan.target.clone(),
             source: source.clone(),
@@ -183,7 +193,7 @@ async fn run(
     };
     let state = Arc::new(ctx.state());
     match (mode, keys) {
-        (WriteMode::Merge(_), Some(keys)) if !creating => {
+        (WriteMode::Merge(_) | WriteMode::InsertNew(_), Some(keys)) if !creating => {
             let predicate = keys
                 .iter()
                 .map(|k| qualified("target", k).eq(qualified("source", k)))
@@ -195,19 +205,22 @@ async fn run(
                 .iter()
                 .map(|f| f.name().clone())
                 .collect();
-            let (table, metrics) = table
+            let mut builder = table
                 .merge(df, predicate)
                 .with_source_alias("source")
                 .with_target_alias("target")
                 .with_merge_schema(!plan.added.is_empty())
                 .with_session_state(state)
-                .with_commit_properties(commit)
-                .when_matched_update(|mut update| {
+                .with_commit_properties(commit);
+            if matches!(mode, WriteMode::Merge(_)) {
+                builder = builder.when_matched_update(|mut update| {
                     for c in &columns {
                         update = update.update(Column::from_name(c), qualified("source", c));
                     }
                     update
-                })?
+                })?;
+            }
+            let (table, metrics) = builder
                 .when_not_matched_insert(|mut insert| {
                     for c in &columns {
                         insert = insert.set(Column::from_name(c), qualified("source", c));
@@ -280,7 +293,7 @@ fn plan_columns(
     incoming: &Schema,
     mode: &WriteMode,
 ) -> Result<ColumnPlan, LakeError> {
-    if let WriteMode::Merge(keys) = mode {
+    if let Some(keys) = mode.keys() {
         for key in keys {
             if incoming.field_with_name(key).is_err() {
                 return Err(LakeError::MergeKey {
@@ -315,7 +328,7 @@ fn plan_columns(
                     fields.push(Field::new(tf.name(), tf.data_type().clone(), true));
                 }
                 // A merge leaves columns the input lacks alone; other writes fill them with nulls.
-                Err(_) if matches!(mode, WriteMode::Merge(_)) => {}
+                Err(_) if mode.keys().is_some() => {}
                 Err(_) => fields.push(Field::new(tf.name(), tf.data_type().clone(), true)),
             }
         }
@@ -329,7 +342,7 @@ fn plan_columns(
         }
         fields.push(Field::new(inf.name(), storable(inf.data_type()), true));
     }
-    if matches!(mode, WriteMode::Merge(_)) {
+    if mode.keys().is_some() {
         fields.push(Field::new(ORDINAL, DataType::UInt64, false));
     }
     Ok(ColumnPlan {

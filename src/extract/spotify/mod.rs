@@ -313,7 +313,7 @@ async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &Progr
         fetched,
         warnings: std::mem::take(&mut landing.warnings),
     };
-    if landing.rows.is_empty() && matches!(landing.mode, WriteMode::Merge(_)) {
+    if landing.rows.is_empty() && landing.mode.keys().is_some() {
         return report;
     }
     pb.set_message(format!("{}: writing {fetched} rows", stream.table()));
@@ -824,7 +824,7 @@ async fn recently_played(
     .concat();
     let mut l = Landing::new(
         &cols,
-        WriteMode::Merge(vec!["played_at".into(), "track_id".into()]),
+        WriteMode::InsertNew(vec!["played_at".into(), "track_id".into()]),
     );
     // The cursor is the newest play committed: it moves only with the data.
     let newest = ids_in(
