@@ -3,6 +3,10 @@
 //! `cargo bench --bench ingest` generates 1 M NDJSON rows, then times the release `lake` binary:
 //! `lake ingest` into a local folder and into the in-process S3 server the tests use, and one
 //! group-by `lake query` over each, each a cold process. Set `LAKE_BENCH_ROWS` for another size.
+//!
+//! Then it generates a 1 M-play extended Spotify export (`LAKE_BENCH_PLAYS`) and times
+//! `lake ingest spotify-export` on each backend: the first import, and a re-import of the same
+//! export, which finds every play already there.
 
 #[allow(dead_code)]
 #[path = "../tests/it/s3_server.rs"]
@@ -12,6 +16,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
+use lake::extract::spotify_export::generate;
 use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 fn main() {
@@ -48,6 +53,7 @@ fn main() {
     let server = S3Server::shared();
     let bucket = server.bucket("bench");
     let lake = env!("CARGO_BIN_EXE_lake");
+    let mut export: Option<(std::path::PathBuf, u64, u64)> = None;
     let sql = "SELECT artist, count(*) AS plays, sum(ms_played) AS ms FROM raw.plays GROUP BY artist ORDER BY plays DESC LIMIT 5";
     for (backend, root) in [
         ("local", dir.path().join("lake").display().to_string()),
@@ -101,6 +107,44 @@ fn main() {
         println!(
             "{backend:>5}: lake query    group-by over {rows} rows, cold process, 5 runs: median {:.3} s (min {:.3}, max {:.3})",
             times[2], times[0], times[4]
+        );
+        export.get_or_insert_with(|| {
+            let plays: u64 = std::env::var("LAKE_BENCH_PLAYS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1_000_000);
+            let path = dir.path().join("export");
+            let files = generate::extended(&path, 1, 0..plays, 15_000, false).unwrap();
+            let bytes: u64 = files
+                .iter()
+                .map(|f| std::fs::metadata(f).unwrap().len())
+                .sum();
+            println!(
+                "input: a generated extended export, {plays} plays in {} files, {:.1} MiB",
+                files.len(),
+                bytes as f64 / 1048576.0
+            );
+            (path, plays, bytes)
+        });
+        let (path, plays, bytes) = export.as_ref().unwrap();
+        let path = path.to_str().unwrap();
+        let (secs, _) = run(&["ingest", "spotify-export", path]);
+        let (_, count) = run(&[
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM raw.spotify_streams",
+        ]);
+        assert_eq!(count.trim(), format!("n\n{plays}"), "plays were lost");
+        println!(
+            "{backend:>5}: spotify-export {plays} plays in {secs:.2} s = {:.0} rows/s ({:.1} MiB/s of JSON)",
+            *plays as f64 / secs,
+            *bytes as f64 / 1048576.0 / secs
+        );
+        let (secs, _) = run(&["ingest", "spotify-export", path]);
+        println!(
+            "{backend:>5}: spotify-export again, nothing new: {secs:.2} s = {:.0} rows/s checked",
+            *plays as f64 / secs
         );
     }
 }

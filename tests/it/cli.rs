@@ -16,7 +16,10 @@ fn init_writes_a_project() {
     }
     let gitignore = std::fs::read_to_string(ctx.path("proj/.gitignore")).unwrap();
     assert!(gitignore.contains("/lake/") && gitignore.contains("/warehouse.db"));
-    assert!(gitignore.contains("/.lake/"), "the token file must not be committed");
+    assert!(
+        gitignore.contains("/.lake/"),
+        "the token file must not be committed"
+    );
     let err = ctx.fails(&["init", "proj"]);
     assert!(err.contains("already exists"), "{err}");
 

@@ -42,7 +42,11 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
         ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
         "3100"
     );
-    assert_eq!(ctx.version("raw.spotify_streams"), 0, "a re-import commits nothing");
+    assert_eq!(
+        ctx.version("raw.spotify_streams"),
+        0,
+        "a re-import commits nothing"
+    );
     ctx.ok(&["ingest", "spotify-export", "newer"]);
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
