@@ -448,14 +448,12 @@ async fn fetch(
             Ok(l)
         }
         Stream::Tracks => {
-            let mut l = Landing::new(rows::TRACKS, WriteMode::Merge(vec!["track_id".into()]));
-            let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
-            for t in &seen.tracks {
-                if let Value::String(id) = rows::id(t) {
-                    by_id.insert(id, t);
-                }
-            }
-            l.rows = by_id.values().map(|t| rows::track_row(t, at)).collect();
+            let cols = [TRACK, rows::TRACK_EXTRA].concat();
+            let mut l = Landing::new(&cols, WriteMode::Merge(vec!["track_id".into()]));
+            l.rows = by_id(&seen.tracks)
+                .values()
+                .map(|t| rows::track_row(t, at))
+                .collect();
             Ok(l)
         }
         Stream::Albums => {
@@ -487,12 +485,7 @@ async fn fetch(
         }
         Stream::Artists => {
             let mut l = Landing::new(rows::ARTISTS, WriteMode::Merge(vec!["artist_id".into()]));
-            let mut full: BTreeMap<String, &Value> = BTreeMap::new();
-            for a in &seen.artists {
-                if let Value::String(id) = rows::id(a) {
-                    full.insert(id, a);
-                }
-            }
+            let full = by_id(&seen.artists);
             let mut wanted: BTreeSet<String> = seen
                 .tracks
                 .iter()
@@ -526,6 +519,17 @@ async fn fetch(
             Ok(l)
         }
     }
+}
+
+/// Objects by id, the last of each id winning; objects without an id are left out.
+fn by_id(objects: &[Value]) -> BTreeMap<String, &Value> {
+    objects
+        .iter()
+        .filter_map(|o| match rows::id(o) {
+            Value::String(id) => Some((id, o)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Days since the epoch of a `YYYY-MM-DD` date.

@@ -195,22 +195,10 @@ pub fn row(raw: &Value, extracted_at: &str) -> Map<String, Value> {
     m
 }
 
-/// raw.spotify_tracks.
-pub const TRACKS: &[(&str, Col)] = &[
-    ("track_id", Col::Text),
-    ("name", Col::Text),
-    ("uri", Col::Text),
-    ("artist_ids", Col::Texts),
-    ("artist_names", Col::Texts),
-    ("album_id", Col::Text),
-    ("album_name", Col::Text),
-    ("album_release_date", Col::Date),
-    ("album_release_date_precision", Col::Text),
-    ("duration_ms", Col::Int),
-    ("explicit", Col::Bool),
+/// raw.spotify_tracks: the [`TRACK`] columns and these.
+pub const TRACK_EXTRA: &[(&str, Col)] = &[
     ("disc_number", Col::Int),
     ("track_number", Col::Int),
-    ("is_local", Col::Bool),
     ("isrc", Col::Text),
     ("popularity", Col::Int),
 ];
@@ -218,27 +206,10 @@ pub const TRACKS: &[(&str, Col)] = &[
 /// A raw.spotify_tracks row.
 pub fn track_row(track: &Value, at: &str) -> Value {
     let mut r = row(track, at);
+    track_into(&mut r, track);
     let pairs = [
-        ("track_id", id(track)),
-        ("name", text(track, "/name")),
-        ("uri", text(track, "/uri")),
-        ("artist_ids", texts(track, "/artists", "/id")),
-        ("artist_names", texts(track, "/artists", "/name")),
-        ("album_id", text(track, "/album/id")),
-        ("album_name", text(track, "/album/name")),
-        (
-            "album_release_date",
-            release_date(track, "/album/release_date"),
-        ),
-        (
-            "album_release_date_precision",
-            text(track, "/album/release_date_precision"),
-        ),
-        ("duration_ms", int(track, "/duration_ms")),
-        ("explicit", boolean(track, "/explicit")),
         ("disc_number", int(track, "/disc_number")),
         ("track_number", int(track, "/track_number")),
-        ("is_local", boolean(track, "/is_local")),
         ("isrc", text(track, "/external_ids/isrc")),
         ("popularity", int(track, "/popularity")),
     ];
