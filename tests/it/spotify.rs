@@ -178,9 +178,11 @@ fn write_token(ctx: &TestContext) {
     );
 }
 
-#[test]
-fn listener_streams_land_with_a_utc_cursor() {
-    let ctx = TestContext::new(crate::common::Backend::Local);
+on_both!(
+    listener_streams_land_with_a_utc_cursor,
+    listener_streams_land_with_a_utc_cursor_on
+);
+fn listener_streams_land_with_a_utc_cursor_on(ctx: TestContext) {
     let server = SpotifyServer::start(listener_state());
     ctx.configure(&server.config(""));
     write_token(&ctx);
