@@ -11,8 +11,10 @@
 //! fields are dropped, hashed with the lake's salt, or kept, as `spotify_export.personal_data`
 //! says.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -312,6 +314,12 @@ impl BatchSource for ExportSource {
         self.schema.clone()
     }
 
+    /// Plays are deduped on their key as they are read (the first of a key stays), keeping
+    /// 16 bytes a play rather than the plays themselves.
+    fn keys_unique(&self) -> bool {
+        true
+    }
+
     fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>> {
         self.progress.set_position(0);
         let files = self.files.clone();
@@ -320,6 +328,7 @@ impl BatchSource for ExportSource {
             personal: self.personal,
             salt: self.salt.clone(),
             extracted_at: self.extracted_at.clone(),
+            seen: Mutex::default(),
         });
         let progress = self.progress.clone();
         futures::stream::iter(files)
@@ -350,6 +359,8 @@ struct RowContext {
     personal: PersonalData,
     salt: Option<String>,
     extracted_at: String,
+    /// The keys read so far in this pass over the files.
+    seen: Mutex<HashSet<[u8; 16]>>,
 }
 
 impl RowContext {
@@ -382,7 +393,9 @@ impl RowContext {
                         ),
                     ));
                 };
-                out.push(self.row(obj, file));
+                if let Some(row) = self.row(obj, file) {
+                    out.push(row);
+                }
             }
             let batch =
                 rows::to_batch(&self.schema, &out).map_err(|e| parse(None, None, e.to_string()))?;
@@ -408,7 +421,8 @@ impl RowContext {
         }
     }
 
-    fn row(&self, obj: &Map<String, Value>, file: &ExportFile) -> Value {
+    /// The play as a row, or `None` when a play with its key was read already.
+    fn row(&self, obj: &Map<String, Value>, file: &ExportFile) -> Option<Value> {
         let v = Value::Object(obj.clone());
         let mut r = Map::new();
         let (ended_at, ms_played) = match file.layout {
@@ -479,7 +493,11 @@ impl RowContext {
         h.update(ms_played.to_string().as_bytes());
         h.update(b"|");
         h.update(item.as_bytes());
-        r.insert("stream_key".into(), json!(hex::encode(&h.finalize()[..16])));
+        let key: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
+        if !self.seen.lock().expect("poisoned").insert(key) {
+            return None;
+        }
+        r.insert("stream_key".into(), json!(hex::encode(key)));
         r.insert("ended_at".into(), ended_at);
         r.insert("ms_played".into(), ms_played);
         r.insert("kind".into(), json!(kind));
@@ -496,7 +514,7 @@ impl RowContext {
         r.insert("source_file".into(), json!(file.name));
         r.insert("source_format".into(), json!(file.layout.name()));
         r.insert("_extracted_at".into(), json!(self.extracted_at));
-        Value::Object(r)
+        Some(Value::Object(r))
     }
 }
 

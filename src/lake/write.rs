@@ -71,6 +71,11 @@ pub trait BatchSource: Send + Sync {
     fn schema(&self) -> SchemaRef;
     /// A fresh stream of all batches.
     fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>>;
+    /// Whether the source never yields two rows with the same merge key, so a merge need not
+    /// dedupe its input (which holds the whole input in memory).
+    fn keys_unique(&self) -> bool {
+        false
+    }
 }
 
 /// What a write did.
@@ -134,6 +139,7 @@ pub async fn write(
             mode,
             merge_keys.as_deref(),
             created,
+            source.keys_unique(),
             commit,
         )
         .await;
@@ -168,9 +174,11 @@ async fn run(
     mode: &WriteMode,
     keys: Option<&[String]>,
     creating: bool,
+    keys_unique: bool,
     commit: CommitProperties,
 ) -> Result<(DeltaTable, Option<(u64, u64)>), DeltaTableError> {
     let df = match keys {
+        Some(_) if keys_unique => ctx.table("__lake_source").await?.drop_columns(&[ORDINAL])?,
         Some(keys) => {
             // The last row of each key wins within the batch.
             let cols: Vec<String> = plan

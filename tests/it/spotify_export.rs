@@ -140,6 +140,28 @@ fn personal_fields_are_hashed_with_the_lakes_salt_when_asked() {
 }
 
 #[test]
+fn overlapping_exports_in_one_folder_land_once() {
+    let ctx = TestContext::new(Backend::Local);
+    generate::extended(&ctx.path("both/a"), 5, 0..300, 100, false).unwrap();
+    generate::extended(&ctx.path("both/b"), 5, 200..500, 100, false).unwrap();
+    let stderr = String::from_utf8(
+        ctx.lake()
+            .args(["ingest", "spotify-export", "both"])
+            .assert()
+            .success()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(stderr.contains("500 plays"), "{stderr}");
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "500"
+    );
+}
+
+#[test]
 fn a_broken_file_names_its_line_and_writes_nothing() {
     let ctx = TestContext::new(Backend::Local);
     let dir = ctx.path("export");
