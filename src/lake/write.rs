@@ -121,7 +121,7 @@ pub async fn write(
             executions: AtomicU64::new(0),
             failure: failure.clone(),
             rows: rows.clone(),
-            keys: merge_keys.clone(),
+            keys: merge_keys,
         });
         // Delta's writer plans through its own planner, so the source lives in a Delta session.
         let ctx = deltalake::delta_datafusion::create_session().into_inner();
@@ -137,7 +137,6 @@ pub async fn write(
             table,
             &plan,
             mode,
-            merge_keys.as_deref(),
             created,
             source.keys_unique(),
             commit,
@@ -172,11 +171,11 @@ async fn run(
     table: DeltaTable,
     plan: &ColumnPlan,
     mode: &WriteMode,
-    keys: Option<&[String]>,
     creating: bool,
     keys_unique: bool,
     commit: CommitProperties,
 ) -> Result<(DeltaTable, Option<(u64, u64)>), DeltaTableError> {
+    let keys = mode.keys();
     let df = match keys {
         Some(_) if keys_unique => ctx.table("__lake_source").await?.drop_columns(&[ORDINAL])?,
         Some(keys) => {
