@@ -12,6 +12,8 @@ use crate::extract::spotify_export::{ExportSource, discover};
 use crate::lake::write::{WriteMode, write};
 use crate::lake::{RAW, TableName};
 use crate::progress;
+use crate::query::LakeSession;
+use std::sync::atomic::Ordering;
 
 /// The table the export lands in.
 pub const TABLE: &str = "spotify_streams";
@@ -29,7 +31,21 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
     let total: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress::bytes_bar(ctx.quiet(), total, format!("ingesting into {name}"));
     let shown: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
-    let source = Arc::new(ExportSource::new(files, personal, salt, bar.clone()));
+    // Plays already in the lake are left out as they are read; the merge still guards
+    // against a writer that lands the same plays meanwhile.
+    let known = if lake.list_tables().await?.contains(&name) {
+        let session = LakeSession::new(lake.clone()).await?;
+        session
+            .strings(&format!("SELECT stream_key FROM {name}"))
+            .await?
+    } else {
+        Vec::new()
+    };
+    let source = Arc::new(
+        ExportSource::new(files, personal, salt, bar.clone())
+            .skipping(known.iter().map(String::as_str)),
+    );
+    drop(known);
     let metadata = vec![
         (
             "lake.command".to_string(),
@@ -39,28 +55,40 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
     ];
     // A play never changes: a re-import inserts only plays the lake lacks.
     let mode = WriteMode::InsertNew(vec!["stream_key".into()]);
-    let outcome = write(&lake, &name, source, &mode, &metadata).await;
+    let outcome = write(&lake, &name, source.clone(), &mode, &metadata).await;
     bar.finish_and_clear();
     let outcome = outcome?;
     if !ctx.quiet() {
+        let counts = source.counts();
+        let plays = counts.plays.load(Ordering::Relaxed);
+        let known = counts.known.load(Ordering::Relaxed);
+        let repeated = counts.repeated.load(Ordering::Relaxed);
+        let inserted = outcome.merged.map_or(outcome.rows_read, |(i, _)| i);
         let files = shown.len();
-        match outcome.merged {
-            Some((0, _)) => eprintln!(
-                "{name} unchanged at version {}: all {} plays from {files} files are in the lake",
-                outcome.version, outcome.rows_read
-            ),
-            Some((inserted, _)) => eprintln!(
-                "wrote {name} version {}: {inserted} new plays, {} of the {} from {files} files \
-                 were in the lake",
-                outcome.version,
-                outcome.rows_read - inserted,
-                outcome.rows_read
-            ),
-            None => eprintln!(
-                "created {name} version {}: {} plays from {files} files",
-                outcome.version, outcome.rows_read
-            ),
+        let mut line = if inserted == 0 {
+            format!(
+                "{name} unchanged at version {}: all {plays} plays from {files} files are in the lake",
+                outcome.version
+            )
+        } else {
+            let verb = if outcome.created { "created" } else { "wrote" };
+            let of = if inserted == plays {
+                String::new()
+            } else {
+                format!(" new of {plays}")
+            };
+            format!(
+                "{verb} {name} version {}: {inserted}{of} plays from {files} files",
+                outcome.version
+            )
+        };
+        if known > 0 && inserted > 0 {
+            line.push_str(&format!("; {known} were in the lake"));
         }
+        if repeated > 0 {
+            line.push_str(&format!("; {repeated} repeated within the export"));
+        }
+        eprintln!("{line}");
     }
     Ok(())
 }

@@ -15,13 +15,20 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use indicatif::ProgressBar;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::ExtractError;
@@ -283,6 +290,19 @@ pub struct ExportSource {
     salt: Option<String>,
     extracted_at: String,
     progress: ProgressBar,
+    known: Arc<HashSet<[u8; 16]>>,
+    counts: Arc<Counts>,
+}
+
+/// What the last pass over the files found.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Plays in the files.
+    pub plays: AtomicU64,
+    /// Plays whose key was in the lake already.
+    pub known: AtomicU64,
+    /// Plays that repeat another play of the same import.
+    pub repeated: AtomicU64,
 }
 
 impl ExportSource {
@@ -300,12 +320,29 @@ impl ExportSource {
             salt,
             extracted_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             progress,
+            known: Arc::default(),
+            counts: Arc::default(),
         }
+    }
+
+    /// Leaves out plays whose `stream_key` (hex) is among `keys`: those already in the lake.
+    pub fn skipping<'a>(mut self, keys: impl IntoIterator<Item = &'a str>) -> Self {
+        self.known = Arc::new(
+            keys.into_iter()
+                .filter_map(|k| hex::decode(k).ok()?.try_into().ok())
+                .collect(),
+        );
+        self
     }
 
     /// The files it reads.
     pub fn files(&self) -> &[ExportFile] {
         &self.files
+    }
+
+    /// What the last pass found.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 }
 
@@ -329,10 +366,20 @@ impl BatchSource for ExportSource {
             salt: self.salt.clone(),
             extracted_at: self.extracted_at.clone(),
             seen: Mutex::default(),
+            known: self.known.clone(),
+            counts: self.counts.clone(),
         });
+        for c in [
+            &self.counts.plays,
+            &self.counts.known,
+            &self.counts.repeated,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
         let progress = self.progress.clone();
+        // Two files at a time: parsing is the work, and it is per file.
         futures::stream::iter(files)
-            .then(move |file| {
+            .map(move |file| {
                 let ctx = ctx.clone();
                 let progress = progress.clone();
                 async move {
@@ -345,6 +392,7 @@ impl BatchSource for ExportSource {
                     Ok::<_, SourceError>(futures::stream::iter(batches.into_iter().map(Ok)))
                 }
             })
+            .buffered(2)
             .map(|r| match r {
                 Ok(s) => s.boxed(),
                 Err(e) => futures::stream::iter([Err(e)]).boxed(),
@@ -361,6 +409,9 @@ struct RowContext {
     extracted_at: String,
     /// The keys read so far in this pass over the files.
     seen: Mutex<HashSet<[u8; 16]>>,
+    /// The keys in the lake already.
+    known: Arc<HashSet<[u8; 16]>>,
+    counts: Arc<Counts>,
 }
 
 impl RowContext {
@@ -379,9 +430,10 @@ impl RowContext {
                 format!("{e} (expected a JSON array of plays)"),
             )
         })?;
+        drop(bytes);
         let mut batches = Vec::new();
         for (chunk_no, chunk) in items.chunks(BATCH_ROWS).enumerate() {
-            let mut out = Vec::with_capacity(chunk.len());
+            let mut columns = Columns::new(chunk.len());
             for (i, item) in chunk.iter().enumerate() {
                 let Value::Object(obj) = item else {
                     return Err(parse(
@@ -393,156 +445,300 @@ impl RowContext {
                         ),
                     ));
                 };
-                if let Some(row) = self.row(obj, file) {
-                    out.push(row);
+                let play = Play::read(obj, file.layout);
+                self.counts.plays.fetch_add(1, Ordering::Relaxed);
+                if self.known.contains(&play.key) {
+                    self.counts.known.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
+                if !self.seen.lock().expect("poisoned").insert(play.key) {
+                    self.counts.repeated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                columns.push(&play, self, &file.name, file.layout);
             }
-            let batch =
-                rows::to_batch(&self.schema, &out).map_err(|e| parse(None, None, e.to_string()))?;
+            let batch = columns
+                .finish(&self.schema, &self.extracted_at)
+                .map_err(|e| parse(None, None, e.to_string()))?;
             batches.push(batch);
         }
         Ok(batches)
     }
 
-    fn personal(&self, v: Option<&Value>) -> Value {
-        let Some(Value::String(s)) = v else {
-            return Value::Null;
-        };
+    fn personal(&self, v: Option<&str>) -> Option<String> {
+        let s = v?;
         match self.personal {
-            PersonalData::Drop => Value::Null,
-            PersonalData::Keep => Value::String(s.clone()),
+            PersonalData::Drop => None,
+            PersonalData::Keep => Some(s.to_string()),
             PersonalData::Hash => {
                 let mut h = Sha256::new();
                 h.update(self.salt.as_deref().unwrap_or_default().as_bytes());
                 h.update(b":");
                 h.update(s.as_bytes());
-                Value::String(hex::encode(h.finalize()))
+                Some(hex::encode(h.finalize()))
             }
         }
     }
+}
 
-    /// The play as a row, or `None` when a play with its key was read already.
-    fn row(&self, obj: &Map<String, Value>, file: &ExportFile) -> Option<Value> {
-        let v = Value::Object(obj.clone());
-        let mut r = Map::new();
-        let (ended_at, ms_played) = match file.layout {
+/// One play, read leniently from its JSON object: a missing or mistyped field is `None`.
+struct Play<'a> {
+    key: [u8; 16],
+    ended_at: Option<i64>,
+    ms_played: Option<i64>,
+    kind: &'static str,
+    /// The [`EXTENDED_TEXT`] columns, in that order.
+    text: [Option<&'a str>; EXTENDED_TEXT.len()],
+    flags: [Option<bool>; 4],
+    offline_at: Option<i64>,
+    ip_addr: Option<&'a str>,
+    username: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    extra: Option<String>,
+}
+
+/// The position of a column in [`EXTENDED_TEXT`].
+fn text_index(column: &str) -> usize {
+    EXTENDED_TEXT
+        .iter()
+        .position(|(_, c)| *c == column)
+        .expect("a text column")
+}
+
+impl<'a> Play<'a> {
+    fn read(obj: &'a Map<String, Value>, layout: Layout) -> Self {
+        let str_of = |k: &str| obj.get(k).and_then(Value::as_str);
+        let mut text = [None; EXTENDED_TEXT.len()];
+        let (ended_at, ms_played) = match layout {
             Layout::Extended => {
-                for (from, to) in EXTENDED_TEXT {
-                    r.insert((*to).into(), rows::text(&v, &format!("/{from}")));
+                for (i, (from, _)) in EXTENDED_TEXT.iter().enumerate() {
+                    text[i] = str_of(from);
                 }
-                let flag = |k: &str| match obj.get(k) {
-                    Some(Value::Bool(b)) => Value::Bool(*b),
-                    Some(Value::Number(n)) => Value::Bool(n.as_i64() != Some(0)),
-                    _ => Value::Null,
-                };
-                for k in ["shuffle", "skipped", "offline", "incognito_mode"] {
-                    r.insert(k.into(), flag(k));
-                }
-                r.insert(
-                    "offline_at".into(),
-                    offline_at(obj.get("offline_timestamp")),
-                );
-                let ip = obj.get("ip_addr").or_else(|| obj.get("ip_addr_decrypted"));
-                r.insert("ip_addr".into(), self.personal(ip));
-                r.insert("username".into(), self.personal(obj.get("username")));
-                r.insert(
-                    "user_agent".into(),
-                    self.personal(obj.get("user_agent_decrypted")),
-                );
-                (rows::time(&v, "/ts"), rows::int(&v, "/ms_played"))
+                (
+                    str_of("ts").and_then(parse_utc),
+                    obj.get("ms_played").and_then(Value::as_i64),
+                )
             }
             Layout::Legacy => {
-                r.insert("track_name".into(), rows::text(&v, "/trackName"));
-                r.insert("artist_name".into(), rows::text(&v, "/artistName"));
-                r.insert("episode_name".into(), rows::text(&v, "/episodeName"));
-                r.insert("show_name".into(), rows::text(&v, "/podcastName"));
-                (legacy_time(obj.get("endTime")), rows::int(&v, "/msPlayed"))
+                text[text_index("track_name")] = str_of("trackName");
+                text[text_index("artist_name")] = str_of("artistName");
+                text[text_index("episode_name")] = str_of("episodeName");
+                text[text_index("show_name")] = str_of("podcastName");
+                (
+                    str_of("endTime").and_then(legacy_time),
+                    obj.get("msPlayed").and_then(Value::as_i64),
+                )
             }
         };
-        let some = |k: &str| r.get(k).is_some_and(|v| !v.is_null());
-        let kind = if some("episode_uri") || some("episode_name") {
+        let get = |c: &str| text[text_index(c)];
+        let kind = if get("episode_uri").is_some() || get("episode_name").is_some() {
             "episode"
-        } else if some("audiobook_chapter_uri") || some("audiobook_uri") || some("audiobook_title")
+        } else if get("audiobook_chapter_uri").is_some()
+            || get("audiobook_uri").is_some()
+            || get("audiobook_title").is_some()
         {
             "audiobook"
-        } else if some("track_uri") || some("track_name") {
+        } else if get("track_uri").is_some() || get("track_name").is_some() {
             "track"
         } else {
             "unknown"
         };
-        let track_id = r
-            .get("track_uri")
-            .and_then(Value::as_str)
-            .and_then(|u| u.strip_prefix("spotify:track:"))
-            .map_or(Value::Null, |id| Value::String(id.into()));
-        r.insert("track_id".into(), track_id);
         // The item: its URI where there is one, else its names.
         let item = ["track_uri", "episode_uri", "audiobook_chapter_uri"]
             .iter()
-            .find_map(|k| r.get(*k).and_then(Value::as_str).map(String::from))
+            .find_map(|c| get(c).map(String::from))
             .unwrap_or_else(|| {
                 ["artist_name", "track_name", "show_name", "episode_name"]
                     .iter()
-                    .map(|k| r.get(*k).and_then(Value::as_str).unwrap_or(""))
+                    .map(|c| get(c).unwrap_or(""))
                     .collect::<Vec<_>>()
                     .join("\u{1f}")
             });
         let mut h = Sha256::new();
-        h.update(ended_at.as_str().unwrap_or("").as_bytes());
+        h.update(
+            ended_at
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         h.update(b"|");
-        h.update(ms_played.to_string().as_bytes());
+        h.update(
+            ms_played
+                .map(|m| m.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         h.update(b"|");
         h.update(item.as_bytes());
         let key: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
-        if !self.seen.lock().expect("poisoned").insert(key) {
-            return None;
+        let flag = |k: &str| match obj.get(k) {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::Number(n)) => Some(n.as_i64() != Some(0)),
+            _ => None,
+        };
+        let extra = obj
+            .keys()
+            .any(|k| !KNOWN.contains(&k.as_str()) && !EXTENDED_TEXT.iter().any(|(f, _)| f == k))
+            .then(|| {
+                let extra: Map<String, Value> = obj
+                    .iter()
+                    .filter(|(k, _)| {
+                        !KNOWN.contains(&k.as_str()) && !EXTENDED_TEXT.iter().any(|(f, _)| f == k)
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Value::Object(extra).to_string()
+            });
+        Play {
+            key,
+            ended_at,
+            ms_played,
+            kind,
+            text,
+            flags: ["shuffle", "skipped", "offline", "incognito_mode"].map(flag),
+            offline_at: offline_at(obj.get("offline_timestamp")),
+            ip_addr: str_of("ip_addr").or_else(|| str_of("ip_addr_decrypted")),
+            username: str_of("username"),
+            user_agent: str_of("user_agent_decrypted"),
+            extra,
         }
-        r.insert("stream_key".into(), json!(hex::encode(key)));
-        r.insert("ended_at".into(), ended_at);
-        r.insert("ms_played".into(), ms_played);
-        r.insert("kind".into(), json!(kind));
-        let extra: Map<String, Value> = obj
-            .iter()
-            .filter(|(k, _)| {
-                !KNOWN.contains(&k.as_str()) && !EXTENDED_TEXT.iter().any(|(f, _)| f == k)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if !extra.is_empty() {
-            r.insert("extra_json".into(), json!(Value::Object(extra).to_string()));
-        }
-        r.insert("source_file".into(), json!(file.name));
-        r.insert("source_format".into(), json!(file.layout.name()));
-        r.insert("_extracted_at".into(), json!(self.extracted_at));
-        Some(Value::Object(r))
     }
 }
 
-/// `endTime` of the legacy files: `YYYY-MM-DD HH:MM` in UTC.
-fn legacy_time(v: Option<&Value>) -> Value {
-    v.and_then(Value::as_str)
-        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").ok())
-        .map_or(Value::Null, |t| {
-            Value::String(format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S")))
-        })
+/// Column builders for a batch of plays, in [`COLUMNS`] order.
+struct Columns {
+    key: StringBuilder,
+    ended_at: TimestampMicrosecondBuilder,
+    ms_played: Int64Builder,
+    kind: StringBuilder,
+    text: Vec<StringBuilder>,
+    track_id: StringBuilder,
+    flags: Vec<BooleanBuilder>,
+    offline_at: TimestampMicrosecondBuilder,
+    personal: Vec<StringBuilder>,
+    extra: StringBuilder,
+    source_file: StringBuilder,
+    source_format: StringBuilder,
+}
+
+impl Columns {
+    fn new(n: usize) -> Self {
+        let text = || StringBuilder::with_capacity(n, n * 16);
+        Self {
+            key: text(),
+            ended_at: TimestampMicrosecondBuilder::with_capacity(n),
+            ms_played: Int64Builder::with_capacity(n),
+            kind: text(),
+            text: (0..EXTENDED_TEXT.len()).map(|_| text()).collect(),
+            track_id: text(),
+            flags: (0..4).map(|_| BooleanBuilder::with_capacity(n)).collect(),
+            offline_at: TimestampMicrosecondBuilder::with_capacity(n),
+            personal: (0..3).map(|_| text()).collect(),
+            extra: text(),
+            source_file: text(),
+            source_format: text(),
+        }
+    }
+
+    fn push(&mut self, p: &Play, ctx: &RowContext, file: &str, layout: Layout) {
+        self.key.append_value(hex::encode(p.key));
+        self.ended_at.append_option(p.ended_at);
+        self.ms_played.append_option(p.ms_played);
+        self.kind.append_value(p.kind);
+        for (b, v) in self.text.iter_mut().zip(p.text) {
+            b.append_option(v);
+        }
+        let uri = p.text[text_index("track_uri")];
+        self.track_id
+            .append_option(uri.and_then(|u| u.strip_prefix("spotify:track:")));
+        for (b, v) in self.flags.iter_mut().zip(p.flags) {
+            b.append_option(v);
+        }
+        self.offline_at.append_option(p.offline_at);
+        for (b, v) in self
+            .personal
+            .iter_mut()
+            .zip([p.ip_addr, p.username, p.user_agent])
+        {
+            b.append_option(ctx.personal(v));
+        }
+        self.extra.append_option(p.extra.as_deref());
+        self.source_file.append_value(file);
+        self.source_format.append_value(layout.name());
+    }
+
+    fn finish(mut self, schema: &SchemaRef, extracted_at: &str) -> Result<RecordBatch, ArrowError> {
+        let n = self.key.len();
+        let utc = |mut b: TimestampMicrosecondBuilder| -> ArrayRef {
+            Arc::new(b.finish().with_timezone("UTC"))
+        };
+        let at = parse_utc(extracted_at);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.key.finish()),
+            utc(self.ended_at),
+            Arc::new(self.ms_played.finish()),
+            Arc::new(self.kind.finish()),
+        ];
+        let mut text: Vec<ArrayRef> = self
+            .text
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        // COLUMNS puts track_id right after the track's own fields.
+        let rest = text.split_off(text_index("episode_name"));
+        columns.extend(text);
+        columns.push(Arc::new(self.track_id.finish()));
+        columns.extend(rest);
+        columns.extend(
+            self.flags[..3]
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.push(utc(self.offline_at));
+        columns.push(Arc::new(self.flags[3].finish()));
+        columns.extend(
+            self.personal
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.push(Arc::new(self.extra.finish()));
+        columns.push(Arc::new(self.source_file.finish()));
+        columns.push(Arc::new(self.source_format.finish()));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![at; n]).with_timezone("UTC"),
+        ));
+        RecordBatch::try_new(schema.clone(), columns)
+    }
+}
+
+/// An RFC 3339 time as UTC microseconds.
+fn parse_utc(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// `endTime` of the legacy files: `YYYY-MM-DD HH:MM` in UTC, as UTC microseconds.
+fn legacy_time(s: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+        .ok()
+        .map(|t| t.and_utc().timestamp_micros())
 }
 
 /// `offline_timestamp`: epoch seconds in older exports, milliseconds in newer ones; 0 means
-/// none.
-fn offline_at(v: Option<&Value>) -> Value {
-    let Some(n) = v.and_then(Value::as_i64).filter(|n| *n > 0) else {
-        return Value::Null;
-    };
+/// none. As UTC microseconds.
+fn offline_at(v: Option<&Value>) -> Option<i64> {
+    let n = v.and_then(Value::as_i64).filter(|n| *n > 0)?;
     let ms = if n < 100_000_000_000 { n * 1000 } else { n };
-    chrono::DateTime::from_timestamp_millis(ms).map_or(Value::Null, |t| {
-        Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-    })
+    ms.checked_mul(1000)
 }
 
 pub mod generate;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -567,18 +763,19 @@ mod tests {
 
     #[test]
     fn offline_timestamps_in_seconds_or_millis() {
+        let micros = |s: &str| parse_utc(s).unwrap();
         assert_eq!(
             offline_at(Some(&json!(1_600_000_000))),
-            json!("2020-09-13T12:26:40.000Z")
+            Some(micros("2020-09-13T12:26:40Z"))
         );
         assert_eq!(
             offline_at(Some(&json!(1_600_000_000_123u64))),
-            json!("2020-09-13T12:26:40.123Z")
+            Some(micros("2020-09-13T12:26:40.123Z"))
         );
-        assert_eq!(offline_at(Some(&json!(0))), Value::Null);
+        assert_eq!(offline_at(Some(&json!(0))), None);
         assert_eq!(
-            legacy_time(Some(&json!("2023-01-05 14:32"))),
-            json!("2023-01-05T14:32:00Z")
+            legacy_time("2023-01-05 14:32"),
+            Some(micros("2023-01-05T14:32:00Z"))
         );
     }
 }

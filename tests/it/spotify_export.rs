@@ -47,7 +47,12 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
         0,
         "a re-import commits nothing"
     );
-    ctx.ok(&["ingest", "spotify-export", "newer"]);
+    let (_, stderr) =
+        crate::common::succeeds(ctx.lake().args(["ingest", "spotify-export", "newer"]));
+    assert!(
+        stderr.contains("wrote raw.spotify_streams version 1: 2000 new of 3000 plays from 4 files; 1000 were in the lake"),
+        "{stderr}"
+    );
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
         "5100"
@@ -154,7 +159,10 @@ fn overlapping_exports_in_one_folder_land_once() {
             .clone(),
     )
     .unwrap();
-    assert!(stderr.contains("500 plays"), "{stderr}");
+    assert!(
+        stderr.contains("500 new of 600 plays from 6 files; 100 repeated within the export"),
+        "{stderr}"
+    );
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
         "500"
