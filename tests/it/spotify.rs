@@ -189,6 +189,7 @@ fn listener_streams_land_with_a_utc_cursor_on(ctx: TestContext) {
 
     // The token is expired: lake refreshes it once, and keeps the rotated refresh token.
     let (_, stderr) = extract(&ctx, &[]);
+    snapshot!(ctx, "extract_listener", stderr);
     assert!(
         stderr.contains("raw.spotify_top_artists")
             && stderr.contains("skipped: Spotify answered 403"),

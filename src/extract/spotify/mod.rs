@@ -241,10 +241,9 @@ pub async fn extract(
         None
     };
     let catalog = streams.iter().any(|s| !s.needs_user());
-    let app = if catalog && settings.spotify.client_secret.is_some() {
-        Some(Api::app(&settings.spotify).await?)
-    } else if catalog && user.is_none() {
-        // Api::app names what is missing.
+    // The catalog takes the app's token; without a secret, the listener's serves (and without
+    // either, Api::app names what is missing).
+    let app = if catalog && (settings.spotify.client_secret.is_some() || user.is_none()) {
         Some(Api::app(&settings.spotify).await?)
     } else {
         None
@@ -273,7 +272,6 @@ pub async fn extract(
                     "Spotify answered {status} on {endpoint} ({message}); endpoints retired for \
                      Development Mode apps answer 403 or 404"
                 );
-                tracing::warn!("{}: skipped: {why}", stream.table());
                 Report {
                     stream,
                     outcome: Outcome::Skipped(why),
@@ -338,6 +336,7 @@ async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &Progr
         batch,
     });
     report.outcome = match write(lake, &stream.table(), source, &landing.mode, &metadata).await {
+        Ok(o) if o.merged == Some((0, 0)) => Outcome::Unchanged,
         Ok(o) => Outcome::Written {
             version: o.version,
             rows: o.rows_read,
