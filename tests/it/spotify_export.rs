@@ -2,7 +2,7 @@
 
 use lake::extract::spotify_export::generate;
 
-use crate::common::{Backend, TestContext};
+use crate::common::{Backend, TestContext, succeeds};
 use crate::{on_both, snapshot};
 
 on_both!(
@@ -20,16 +20,11 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
     let newer = ctx.path("newer");
     generate::extended(&newer, 7, 2000..5000, 1000, false).unwrap();
 
-    let stderr = String::from_utf8(
-        ctx.lake()
-            .args(["ingest", "spotify-export", "my_spotify_data.zip"])
-            .assert()
-            .success()
-            .get_output()
-            .stderr
-            .clone(),
-    )
-    .unwrap();
+    let (_, stderr) =
+        succeeds(
+            ctx.lake()
+                .args(["ingest", "spotify-export", "my_spotify_data.zip"]),
+        );
     snapshot!(ctx, "first_import", stderr);
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
@@ -47,8 +42,7 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
         0,
         "a re-import commits nothing"
     );
-    let (_, stderr) =
-        crate::common::succeeds(ctx.lake().args(["ingest", "spotify-export", "newer"]));
+    let (_, stderr) = succeeds(ctx.lake().args(["ingest", "spotify-export", "newer"]));
     assert!(
         stderr.contains("wrote raw.spotify_streams version 1: 2000 new of 3000 plays from 4 files; 1000 were in the lake"),
         "{stderr}"
@@ -149,16 +143,7 @@ fn overlapping_exports_in_one_folder_land_once() {
     let ctx = TestContext::new(Backend::Local);
     generate::extended(&ctx.path("both/a"), 5, 0..300, 100, false).unwrap();
     generate::extended(&ctx.path("both/b"), 5, 200..500, 100, false).unwrap();
-    let stderr = String::from_utf8(
-        ctx.lake()
-            .args(["ingest", "spotify-export", "both"])
-            .assert()
-            .success()
-            .get_output()
-            .stderr
-            .clone(),
-    )
-    .unwrap();
+    let (_, stderr) = succeeds(ctx.lake().args(["ingest", "spotify-export", "both"]));
     assert!(
         stderr.contains("500 new of 600 plays from 6 files; 100 repeated within the export"),
         "{stderr}"

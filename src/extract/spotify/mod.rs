@@ -462,21 +462,14 @@ async fn fetch(
                 .filter_map(|t| t.pointer("/album/id").and_then(Value::as_str))
                 .map(String::from)
                 .collect();
-            wanted.extend(
-                ids_in(
-                    lake,
-                    Stream::Tracks,
-                    "SELECT DISTINCT album_id FROM raw.spotify_tracks",
-                )
-                .await?,
-            );
-            let have: HashSet<String> = ids_in(
+            missing(
                 lake,
+                &mut wanted,
+                "SELECT DISTINCT album_id FROM raw.spotify_tracks",
                 Stream::Albums,
                 "SELECT album_id FROM raw.spotify_albums",
             )
             .await?;
-            wanted.retain(|id| !have.contains(id));
             let mut l = Landing::new(rows::ALBUMS, WriteMode::Merge(vec!["album_id".into()]));
             let found = by_ids(api, "albums", &wanted, 20, &mut l.warnings, pb).await?;
             l.rows = found.iter().map(|a| rows::album_row(a, at)).collect();
@@ -493,21 +486,15 @@ async fn fetch(
                 .filter_map(|a| a.get("id").and_then(Value::as_str))
                 .map(String::from)
                 .collect();
-            wanted.extend(
-                ids_in(
-                    lake,
-                    Stream::Tracks,
-                    "SELECT DISTINCT unnest(artist_ids) FROM raw.spotify_tracks",
-                )
-                .await?,
-            );
-            let have = ids_in(
+            missing(
                 lake,
+                &mut wanted,
+                "SELECT DISTINCT unnest(artist_ids) FROM raw.spotify_tracks",
                 Stream::Artists,
                 "SELECT artist_id FROM raw.spotify_artists",
             )
             .await?;
-            wanted.retain(|id| !have.contains(id) && !full.contains_key(id));
+            wanted.retain(|id| !full.contains_key(id));
             let found = by_ids(api, "artists", &wanted, 50, &mut l.warnings, pb).await?;
             l.rows = full
                 .values()
@@ -535,6 +522,22 @@ fn by_id(objects: &[Value]) -> BTreeMap<String, &Value> {
 fn days(date: &str) -> i32 {
     let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a date");
     (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+/// Adds the ids `referenced` (a query over raw.spotify_tracks) returns to `wanted`, then
+/// leaves out those `have` (a query over `table`'s table) finds: only ids not in the lake are
+/// fetched.
+async fn missing(
+    lake: &Arc<Lake>,
+    wanted: &mut BTreeSet<String>,
+    referenced: &str,
+    table: Stream,
+    have: &str,
+) -> Result<(), ExtractError> {
+    wanted.extend(ids_in(lake, Stream::Tracks, referenced).await?);
+    let have = ids_in(lake, table, have).await?;
+    wanted.retain(|id| !have.contains(id));
+    Ok(())
 }
 
 /// The values a query over `stream`'s table returns, or none when the table does not exist yet.
