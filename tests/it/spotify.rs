@@ -295,12 +295,14 @@ fn a_failing_stream_commits_nothing_and_the_others_land() {
     extract(&ctx, &["--stream", "saved_tracks"]);
     let before = ctx.version("raw.spotify_saved_tracks");
 
-    server
-        .state
-        .lock()
-        .unwrap()
-        .fail_always
-        .insert("/v1/me/tracks?limit=50&offset=25".into());
+    {
+        let mut s = server.state.lock().unwrap();
+        s.fail_always
+            .insert("/v1/me/tracks?limit=50&offset=25".into());
+        // A request that times out is retried.
+        s.slow_once
+            .insert("/v1/me/following?limit=50&type=artist".into());
+    }
     let stderr = ctx
         .lake()
         .args([
@@ -322,6 +324,10 @@ fn a_failing_stream_commits_nothing_and_the_others_land() {
     assert!(
         stderr.contains("500 Server error after 2 retries"),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains("retrying"),
+        "the timeout was not retried: {stderr}"
     );
     assert_eq!(ctx.version("raw.spotify_saved_tracks"), before);
     assert_eq!(

@@ -52,6 +52,8 @@ pub struct State {
     pub fail_once: BTreeSet<String>,
     /// Requests that always answer 500.
     pub fail_always: BTreeSet<String>,
+    /// Requests answered only after 11 s the first time: past rspotify's 10 s timeout.
+    pub slow_once: BTreeSet<String>,
     /// Access tokens that are accepted, and those that answer 401.
     pub valid: BTreeSet<String>,
     pub expired: BTreeSet<String>,
@@ -132,6 +134,10 @@ async fn serve(state: Arc<Mutex<State>>, tx: std::sync::mpsc::Sender<SocketAddr>
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
+                let slow = state.lock().unwrap().slow_once.remove(&target_of(&parts));
+                if slow {
+                    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+                }
                 let (status, headers, json) = handle(&state, &parts, &body);
                 let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
                 *resp.status_mut() = status;
@@ -149,6 +155,22 @@ async fn serve(state: Arc<Mutex<State>>, tx: std::sync::mpsc::Sender<SocketAddr>
         tokio::spawn(async move {
             let _ = conn.await;
         });
+    }
+}
+
+/// `path?query` with the query parameters sorted, so tests can name a request whatever order a
+/// client sends them in.
+fn target_of(parts: &hyper::http::request::Parts) -> String {
+    let mut pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    pairs.sort();
+    let sorted: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if sorted.is_empty() {
+        parts.uri.path().to_string()
+    } else {
+        format!("{}?{}", parts.uri.path(), sorted.join("&"))
     }
 }
 
@@ -173,16 +195,7 @@ fn handle(state: &Mutex<State>, parts: &hyper::http::request::Parts, body: &[u8]
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    // Query parameters sorted, so tests can name a request whatever order a client sends.
-    let mut pairs: Vec<(String, String)> =
-        query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    pairs.sort();
-    let sorted: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let target = if sorted.is_empty() {
-        path.clone()
-    } else {
-        format!("{path}?{}", sorted.join("&"))
-    };
+    let target = target_of(parts);
     s.log.push(format!("{} {target}", parts.method));
 
     if path == "/api/token" {
