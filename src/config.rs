@@ -436,6 +436,41 @@ mod tests {
     }
 
     #[test]
+    fn spotify_credentials_layer_and_stay_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "[spotify]\nclient_id = \"from-file\"\nplaylists = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let none = Overrides::default();
+        let s = Settings::resolve(
+            &none,
+            env(&[
+                ("SPOTIFY_CLIENT_ID", "from-spotify-env"),
+                ("SPOTIFY_CLIENT_SECRET", "s3cr3t-value"),
+            ]),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(s.spotify.client_id.as_deref(), Some("from-spotify-env"));
+        assert_eq!(s.spotify.playlists, ["a", "b"]);
+        assert!(!format!("{s:?}").contains("s3cr3t-value"));
+        let s = Settings::resolve(
+            &none,
+            env(&[
+                ("SPOTIFY_CLIENT_ID", "from-spotify-env"),
+                ("LAKE_SPOTIFY_CLIENT_ID", "from-lake-env"),
+                ("LAKE_SPOTIFY_PLAYLISTS", "x, y"),
+            ]),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(s.spotify.client_id.as_deref(), Some("from-lake-env"));
+        assert_eq!(s.spotify.playlists, ["x", "y"]);
+    }
+
+    #[test]
     fn defaults_without_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let s = Settings::resolve(&Overrides::default(), env(&[]), dir.path()).unwrap();
