@@ -52,6 +52,8 @@ pub enum Command {
     Auth(AuthArgs),
     /// Benchmark helpers: `lake bench generate` writes a deterministic Spotify export
     Bench(BenchArgs),
+    /// Show the models in queries/ in the order they run, with what each reads
+    Plan,
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake

@@ -1,6 +1,7 @@
 //! lake turns Spotify data into an analytics lake (Delta tables on S3 or a local folder) and a
 //! BI-ready warehouse. The modules follow the data: [`extract`] reads sources into Arrow
-//! batches, [`lake`] lands them in Delta tables, [`query`] runs SQL over the lake, and
+//! batches, [`lake`] lands them in Delta tables, [`transform`] orders the analysts' SQL models,
+//! [`query`] runs SQL over the lake, and
 //! [`output`] prints results. [`config`] resolves settings once; [`commands`] wires the CLI
 //! to the library.
 #![warn(missing_docs)]
@@ -13,3 +14,4 @@ pub mod lake;
 pub mod output;
 pub mod progress;
 pub mod query;
+pub mod transform;

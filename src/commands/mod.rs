@@ -7,6 +7,7 @@ mod extract;
 mod history;
 mod ingest;
 mod init;
+mod plan;
 mod query;
 mod shell;
 mod spotify_export;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Extract(args) => extract::run(&ctx, args).await,
         Command::Auth(args) => auth::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args),
+        Command::Plan => plan::run(&ctx).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

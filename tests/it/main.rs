@@ -10,6 +10,7 @@ mod concurrency;
 mod config;
 mod errors;
 mod ingest;
+mod models;
 mod query;
 mod spotify;
 mod spotify_export;

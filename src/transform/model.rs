@@ -1,0 +1,361 @@
+//! One model: a `queries/**/*.sql` file holding one SELECT, with its settings in a TOML header.
+//!
+//! ```sql
+//! /* lake
+//! materialized = "incremental"        # table (default) | incremental | view
+//! unique_key = ["played_at", "track_id"]
+//! partition_by = ["day"]
+//! tags = ["daily"]
+//! export = true
+//! description = "Every play, deduped."
+//! */
+//! SELECT ...
+//! ```
+//!
+//! `queries/plays.sql` becomes `curated.plays`; `queries/marts/x.sql` becomes `marts.x`.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::sql::sqlparser::ast::{Spanned, Statement, visit_relations};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use serde::Deserialize;
+
+use super::TransformError;
+use crate::lake::{CURATED, TableName};
+
+/// How a model is kept.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialized {
+    /// Replaced whole on each run, in one commit.
+    #[default]
+    Table,
+    /// New input rows merged on the unique key.
+    Incremental,
+    /// Not stored: defined for downstream models and queries.
+    View,
+}
+
+impl Materialized {
+    /// Its name, as written in the header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Materialized::Table => "table",
+            Materialized::Incremental => "incremental",
+            Materialized::View => "view",
+        }
+    }
+}
+
+/// A model's header.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `table`, `incremental` or `view`.
+    #[serde(default)]
+    pub materialized: Materialized,
+    /// The columns that identify a row; required for `incremental`.
+    #[serde(default)]
+    pub unique_key: Vec<String>,
+    /// Partition columns.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Tags, for `--select tag:x`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether `lake export` sends it to the warehouse.
+    pub export: Option<bool>,
+    /// What the table holds.
+    pub description: Option<String>,
+}
+
+/// A table a model reads, where the model names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The table.
+    pub table: TableName,
+    /// 1-based line and column in the file.
+    pub line: usize,
+    /// The column.
+    pub column: usize,
+}
+
+/// A parsed model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The table it becomes.
+    pub name: TableName,
+    /// Its file.
+    pub path: PathBuf,
+    /// The file as shown in messages, relative to the project.
+    pub display: String,
+    /// The SELECT, without the header.
+    pub sql: String,
+    /// Lines before the SELECT (the header), to report positions in the file.
+    pub header_lines: usize,
+    /// Its settings.
+    pub config: ModelConfig,
+    /// The `schema.name` tables it reads.
+    pub reads: Vec<Reference>,
+}
+
+impl Model {
+    /// Reads and checks one model file. `rel` is its path under `queries/`.
+    pub fn load(path: &Path, rel: &Path, display: String) -> Result<Self, TransformError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TransformError::Read {
+            file: display.clone(),
+            source,
+        })?;
+        let name = table_name(rel).map_err(|why| TransformError::Invalid {
+            file: display.clone(),
+            line: None,
+            column: None,
+            why,
+        })?;
+        let (config, sql, header_lines) = split_header(&text, &display)?;
+        if config.materialized == Materialized::Incremental && config.unique_key.is_empty() {
+            return Err(TransformError::Invalid {
+                file: display,
+                line: Some(1),
+                column: None,
+                why: "an incremental model needs `unique_key`".into(),
+            });
+        }
+        let reads = references(&sql, header_lines, &display)?;
+        Ok(Self {
+            name,
+            path: path.to_path_buf(),
+            display,
+            sql,
+            header_lines,
+            config,
+            reads,
+        })
+    }
+}
+
+/// `marts/x.sql` -> `marts.x`; `x.sql` -> `curated.x`.
+fn table_name(rel: &Path) -> Result<TableName, String> {
+    let stem = rel
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("the file name is not UTF-8")?;
+    let parts: Vec<&str> = rel
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.iter())
+        .filter_map(|s| s.to_str())
+        .collect();
+    let schema = match parts.as_slice() {
+        [] => CURATED,
+        [one] => one,
+        _ => {
+            return Err(
+                "models sit in queries/ or one folder below it, which names the schema".into(),
+            );
+        }
+    };
+    TableName::new(schema, stem).map_err(|e| e.to_string())
+}
+
+/// The TOML header, the SQL after it, and how many lines the header took.
+fn split_header(text: &str, file: &str) -> Result<(ModelConfig, String, usize), TransformError> {
+    let trimmed = text.trim_start();
+    let lead = text.len() - trimmed.len();
+    let Some(rest) = trimmed
+        .strip_prefix("/* lake")
+        .or_else(|| trimmed.strip_prefix("/*lake"))
+    else {
+        return Ok((ModelConfig::default(), text.to_string(), 0));
+    };
+    let Some(end) = rest.find("*/") else {
+        return Err(TransformError::Invalid {
+            file: file.into(),
+            line: Some(line_of(text, lead)),
+            column: None,
+            why: "the `/* lake` header has no closing `*/`".into(),
+        });
+    };
+    let toml_text = &rest[..end];
+    let toml_start = lead + text[lead..].len() - rest.len();
+    let config: ModelConfig = toml::from_str(toml_text).map_err(|e| {
+        let offset = toml_start + e.span().map_or(0, |s| s.start);
+        TransformError::Invalid {
+            file: file.into(),
+            line: Some(line_of(text, offset)),
+            column: Some(column_of(text, offset)),
+            why: e.message().to_string(),
+        }
+    })?;
+    let sql_start = toml_start + end + 2;
+    let header_lines = text[..sql_start].matches('\n').count();
+    // Keep the SELECT's columns where they are in the file, so positions need only the line
+    // offset.
+    let first_line_tail = &text[sql_start..];
+    let column_pad = sql_start - text[..sql_start].rfind('\n').map_or(0, |i| i + 1);
+    let sql = format!("{}{first_line_tail}", " ".repeat(column_pad));
+    Ok((config, sql, header_lines))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn column_of(text: &str, offset: usize) -> usize {
+    let before = &text[..offset.min(text.len())];
+    before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1
+}
+
+/// The `schema.name` tables a SELECT reads. Single-part names (CTEs, table functions) are not
+/// tables of the lake and are left to DataFusion.
+fn references(
+    sql: &str,
+    header_lines: usize,
+    file: &str,
+) -> Result<Vec<Reference>, TransformError> {
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
+        let (message, line, column) = sql_position(&e.to_string());
+        // An error at the end of the text ("found: EOF") comes without a position.
+        let trimmed = sql.trim_end();
+        let end_line = trimmed.matches('\n').count() + 1;
+        let end_column = trimmed.len() - trimmed.rfind('\n').map_or(0, |i| i + 1) + 1;
+        TransformError::Invalid {
+            file: file.into(),
+            line: Some(line.unwrap_or(end_line) + header_lines),
+            column: Some(column.unwrap_or(end_column)),
+            why: message,
+        }
+    })?;
+    let query = match statements.as_slice() {
+        [Statement::Query(q)] => q,
+        _ => {
+            return Err(TransformError::Invalid {
+                file: file.into(),
+                line: Some(header_lines + 1),
+                column: None,
+                why: "a model holds exactly one SELECT (WITH ... SELECT is fine)".into(),
+            });
+        }
+    };
+    let mut refs: Vec<Reference> = Vec::new();
+    let mut bad: Option<TransformError> = None;
+    let _ = visit_relations(query.as_ref(), |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.clone()))
+            .collect();
+        let span = name.span();
+        let (line, column) = (
+            span.start.line as usize + header_lines,
+            span.start.column as usize,
+        );
+        if parts.len() == 2 {
+            match TableName::new(&parts[0], &parts[1]) {
+                Ok(table) => {
+                    if !refs.iter().any(|r| r.table == table) {
+                        refs.push(Reference {
+                            table,
+                            line,
+                            column,
+                        });
+                    }
+                }
+                Err(e) => {
+                    bad.get_or_insert(TransformError::Invalid {
+                        file: file.into(),
+                        line: Some(line),
+                        column: Some(column),
+                        why: e.to_string(),
+                    });
+                }
+            }
+        } else if parts.len() > 2 {
+            bad.get_or_insert(TransformError::Invalid {
+                file: file.into(),
+                line: Some(line),
+                column: Some(column),
+                why: format!("`{name}`: name tables as schema.name"),
+            });
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(refs),
+    }
+}
+
+/// sqlparser's "... at Line: 3, Column: 7" split into the message and the position.
+fn sql_position(message: &str) -> (String, Option<usize>, Option<usize>) {
+    let Some(i) = message.rfind(" at Line: ") else {
+        return (message.to_string(), None, None);
+    };
+    let tail = &message[i + " at Line: ".len()..];
+    let mut nums = tail
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok());
+    (message[..i].to_string(), nums.next(), nums.next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_settings_and_positions() {
+        let text = "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n*/\nSELECT a.id\nFROM raw.plays a JOIN curated.tracks t ON a.id = t.id\n";
+        let (config, sql, lines) = split_header(text, "q.sql").unwrap();
+        assert_eq!(config.materialized, Materialized::Incremental);
+        assert_eq!(lines, 3);
+        let refs = references(&sql, lines, "q.sql").unwrap();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(
+            (refs[0].table.to_string(), refs[0].line, refs[0].column),
+            ("raw.plays".into(), 6, 6)
+        );
+    }
+
+    #[test]
+    fn unknown_settings_name_their_line() {
+        let text = "/* lake\nmaterialized = \"table\"\nmaterialised = \"view\"\n*/\nSELECT 1\n";
+        let err = split_header(text, "q.sql").unwrap_err().to_string();
+        assert!(
+            err.contains("q.sql:3:1") && err.contains("materialised"),
+            "{err}"
+        );
+        let text = "/* lake\nmaterialized = \"tabel\"\n*/\nSELECT 1\n";
+        let err = split_header(text, "q.sql").unwrap_err().to_string();
+        assert!(err.contains("q.sql:2:") && err.contains("tabel"), "{err}");
+    }
+
+    #[test]
+    fn ctes_and_functions_are_not_dependencies() {
+        let sql =
+            "WITH recent AS (SELECT * FROM raw.plays) SELECT * FROM recent, generate_series(1, 3)";
+        let refs = references(sql, 0, "q.sql").unwrap();
+        assert_eq!(refs.len(), 1);
+        assert!(references("SELECT 1; SELECT 2", 0, "q.sql").is_err());
+        assert!(references("DELETE FROM raw.plays", 0, "q.sql").is_err());
+        let err = references("SELECT *\nFROM raw.plays WHERE", 0, "q.sql")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("q.sql:2:"), "{err}");
+    }
+
+    #[test]
+    fn names_follow_folders() {
+        assert_eq!(
+            table_name(Path::new("plays.sql")).unwrap().to_string(),
+            "curated.plays"
+        );
+        assert_eq!(
+            table_name(Path::new("marts/x.sql")).unwrap().to_string(),
+            "marts.x"
+        );
+        assert!(table_name(Path::new("a/b/x.sql")).is_err());
+        assert!(table_name(Path::new("Bad-Name.sql")).is_err());
+    }
+}
