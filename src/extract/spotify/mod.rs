@@ -195,8 +195,6 @@ struct Landing {
     mode: WriteMode,
     expected: Option<u64>,
     warnings: Vec<String>,
-    /// A count mismatch is already explained in `warnings`.
-    counted: bool,
     metadata: Vec<(String, Value)>,
 }
 
@@ -208,15 +206,22 @@ impl Landing {
             mode,
             expected: None,
             warnings: Vec::new(),
-            counted: false,
             metadata: Vec::new(),
         }
     }
 
-    fn expect(&mut self, total: Option<u64>) {
-        if let Some(t) = total {
-            self.expected = Some(self.expected.unwrap_or(0) + t);
+    /// Checks what arrived from `what` against the `total` Spotify reported for it: a
+    /// mismatch is a warning, never swallowed.
+    fn count(&mut self, what: &str, total: Option<u64>, arrived: usize) {
+        let Some(t) = total else {
+            return;
+        };
+        if t != arrived as u64 {
+            self.warnings.push(format!(
+                "{what}: Spotify reported {t} items but {arrived} arrived"
+            ));
         }
+        self.expected = Some(self.expected.unwrap_or(0) + t);
     }
 }
 
@@ -296,14 +301,6 @@ pub async fn extract(
 
 async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &ProgressBar) -> Report {
     let fetched = landing.rows.len() as u64;
-    if let Some(expected) = landing.expected
-        && expected != fetched
-        && !landing.counted
-    {
-        landing.warnings.push(format!(
-            "Spotify reported {expected} items in all but {fetched} arrived"
-        ));
-    }
     let mut report = Report {
         stream,
         outcome: Outcome::Unchanged,
@@ -378,7 +375,7 @@ async fn fetch(
         Stream::Playlists => {
             let mut l = Landing::new(rows::PLAYLISTS, WriteMode::Overwrite);
             let (items, total) = pages(api, "me/playlists", &[], 50, None, pb).await?;
-            l.expect(total);
+            l.count("me/playlists", total, items.len());
             l.rows = items.iter().map(|p| rows::playlist_row(p, at)).collect();
             Ok(l)
         }
@@ -386,7 +383,7 @@ async fn fetch(
             let cols = [&[("added_at", Col::Time)], TRACK].concat();
             let mut l = Landing::new(&cols, WriteMode::Overwrite);
             let (items, total) = pages(api, "me/tracks", &[], 50, None, pb).await?;
-            l.expect(total);
+            l.count("me/tracks", total, items.len());
             for item in &items {
                 let mut r = rows::row(item, at);
                 r.insert("added_at".into(), rows::time(item, "/added_at"));
@@ -417,7 +414,7 @@ async fn fetch(
             for range in ["short_term", "medium_term", "long_term"] {
                 let q = [("time_range", range.to_string())];
                 let (items, total) = pages(api, path, &q, 50, None, pb).await?;
-                l.expect(total);
+                l.count(&format!("{path} ({range})"), total, items.len());
                 for (i, item) in items.iter().enumerate() {
                     let mut r = rows::row(item, at);
                     r.insert("snapshot_date".into(), json!(today));
@@ -439,7 +436,7 @@ async fn fetch(
             let mut l = Landing::new(rows::ARTISTS, WriteMode::Overwrite);
             let q = [("type", "artist".to_string())];
             let (items, total) = pages(api, "me/following", &q, 50, Some("artists"), pb).await?;
-            l.expect(total);
+            l.count("me/following", total, items.len());
             for item in &items {
                 l.rows.push(rows::artist_row(item, at));
                 seen.artists.push(item.clone());
@@ -534,23 +531,28 @@ async fn missing(
     table: Stream,
     have: &str,
 ) -> Result<(), ExtractError> {
-    wanted.extend(ids_in(lake, Stream::Tracks, referenced).await?);
-    let have = ids_in(lake, table, have).await?;
+    let session = session(lake).await?;
+    wanted.extend(ids_in(&session, Stream::Tracks, referenced).await?);
+    let have = ids_in(&session, table, have).await?;
     wanted.retain(|id| !have.contains(id));
     Ok(())
 }
 
-/// The values a query over `stream`'s table returns, or none when the table does not exist yet.
-async fn ids_in(
-    lake: &Arc<Lake>,
-    stream: Stream,
-    sql: &str,
-) -> Result<HashSet<String>, ExtractError> {
-    let session = LakeSession::new(lake.clone())
+/// A session over the lake as it is now, after the streams committed so far.
+async fn session(lake: &Arc<Lake>) -> Result<LakeSession, ExtractError> {
+    LakeSession::new(lake.clone())
         .await
         .map_err(|e| ExtractError::Lake {
             message: e.to_string(),
-        })?;
+        })
+}
+
+/// The values a query over `stream`'s table returns, or none when the table does not exist yet.
+async fn ids_in(
+    session: &LakeSession,
+    stream: Stream,
+    sql: &str,
+) -> Result<HashSet<String>, ExtractError> {
     if !session.tables().contains(&stream.table()) {
         return Ok(HashSet::new());
     }
@@ -774,15 +776,11 @@ async fn playlist_tracks(
         };
         let path = format!("playlists/{id}/items");
         let (items, total) = pages(api, &path, &[], 100, None, pb).await?;
-        let total = total.unwrap_or(items.len() as u64);
-        if total != items.len() as u64 {
-            l.warnings.push(format!(
-                "playlist {id}: Spotify reported {total} items but {} arrived",
-                items.len()
-            ));
-            l.counted = true;
-        }
-        l.expect(Some(total));
+        l.count(
+            &format!("playlist {id}"),
+            total.or(Some(items.len() as u64)),
+            items.len(),
+        );
         for (position, entry) in items.iter().enumerate() {
             let mut r: Map<String, Value> = rows::row(entry, at);
             let item = rows::entry_item(entry);
@@ -834,7 +832,7 @@ async fn recently_played(
     );
     // The cursor is the newest play committed: it moves only with the data.
     let newest = ids_in(
-        lake,
+        &session(lake).await?,
         Stream::RecentlyPlayed,
         "SELECT CAST(CAST(max(played_at) AS BIGINT) / 1000 AS VARCHAR) FROM raw.spotify_recently_played",
     )
