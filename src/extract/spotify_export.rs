@@ -497,12 +497,38 @@ struct Play<'a> {
     extra: Option<String>,
 }
 
-/// The position of a column in [`EXTENDED_TEXT`].
-fn text_index(column: &str) -> usize {
-    EXTENDED_TEXT
-        .iter()
-        .position(|(_, c)| *c == column)
-        .expect("a text column")
+/// The position of a column in [`EXTENDED_TEXT`], found at compile time.
+const fn text_index(column: &str) -> usize {
+    let mut i = 0;
+    while i < EXTENDED_TEXT.len() {
+        let (a, b) = (EXTENDED_TEXT[i].1.as_bytes(), column.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a text column")
+}
+
+const TRACK_NAME: usize = text_index("track_name");
+const ARTIST_NAME: usize = text_index("artist_name");
+const TRACK_URI: usize = text_index("track_uri");
+const EPISODE_NAME: usize = text_index("episode_name");
+const SHOW_NAME: usize = text_index("show_name");
+const EPISODE_URI: usize = text_index("episode_uri");
+const AUDIOBOOK_TITLE: usize = text_index("audiobook_title");
+const AUDIOBOOK_URI: usize = text_index("audiobook_uri");
+const AUDIOBOOK_CHAPTER_URI: usize = text_index("audiobook_chapter_uri");
+
+/// Whether a field of a play is one lake does not map, kept in `extra_json`.
+fn is_extra(field: &str) -> bool {
+    !KNOWN.contains(&field) && !EXTENDED_TEXT.iter().any(|(f, _)| *f == field)
 }
 
 impl<'a> Play<'a> {
@@ -520,37 +546,34 @@ impl<'a> Play<'a> {
                 )
             }
             Layout::Legacy => {
-                text[text_index("track_name")] = str_of("trackName");
-                text[text_index("artist_name")] = str_of("artistName");
-                text[text_index("episode_name")] = str_of("episodeName");
-                text[text_index("show_name")] = str_of("podcastName");
+                text[TRACK_NAME] = str_of("trackName");
+                text[ARTIST_NAME] = str_of("artistName");
+                text[EPISODE_NAME] = str_of("episodeName");
+                text[SHOW_NAME] = str_of("podcastName");
                 (
                     str_of("endTime").and_then(legacy_time),
                     obj.get("msPlayed").and_then(Value::as_i64),
                 )
             }
         };
-        let get = |c: &str| text[text_index(c)];
-        let kind = if get("episode_uri").is_some() || get("episode_name").is_some() {
+        let has = |i: usize| text[i].is_some();
+        let kind = if has(EPISODE_URI) || has(EPISODE_NAME) {
             "episode"
-        } else if get("audiobook_chapter_uri").is_some()
-            || get("audiobook_uri").is_some()
-            || get("audiobook_title").is_some()
-        {
+        } else if has(AUDIOBOOK_CHAPTER_URI) || has(AUDIOBOOK_URI) || has(AUDIOBOOK_TITLE) {
             "audiobook"
-        } else if get("track_uri").is_some() || get("track_name").is_some() {
+        } else if has(TRACK_URI) || has(TRACK_NAME) {
             "track"
         } else {
             "unknown"
         };
         // The item: its URI where there is one, else its names.
-        let item = ["track_uri", "episode_uri", "audiobook_chapter_uri"]
+        let item = [TRACK_URI, EPISODE_URI, AUDIOBOOK_CHAPTER_URI]
             .iter()
-            .find_map(|c| get(c).map(String::from))
+            .find_map(|i| text[*i].map(String::from))
             .unwrap_or_else(|| {
-                ["artist_name", "track_name", "show_name", "episode_name"]
+                [ARTIST_NAME, TRACK_NAME, SHOW_NAME, EPISODE_NAME]
                     .iter()
-                    .map(|c| get(c).unwrap_or(""))
+                    .map(|i| text[*i].unwrap_or(""))
                     .collect::<Vec<_>>()
                     .join("\u{1f}")
             });
@@ -576,19 +599,12 @@ impl<'a> Play<'a> {
             Some(Value::Number(n)) => Some(n.as_i64() != Some(0)),
             _ => None,
         };
-        let extra = obj
-            .keys()
-            .any(|k| !KNOWN.contains(&k.as_str()) && !EXTENDED_TEXT.iter().any(|(f, _)| f == k))
-            .then(|| {
-                let extra: Map<String, Value> = obj
-                    .iter()
-                    .filter(|(k, _)| {
-                        !KNOWN.contains(&k.as_str()) && !EXTENDED_TEXT.iter().any(|(f, _)| f == k)
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                Value::Object(extra).to_string()
-            });
+        let extra: Map<String, Value> = obj
+            .iter()
+            .filter(|(k, _)| is_extra(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let extra = (!extra.is_empty()).then(|| Value::Object(extra).to_string());
         Play {
             key,
             ended_at,
@@ -648,7 +664,7 @@ impl Columns {
         for (b, v) in self.text.iter_mut().zip(p.text) {
             b.append_option(v);
         }
-        let uri = p.text[text_index("track_uri")];
+        let uri = p.text[TRACK_URI];
         self.track_id
             .append_option(uri.and_then(|u| u.strip_prefix("spotify:track:")));
         for (b, v) in self.flags.iter_mut().zip(p.flags) {
@@ -685,7 +701,7 @@ impl Columns {
             .map(|b| Arc::new(b.finish()) as ArrayRef)
             .collect();
         // COLUMNS puts track_id right after the track's own fields.
-        let rest = text.split_off(text_index("episode_name"));
+        let rest = text.split_off(EPISODE_NAME);
         columns.extend(text);
         columns.push(Arc::new(self.track_id.finish()));
         columns.extend(rest);
