@@ -136,15 +136,6 @@ impl Project {
                 .collect(),
         })
     }
-
-    /// The models a model reads.
-    pub fn upstream<'a>(&'a self, model: &'a Model) -> impl Iterator<Item = &'a TableName> {
-        model
-            .reads
-            .iter()
-            .map(|r| &r.table)
-            .filter(|t| self.models.iter().any(|m| &m.name == *t))
-    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
