@@ -52,8 +52,14 @@ pub enum Command {
     Auth(AuthArgs),
     /// Benchmark helpers: `lake bench generate` writes a deterministic Spotify export
     Bench(BenchArgs),
-    /// Show the models in queries/ in the order they run, with what each reads
-    Plan,
+    /// Build the models in queries/ in dependency order, and run their tests
+    Run(RunArgs),
+    /// Run the models' tests against the tables as they are
+    Test(TestArgs),
+    /// Show, without running anything, the models in run order and what each would read
+    Plan(PlanArgs),
+    /// List recent runs, or one run's models
+    Runs(RunsArgs),
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake
@@ -64,6 +70,64 @@ pub enum Command {
     Describe(TableArg),
     /// Show a table's commits, newest first
     History(HistoryArgs),
+}
+
+/// Which models: `--select` and `--exclude`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Selection {
+    /// Models to include: NAME, NAME+ (and downstream), +NAME (and upstream), tag:TAG,
+    /// path:queries/marts (repeatable) [default: all]
+    #[arg(long, short, value_name = "SELECTOR", num_args = 1.., action = clap::ArgAction::Append)]
+    pub select: Vec<String>,
+    /// Models to leave out, in the same forms (repeatable)
+    #[arg(long, value_name = "SELECTOR", num_args = 1.., action = clap::ArgAction::Append)]
+    pub exclude: Vec<String>,
+}
+
+/// `lake run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Which models.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Rebuild incremental models from all their input rows
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Models built at once [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `lake test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Which models.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Tests run at once [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `lake plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Which models.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Add DataFusion's plan of each model
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// `lake runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Show this run's models (its id, or the start of it)
+    pub run: Option<String>,
+    /// Show at most this many runs
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
 }
 
 /// `lake init`.
@@ -200,6 +264,10 @@ pub struct GenerateArgs {
     /// The seed; the same seed gives the same plays
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also write the matching Web API rows (recently played, playlist tracks) as NDJSON
+    /// files here, to land with `lake ingest`
+    #[arg(long, value_name = "DIR")]
+    pub api: Option<PathBuf>,
     /// Plays per file (Spotify writes about 15,000)
     #[arg(long, default_value_t = 15_000)]
     pub per_file: usize,

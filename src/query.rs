@@ -99,19 +99,52 @@ impl LakeSession {
                 .or_default()
                 .push(t.name().to_string());
         }
+        let views = lake.views().await?;
+        for (v, _) in &views {
+            schemas.entry(v.schema().to_string()).or_default();
+        }
         let catalog = ctx
             .catalog("datafusion")
             .expect("the default catalog exists");
+        let mut providers: HashMap<String, Arc<LakeSchema>> = HashMap::new();
         for (schema, names) in schemas {
-            let provider = LakeSchema {
+            let provider = Arc::new(LakeSchema {
                 lake: lake.clone(),
                 schema: schema.clone(),
                 names,
                 opened: Mutex::default(),
-            };
+            });
             catalog
-                .register_schema(&schema, Arc::new(provider))
+                .register_schema(&schema, provider.clone())
                 .map_err(QueryError::from_datafusion)?;
+            providers.insert(schema, provider);
+        }
+        // Views may read views: plan those whose inputs are there, until none is left or no
+        // pass makes progress; the last error then says what is missing.
+        let mut left = views;
+        while !left.is_empty() {
+            let before = left.len();
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for (name, sql) in std::mem::take(&mut left) {
+                match ctx.sql(&sql).await {
+                    Ok(df) => providers[name.schema()].add_view(name.name(), df.into_view()),
+                    Err(e) => {
+                        last_error = Some(e);
+                        failed.push((name, sql));
+                    }
+                }
+            }
+            if failed.len() == before {
+                let names: Vec<String> = failed.iter().map(|(n, _)| n.to_string()).collect();
+                tracing::warn!(
+                    "views {} do not plan and are left out: {}",
+                    names.join(", "),
+                    last_error.map(|e| e.to_string()).unwrap_or_default()
+                );
+                break;
+            }
+            left = failed;
         }
         Ok(Self { ctx, tables })
     }
@@ -151,12 +184,22 @@ impl LakeSession {
     }
 }
 
-/// One schema of the lake: its table names, and the tables opened so far.
+/// One schema of the lake: its table names, the tables opened so far, and its views.
 struct LakeSchema {
     lake: Arc<Lake>,
     schema: String,
     names: Vec<String>,
     opened: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl LakeSchema {
+    /// A view of the models; it shadows a table of the same name.
+    fn add_view(&self, name: &str, view: Arc<dyn TableProvider>) {
+        self.opened
+            .lock()
+            .expect("poisoned")
+            .insert(name.to_string(), view);
+    }
 }
 
 impl std::fmt::Debug for LakeSchema {
@@ -206,7 +249,14 @@ fn split_as_of(name: &str) -> Result<(&str, AsOf), String> {
 #[async_trait]
 impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
-        self.names.clone()
+        let mut names = self.names.clone();
+        for n in self.opened.lock().expect("poisoned").keys() {
+            if !n.contains('@') && !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
@@ -214,7 +264,7 @@ impl SchemaProvider for LakeSchema {
             return Ok(Some(p.clone()));
         }
         let (base, as_of) = split_as_of(name).map_err(DataFusionError::Plan)?;
-        if !self.names.iter().any(|n| n == base) {
+        if !self.table_exist(base) {
             return Ok(None);
         }
         let table_name =
@@ -240,11 +290,15 @@ impl SchemaProvider for LakeSchema {
     /// Every lake table is a base table; answering without opening it keeps
     /// `information_schema.tables` cheap.
     async fn table_type(&self, name: &str) -> Result<Option<TableType>, DataFusionError> {
+        if let Some(p) = self.opened.lock().expect("poisoned").get(name) {
+            return Ok(Some(p.table_type()));
+        }
         Ok(self.table_exist(name).then_some(TableType::Base))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        split_as_of(name).is_ok_and(|(base, _)| self.names.iter().any(|n| n == base))
+        self.opened.lock().expect("poisoned").contains_key(name)
+            || split_as_of(name).is_ok_and(|(base, _)| self.names.iter().any(|n| n == base))
     }
 
     fn register_table(

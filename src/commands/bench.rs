@@ -11,6 +11,16 @@ pub fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let files = generate::extended(&args.out, args.seed, 0..args.plays, args.per_file, false)
         .with_context(|| format!("failed to write the export to {}", args.out.display()))?;
+    if let Some(api) = &args.api {
+        generate::api(api, args.seed, args.plays)
+            .with_context(|| format!("failed to write the API rows to {}", api.display()))?;
+        if !ctx.quiet() {
+            eprintln!(
+                "wrote recently_played.ndjson and playlist_tracks.ndjson to {}",
+                api.display()
+            );
+        }
+    }
     if !ctx.quiet() {
         let bytes: u64 = files
             .iter()

@@ -42,13 +42,50 @@ root = "lake"
 # personal_data = "drop"
 "#;
 
-const EXAMPLE_MODEL: &str = r#"-- An example model: it becomes the table curated.artist_counts.
--- Land the seed playlists first:  lake ingest path/to/playlists --table raw.playlist_tracks
-SELECT "Artists" AS artists, count(*) AS tracks
-FROM raw.playlist_tracks
-GROUP BY "Artists"
-ORDER BY tracks DESC
-"#;
+/// The example project: Spotify models over the raw tables `lake ingest spotify-export` and
+/// `lake extract spotify` land, with their tests.
+const EXAMPLE: &[(&str, &str)] = &[
+    (
+        "queries/export_plays.sql",
+        include_str!("../transform/example/queries/export_plays.sql"),
+    ),
+    (
+        "queries/api_plays.sql",
+        include_str!("../transform/example/queries/api_plays.sql"),
+    ),
+    (
+        "queries/plays.sql",
+        include_str!("../transform/example/queries/plays.sql"),
+    ),
+    (
+        "queries/daily_listening.sql",
+        include_str!("../transform/example/queries/daily_listening.sql"),
+    ),
+    (
+        "queries/top_artists_monthly.sql",
+        include_str!("../transform/example/queries/top_artists_monthly.sql"),
+    ),
+    (
+        "queries/track_skip_rate.sql",
+        include_str!("../transform/example/queries/track_skip_rate.sql"),
+    ),
+    (
+        "queries/listening_sessions.sql",
+        include_str!("../transform/example/queries/listening_sessions.sql"),
+    ),
+    (
+        "queries/playlist_tracks.sql",
+        include_str!("../transform/example/queries/playlist_tracks.sql"),
+    ),
+    (
+        "tests/skip_rate_is_a_fraction.sql",
+        include_str!("../transform/example/tests/skip_rate_is_a_fraction.sql"),
+    ),
+    (
+        "tests/sessions_cover_every_play.sql",
+        include_str!("../transform/example/tests/sessions_cover_every_play.sql"),
+    ),
+];
 
 const GITIGNORE: &str = "# The local lake and the SQLite warehouse are built, not written.\n/lake/\n/warehouse.db\n/warehouse.db-*\n# The Spotify token file: a secret.\n/.lake/\n";
 
@@ -68,10 +105,14 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<()> {
         }
         std::fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))
     };
-    std::fs::create_dir_all(dir.join("queries"))
-        .with_context(|| format!("failed to create {}", dir.join("queries").display()))?;
+    for sub in ["queries", "tests"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("failed to create {}", dir.join(sub).display()))?;
+    }
     write(config, LAKE_TOML)?;
-    write(dir.join("queries").join("artist_counts.sql"), EXAMPLE_MODEL)?;
+    for (path, text) in EXAMPLE {
+        write(dir.join(path), text)?;
+    }
     write(dir.join(".gitignore"), GITIGNORE)?;
     if !ctx.quiet() {
         eprintln!("created a lake project in {}", dir.display());

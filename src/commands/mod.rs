@@ -9,6 +9,8 @@ mod ingest;
 mod init;
 mod plan;
 mod query;
+mod run;
+mod runs;
 mod shell;
 mod spotify_export;
 mod tables;
@@ -57,7 +59,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Extract(args) => extract::run(&ctx, args).await,
         Command::Auth(args) => auth::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args),
-        Command::Plan => plan::run(&ctx).await,
+        Command::Run(args) => run::run(&ctx, args).await,
+        Command::Test(args) => run::test(&ctx, args).await,
+        Command::Plan(args) => plan::run(&ctx, args).await,
+        Command::Runs(args) => runs::run(&ctx, args).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

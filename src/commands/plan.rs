@@ -1,26 +1,28 @@
-//! `lake plan`: the models in run order, checked, without running anything.
+//! `lake plan`: the models in run order, checked, with what each would read; nothing runs.
 
 use anyhow::Result;
 
 use super::Context;
+use crate::cli::PlanArgs;
 use crate::output;
-use crate::transform::Project;
+use crate::transform::run::prepare;
+use crate::transform::{Project, select};
 
-pub async fn run(ctx: &Context) -> Result<()> {
+pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
     let settings = ctx.settings()?;
     let lake = ctx.lake().await?;
     let tables = lake.list_tables().await?;
-    let queries = settings.project_dir.join("queries");
-    let project = Project::load(&queries, &settings.project_dir, &tables)?;
+    let project = Project::load(&settings.project_dir, &tables)?;
     if project.models.is_empty() {
         if !ctx.quiet() {
             eprintln!(
                 "no models: put one SELECT per file in {}",
-                queries.display()
+                settings.project_dir.join("queries").display()
             );
         }
         return Ok(());
     }
+    let selected = select::resolve(&project, &args.selection.select, &args.selection.exclude)?;
     let width = project
         .models
         .iter()
@@ -29,6 +31,9 @@ pub async fn run(ctx: &Context) -> Result<()> {
         .unwrap_or(0);
     let mut text = String::new();
     for (i, m) in project.models.iter().enumerate() {
+        if !selected.contains(&m.name) {
+            continue;
+        }
         let reads: Vec<String> = m.reads.iter().map(|r| r.table.to_string()).collect();
         let reads = if reads.is_empty() {
             "-".to_string()
@@ -36,11 +41,53 @@ pub async fn run(ctx: &Context) -> Result<()> {
             reads.join(", ")
         };
         text.push_str(&format!(
-            "{:>3}  {:<width$}  {:<11}  reads {reads}\n",
+            "{:>3}  {:<width$}  {:<11}  reads {reads}",
             i + 1,
             m.name.to_string(),
             m.config.materialized.name(),
         ));
+        if !m.checks.is_empty() {
+            let names: Vec<&str> = m.checks.iter().map(|c| c.name.as_str()).collect();
+            text.push_str(&format!("\n     tests {}", names.join(", ")));
+        }
+        // What a run would read now; inputs that are not built yet cannot be opened.
+        let needs_lake =
+            m.config.materialized == crate::transform::Materialized::Incremental || args.explain;
+        if needs_lake {
+            match prepare(&lake, &project, m, false).await {
+                Ok(prepared) => {
+                    if m.config.materialized == crate::transform::Materialized::Incremental {
+                        let how = match (&prepared.previous, &prepared.note) {
+                            (Some(_), _) => "merge on the unique key",
+                            (None, Some(n)) if n == "first run" => "build in full (first run)",
+                            (None, _) => "rebuild in full",
+                        };
+                        text.push_str(&format!("\n     would {how}, reading"));
+                        for r in &prepared.inputs.reads {
+                            text.push_str(&format!("\n       {}", r.describe()));
+                        }
+                    }
+                    if args.explain {
+                        match prepared.inputs.ctx.sql(&m.sql).await {
+                            Ok(df) => {
+                                let df = df.explain(false, false)?;
+                                let schema = df.schema().as_arrow().clone().into();
+                                let batches = df.collect().await?;
+                                for l in output::format_table(&schema, &batches)?.lines() {
+                                    text.push_str(&format!("\n     {l}"));
+                                }
+                            }
+                            Err(e) => text.push_str(&format!(
+                                "\n     {}",
+                                crate::transform::inputs::model_sql_error(m, e)
+                            )),
+                        }
+                    }
+                }
+                Err(e) => text.push_str(&format!("\n     cannot open its inputs yet: {e}")),
+            }
+        }
+        text.push('\n');
     }
     output::print(text.trim_end())?;
     Ok(())

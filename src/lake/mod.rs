@@ -97,6 +97,14 @@ pub enum LakeError {
         /// Why.
         why: String,
     },
+    /// A view's definition could not be read or written.
+    #[error("failed to store view {name}: {source}")]
+    View {
+        /// The view.
+        name: String,
+        /// Why.
+        source: object_store::Error,
+    },
     /// The write itself failed; nothing was committed.
     #[error("failed to write {table}: {source}; the table is unchanged")]
     Write {
@@ -320,10 +328,7 @@ impl Lake {
     /// processes creating it at once agree: the second create fails and reads the first.
     pub async fn salt(&self) -> Result<String, LakeError> {
         let store = self.log_store(&self.root)?.root_object_store(None);
-        let path = StorePath::from_url_path(self.root.path())
-            .unwrap_or_default()
-            .join(INTERNAL)
-            .join("salt");
+        let path = self.internal_path(&["salt"]);
         let salt_err = |source| LakeError::Salt {
             root: self.display_root(),
             source,
@@ -356,6 +361,85 @@ impl Lake {
             store: "lake",
             source: "the salt object kept changing".into(),
         }))
+    }
+
+    /// Where lake keeps its own objects: `<root>/_lake/<parts...>`.
+    fn internal_path(&self, parts: &[&str]) -> StorePath {
+        let mut path = StorePath::from_url_path(self.root.path())
+            .unwrap_or_default()
+            .join(INTERNAL);
+        for p in parts {
+            path = path.join(*p);
+        }
+        path
+    }
+
+    /// The views the models define, sorted, each with its SQL. A view is a file
+    /// `<root>/_lake/views/<schema>.<name>.sql`, so ad-hoc queries see it too.
+    pub async fn views(&self) -> Result<Vec<(TableName, String)>, LakeError> {
+        let store = self.log_store(&self.root)?.root_object_store(None);
+        let dir = self.internal_path(&["views"]);
+        let view_err = |source| LakeError::View {
+            name: "views".into(),
+            source,
+        };
+        let listing: Vec<_> = store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(view_err)?;
+        let mut out = Vec::new();
+        for meta in listing {
+            let Some(file) = meta.location.filename() else {
+                continue;
+            };
+            let Some((schema, name)) = file
+                .strip_suffix(".sql")
+                .and_then(|stem| stem.split_once('.'))
+            else {
+                continue;
+            };
+            let Ok(table) = TableName::new(schema, name) else {
+                continue;
+            };
+            let bytes = store
+                .get(&meta.location)
+                .await
+                .map_err(view_err)?
+                .bytes()
+                .await
+                .map_err(view_err)?;
+            out.push((table, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Defines (or redefines) a view, in one PUT.
+    pub async fn put_view(&self, name: &TableName, sql: &str) -> Result<(), LakeError> {
+        let store = self.log_store(&self.root)?.root_object_store(None);
+        let path = self.internal_path(&["views", &format!("{name}.sql")]);
+        store
+            .put(&path, sql.to_string().into())
+            .await
+            .map_err(|source| LakeError::View {
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Removes a view's definition, if there is one.
+    pub async fn drop_view(&self, name: &TableName) -> Result<(), LakeError> {
+        let store = self.log_store(&self.root)?.root_object_store(None);
+        let path = self.internal_path(&["views", &format!("{name}.sql")]);
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(LakeError::View {
+                name: name.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Every table in the lake, sorted. Costs one listing per schema and per table folder.

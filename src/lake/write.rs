@@ -53,6 +53,9 @@ pub enum WriteMode {
     /// Replace the rows that match the predicate, such as one playlist's or one day's rows;
     /// every incoming row must match it.
     Replace(Expr),
+    /// Replace all rows and the schema, partitioned by these columns: a model's table, whose
+    /// columns follow its SELECT even when a column's type changes.
+    Rebuild(Vec<String>),
 }
 
 impl WriteMode {
@@ -75,6 +78,25 @@ pub trait BatchSource: Send + Sync {
     /// dedupe its input (which holds the whole input in memory).
     fn keys_unique(&self) -> bool {
         false
+    }
+}
+
+/// Batches held in memory: for small writes such as lake's own records.
+#[derive(Debug, Clone)]
+pub struct MemorySource {
+    /// Their schema.
+    pub schema: SchemaRef,
+    /// The batches.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl BatchSource for MemorySource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>> {
+        futures::stream::iter(self.batches.clone().into_iter().map(Ok)).boxed()
     }
 }
 
@@ -243,7 +265,7 @@ async fn run(
         }
         _ => {
             let save = match mode {
-                WriteMode::Overwrite => SaveMode::Overwrite,
+                WriteMode::Overwrite | WriteMode::Rebuild(_) => SaveMode::Overwrite,
                 WriteMode::Replace(_) if !creating => SaveMode::Overwrite,
                 _ => SaveMode::Append,
             };
@@ -258,7 +280,13 @@ async fn run(
             {
                 builder = builder.with_replace_where(predicate.clone());
             }
-            if !plan.added.is_empty() && !creating {
+            if let WriteMode::Rebuild(partition_by) = mode {
+                // Always given, so a model that drops `partition_by` drops the partitioning.
+                builder = builder.with_partition_columns(partition_by.clone());
+                if !creating {
+                    builder = builder.with_schema_mode(SchemaMode::Overwrite);
+                }
+            } else if !plan.added.is_empty() && !creating {
                 builder = builder.with_schema_mode(SchemaMode::Merge);
             }
             let table = builder.await?;
@@ -320,6 +348,8 @@ fn plan_columns(
     }
     let mut fields: Vec<Field> = Vec::new();
     let mut added = Vec::new();
+    // A rebuild takes the incoming schema whole.
+    let table = table.filter(|_| !matches!(mode, WriteMode::Rebuild(_)));
     if let Some(table) = table {
         for tf in table.fields() {
             match incoming.field_with_name(tf.name()) {

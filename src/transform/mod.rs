@@ -4,12 +4,20 @@
 //! DataFusion's SQL parser, no templating), unknown tables, duplicate names and cycles, and
 //! the order they run in. Running them (`lake run`) builds on it.
 
+pub mod checks;
+pub mod inputs;
 pub mod model;
+pub mod run;
+pub mod runs;
+pub mod select;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-pub use model::{Materialized, Model, ModelConfig, Reference};
+pub use checks::AUDIT;
+
+pub use checks::{Check, CheckKind, CustomTest};
+pub use model::{Materialized, Model, ModelConfig, Reference, Severity};
 
 use crate::lake::TableName;
 
@@ -62,11 +70,40 @@ pub enum TransformError {
         second: String,
     },
     /// Models that read each other in a circle.
-    #[error("failed to order models: they read each other in a cycle: {}", models.join(" -> "))]
+    #[error("failed to order models: they read each other (or their tests do) in a cycle: {}", models.join(" -> "))]
     Cycle {
         /// The models of the cycle, the first repeated at the end.
         models: Vec<String>,
     },
+    /// A model's or test's SQL that does not plan or fails while it runs.
+    #[error("failed to run {file}{}: {message}", position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Sql {
+        /// The file.
+        file: String,
+        /// 1-based line and column in the file, where DataFusion gives them.
+        position: Option<(usize, usize)>,
+        /// DataFusion's message.
+        message: String,
+    },
+    /// An input that cannot be opened for a model.
+    #[error("failed to open input {table}: {message}")]
+    Input {
+        /// The table.
+        table: TableName,
+        /// Why.
+        message: String,
+    },
+    /// A selector that matches nothing or does not parse.
+    #[error("failed to select `{selector}`: {why}")]
+    Select {
+        /// The selector as typed.
+        selector: String,
+        /// Why.
+        why: String,
+    },
+    /// The lake could not be read or written.
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
 }
 
 fn position(line: Option<usize>, column: Option<usize>) -> String {
@@ -80,33 +117,20 @@ fn position(line: Option<usize>, column: Option<usize>) -> String {
 /// The models of a project, in the order they run.
 #[derive(Debug)]
 pub struct Project {
-    /// Models, each after every model it reads.
+    /// Models, each after every model it reads (and every model its tests read).
     pub models: Vec<Model>,
 }
 
 impl Project {
-    /// Loads every `*.sql` under `queries` (shown relative to `base` in messages) and orders
-    /// them. `lake_tables` are the tables that exist already.
-    pub fn load(
-        queries: &Path,
-        base: &Path,
-        lake_tables: &[TableName],
-    ) -> Result<Self, TransformError> {
-        let mut files = Vec::new();
-        collect(queries, &mut files).map_err(|source| TransformError::Read {
-            file: queries.display().to_string(),
-            source,
-        })?;
-        files.sort();
+    /// Loads every `*.sql` under `<dir>/queries` and the custom tests under `<dir>/tests`, and
+    /// orders them. `lake_tables` are the tables that exist already.
+    pub fn load(dir: &Path, lake_tables: &[TableName]) -> Result<Self, TransformError> {
+        let queries = dir.join("queries");
+        let display = |path: &Path| path.strip_prefix(dir).unwrap_or(path).display().to_string();
         let mut models: BTreeMap<TableName, Model> = BTreeMap::new();
-        for path in files {
-            let rel = path.strip_prefix(queries).unwrap_or(&path);
-            let display = path
-                .strip_prefix(base)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            let model = Model::load(&path, rel, display)?;
+        for path in sql_files(&queries)? {
+            let rel = path.strip_prefix(&queries).unwrap_or(&path);
+            let model = Model::load(&path, rel, display(&path))?;
             if let Some(other) = models.get(&model.name) {
                 return Err(TransformError::Duplicate {
                     table: model.name.clone(),
@@ -116,9 +140,12 @@ impl Project {
             }
             models.insert(model.name.clone(), model);
         }
+        let made: BTreeSet<TableName> = models.keys().cloned().collect();
+        let known = |t: &TableName| made.contains(t) || lake_tables.contains(t);
         for model in models.values() {
-            for r in &model.reads {
-                if !models.contains_key(&r.table) && !lake_tables.contains(&r.table) {
+            let check_reads = model.checks.iter().flat_map(|c| &c.reads);
+            for r in model.reads.iter().chain(check_reads) {
+                if !known(&r.table) {
                     return Err(TransformError::UnknownTable {
                         file: model.display.clone(),
                         line: r.line,
@@ -127,8 +154,60 @@ impl Project {
                     });
                 }
             }
+            for input in model.incremental_inputs() {
+                if models
+                    .get(input)
+                    .is_some_and(|m| m.config.materialized == Materialized::View)
+                {
+                    return Err(TransformError::Invalid {
+                        file: model.display.clone(),
+                        line: Some(1),
+                        column: None,
+                        why: format!(
+                            "{input} is a view, which has no versions to read incrementally; read it in full or make it a table"
+                        ),
+                    });
+                }
+            }
         }
         let order = order(&models)?;
+        // A custom test belongs to the model it reads that runs last, so it runs once every
+        // table it reads is built.
+        for path in sql_files(&dir.join("tests"))? {
+            let check = CustomTest::load(&path, display(&path))?;
+            for r in &check.reads {
+                if !known(&r.table) {
+                    return Err(TransformError::UnknownTable {
+                        file: check.file.clone(),
+                        line: r.line,
+                        column: r.column,
+                        table: r.table.clone(),
+                    });
+                }
+            }
+            let Some(owner) = order
+                .iter()
+                .rev()
+                .find(|m| check.reads.iter().any(|r| &r.table == *m))
+            else {
+                return Err(TransformError::Invalid {
+                    file: check.file,
+                    line: None,
+                    column: None,
+                    why: "a test reads at least one model".into(),
+                });
+            };
+            let model = models.get_mut(owner).expect("ordered models exist");
+            if model.checks.iter().any(|c| c.name == check.name) {
+                return Err(TransformError::Invalid {
+                    file: check.file.clone(),
+                    line: None,
+                    column: None,
+                    why: format!("{} already has a test named `{}`", model.name, check.name),
+                });
+            }
+            model.checks.push(check);
+        }
         Ok(Self {
             models: order
                 .into_iter()
@@ -136,6 +215,49 @@ impl Project {
                 .collect(),
         })
     }
+
+    /// The model that makes a table.
+    pub fn model(&self, name: &TableName) -> Option<&Model> {
+        self.models.iter().find(|m| &m.name == name)
+    }
+
+    /// The models that `name` waits for.
+    pub fn upstream_of(&self, name: &TableName) -> Vec<TableName> {
+        self.model(name)
+            .map(|m| self.upstream(m))
+            .unwrap_or_default()
+    }
+
+    /// The models that wait for `name`.
+    pub fn downstream_of(&self, name: &TableName) -> Vec<TableName> {
+        self.models
+            .iter()
+            .filter(|m| self.upstream(m).contains(name))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// The models a model waits for: those it reads and those its tests read.
+    pub fn upstream(&self, model: &Model) -> Vec<TableName> {
+        let mut out: Vec<TableName> = Vec::new();
+        let check_reads = model.checks.iter().flat_map(|c| &c.reads);
+        for r in model.reads.iter().chain(check_reads) {
+            if r.table != model.name && self.model(&r.table).is_some() && !out.contains(&r.table) {
+                out.push(r.table.clone());
+            }
+        }
+        out
+    }
+}
+
+fn sql_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, TransformError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files).map_err(|source| TransformError::Read {
+        file: dir.display().to_string(),
+        source,
+    })?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
@@ -161,6 +283,7 @@ fn order(models: &BTreeMap<TableName, Model>) -> Result<Vec<TableName>, Transfor
             let d = m
                 .reads
                 .iter()
+                .chain(m.checks.iter().flat_map(|c| &c.reads))
                 .map(|r| &r.table)
                 .filter(|t| models.contains_key(*t) && *t != name)
                 .collect();

@@ -8,6 +8,13 @@
 //! tags = ["daily"]
 //! export = true
 //! description = "Every play, deduped."
+//! incremental_inputs = ["raw.spotify_streams"]   # the rest are read in full
+//!
+//! [[tests]]
+//! unique = ["played_at", "track_id"]
+//! [[tests]]
+//! accepted_values = { column = "kind", values = ["track", "episode"] }
+//! severity = "warn"
 //! */
 //! SELECT ...
 //! ```
@@ -20,8 +27,10 @@ use datafusion::sql::sqlparser::ast::{Spanned, Statement, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::TransformError;
+use super::checks::{self, Check};
 use crate::lake::{CURATED, TableName};
 
 /// How a model is kept.
@@ -68,6 +77,88 @@ pub struct ModelConfig {
     pub export: Option<bool>,
     /// What the table holds.
     pub description: Option<String>,
+    /// For an incremental model that reads several tables: the ones read as new rows only.
+    /// The others are read in full on every run. With one input, that input.
+    #[serde(default)]
+    pub incremental_inputs: Vec<String>,
+    /// Data tests, run after the model is built.
+    #[serde(default)]
+    pub tests: Vec<toml::Spanned<TestSpec>>,
+}
+
+/// How a failing test counts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Stops the models downstream and marks the model not exportable.
+    #[default]
+    Error,
+    /// Reported, nothing stops.
+    Warn,
+}
+
+/// One `[[tests]]` entry: exactly one kind, with a severity and an optional name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// No two rows share these columns' values.
+    pub unique: Option<Vec<String>>,
+    /// None of these columns is null.
+    pub not_null: Option<Vec<String>>,
+    /// A column holds only these values (or null).
+    pub accepted_values: Option<AcceptedValues>,
+    /// Every non-null value of a column is found in another table's column.
+    pub relationships: Option<Relationship>,
+    /// The table's row count lies within bounds.
+    pub row_count: Option<RowCount>,
+    /// `error` (default) or `warn`.
+    #[serde(default)]
+    pub severity: Severity,
+    /// The test's name in reports and in `audit.<model>__<name>`; derived when absent.
+    pub name: Option<String>,
+}
+
+/// `accepted_values = { column = "kind", values = ["track", "episode"] }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedValues {
+    /// The column.
+    pub column: String,
+    /// Strings, numbers or booleans.
+    pub values: Vec<toml::Value>,
+}
+
+/// `relationships = { column = "artist_id", to = "curated.artists", field = "artist_id" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Relationship {
+    /// The column of this model.
+    pub column: String,
+    /// The table it points to, as `schema.name`.
+    pub to: String,
+    /// The column there; the same name when absent.
+    pub field: Option<String>,
+}
+
+/// `row_count = { min = 1, max = 1000000 }`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RowCount {
+    /// At least this many rows.
+    pub min: Option<u64>,
+    /// At most this many rows.
+    pub max: Option<u64>,
+}
+
+/// The header of a custom test in `tests/*.sql`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomTestConfig {
+    /// `error` (default) or `warn`.
+    #[serde(default)]
+    pub severity: Severity,
+    /// What the test checks.
+    pub description: Option<String>,
 }
 
 /// A table a model reads, where the model names it.
@@ -98,6 +189,8 @@ pub struct Model {
     pub config: ModelConfig,
     /// The `schema.name` tables it reads.
     pub reads: Vec<Reference>,
+    /// Its data tests.
+    pub checks: Vec<Check>,
 }
 
 impl Model {
@@ -113,16 +206,41 @@ impl Model {
             column: None,
             why,
         })?;
-        let (config, sql, header_lines) = split_header(&text, &display)?;
-        if config.materialized == Materialized::Incremental && config.unique_key.is_empty() {
-            return Err(TransformError::Invalid {
-                file: display,
-                line: Some(1),
-                column: None,
-                why: "an incremental model needs `unique_key`".into(),
-            });
+        let (config, sql, header_lines) = split_header::<ModelConfig>(&text, &display)?;
+        let invalid = |why: String| TransformError::Invalid {
+            file: display.clone(),
+            line: Some(1),
+            column: None,
+            why,
+        };
+        let incremental = config.materialized == Materialized::Incremental;
+        if incremental && config.unique_key.is_empty() {
+            return Err(invalid("an incremental model needs `unique_key`".into()));
+        }
+        if !incremental && !config.incremental_inputs.is_empty() {
+            return Err(invalid(
+                "`incremental_inputs` is for materialized = \"incremental\"".into(),
+            ));
         }
         let reads = references(&sql, header_lines, &display)?;
+        for input in &config.incremental_inputs {
+            if !reads.iter().any(|r| r.table.to_string() == *input) {
+                return Err(invalid(format!(
+                    "incremental_inputs names `{input}`, which the query does not read"
+                )));
+            }
+        }
+        if incremental && reads.len() > 1 && config.incremental_inputs.is_empty() {
+            let names: Vec<String> = reads.iter().map(|r| r.table.to_string()).collect();
+            return Err(invalid(format!(
+                "this incremental model reads {}: name the ones read as new rows only in `incremental_inputs`; the rest are read in full",
+                names.join(", ")
+            )));
+        }
+        let header_start = header_offset(&text);
+        let checks = checks::from_specs(&config.tests, &display, |span| {
+            line_of(&text, header_start + span)
+        })?;
         Ok(Self {
             name,
             path: path.to_path_buf(),
@@ -131,7 +249,34 @@ impl Model {
             header_lines,
             config,
             reads,
+            checks,
         })
+    }
+
+    /// The tables read as new rows only, on an incremental run.
+    pub fn incremental_inputs(&self) -> Vec<&TableName> {
+        if self.config.materialized != Materialized::Incremental {
+            return Vec::new();
+        }
+        self.reads
+            .iter()
+            .map(|r| &r.table)
+            .filter(|t| {
+                self.config.incremental_inputs.is_empty()
+                    || self.config.incremental_inputs.contains(&t.to_string())
+            })
+            .collect()
+    }
+}
+
+/// Where the header's TOML starts in the file (after `/* lake`).
+fn header_offset(text: &str) -> usize {
+    let trimmed = text.trim_start();
+    let lead = text.len() - trimmed.len();
+    lead + if trimmed.starts_with("/* lake") {
+        "/* lake".len()
+    } else {
+        "/*lake".len()
     }
 }
 
@@ -160,14 +305,17 @@ fn table_name(rel: &Path) -> Result<TableName, String> {
 }
 
 /// The TOML header, the SQL after it, and how many lines the header took.
-fn split_header(text: &str, file: &str) -> Result<(ModelConfig, String, usize), TransformError> {
+pub(super) fn split_header<T: DeserializeOwned + Default>(
+    text: &str,
+    file: &str,
+) -> Result<(T, String, usize), TransformError> {
     let trimmed = text.trim_start();
     let lead = text.len() - trimmed.len();
     let Some(rest) = trimmed
         .strip_prefix("/* lake")
         .or_else(|| trimmed.strip_prefix("/*lake"))
     else {
-        return Ok((ModelConfig::default(), text.to_string(), 0));
+        return Ok((T::default(), text.to_string(), 0));
     };
     let Some(end) = rest.find("*/") else {
         return Err(TransformError::Invalid {
@@ -179,7 +327,8 @@ fn split_header(text: &str, file: &str) -> Result<(ModelConfig, String, usize), 
     };
     let toml_text = &rest[..end];
     let toml_start = lead + text[lead..].len() - rest.len();
-    let config: ModelConfig = toml::from_str(toml_text).map_err(|e| {
+    debug_assert_eq!(toml_start, header_offset(text));
+    let config: T = toml::from_str(toml_text).map_err(|e| {
         let offset = toml_start + e.span().map_or(0, |s| s.start);
         TransformError::Invalid {
             file: file.into(),
@@ -209,7 +358,7 @@ fn column_of(text: &str, offset: usize) -> usize {
 
 /// The `schema.name` tables a SELECT reads. Single-part names (CTEs, table functions) are not
 /// tables of the lake and are left to DataFusion.
-fn references(
+pub(super) fn references(
     sql: &str,
     header_lines: usize,
     file: &str,
@@ -307,7 +456,7 @@ mod tests {
     #[test]
     fn header_settings_and_positions() {
         let text = "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n*/\nSELECT a.id\nFROM raw.plays a JOIN curated.tracks t ON a.id = t.id\n";
-        let (config, sql, lines) = split_header(text, "q.sql").unwrap();
+        let (config, sql, lines) = split_header::<ModelConfig>(text, "q.sql").unwrap();
         assert_eq!(config.materialized, Materialized::Incremental);
         assert_eq!(lines, 3);
         let refs = references(&sql, lines, "q.sql").unwrap();
@@ -321,13 +470,17 @@ mod tests {
     #[test]
     fn unknown_settings_name_their_line() {
         let text = "/* lake\nmaterialized = \"table\"\nmaterialised = \"view\"\n*/\nSELECT 1\n";
-        let err = split_header(text, "q.sql").unwrap_err().to_string();
+        let err = split_header::<ModelConfig>(text, "q.sql")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("q.sql:3:1") && err.contains("materialised"),
             "{err}"
         );
         let text = "/* lake\nmaterialized = \"tabel\"\n*/\nSELECT 1\n";
-        let err = split_header(text, "q.sql").unwrap_err().to_string();
+        let err = split_header::<ModelConfig>(text, "q.sql")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("q.sql:2:") && err.contains("tabel"), "{err}");
     }
 

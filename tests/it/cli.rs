@@ -9,7 +9,8 @@ fn init_writes_a_project() {
     ctx.ok(&["init", "proj"]);
     for file in [
         "proj/lake.toml",
-        "proj/queries/artist_counts.sql",
+        "proj/queries/plays.sql",
+        "proj/tests/skip_rate_is_a_fraction.sql",
         "proj/.gitignore",
     ] {
         assert!(ctx.path(file).is_file(), "{file} missing");
@@ -23,28 +24,35 @@ fn init_writes_a_project() {
     let err = ctx.fails(&["init", "proj"]);
     assert!(err.contains("already exists"), "{err}");
 
-    // The new project works as written: its example model's input lands and queries.
-    let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-playlists");
-    let mut cmd = ctx.lake();
-    cmd.current_dir(ctx.path("proj"))
-        .args(["ingest", seeds, "--table", "raw.playlist_tracks"])
-        .assert()
-        .success();
-    let (out, _) = succeeds(ctx.lake().current_dir(ctx.path("proj")).args([
+    // The new project works as written: its raw inputs land, its models build and pass their
+    // tests, and a second run finds nothing new for the incremental model.
+    let in_proj = |args: &[&str]| succeeds(ctx.lake().current_dir(ctx.path("proj")).args(args)).0;
+    in_proj(&[
+        "bench", "generate", "--plays", "2000", "--out", "export", "--api", "api",
+    ]);
+    in_proj(&["ingest", "spotify-export", "export"]);
+    for (file, table) in [
+        ("api/recently_played.ndjson", "raw.spotify_recently_played"),
+        ("api/playlist_tracks.ndjson", "raw.spotify_playlist_tracks"),
+    ] {
+        in_proj(&["ingest", file, "--table", table]);
+    }
+    let out = in_proj(&["run"]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        8,
+        "{out}"
+    );
+    let out = in_proj(&["run"]);
+    assert!(out.contains("unchanged    curated.export_plays"), "{out}");
+    let plays = in_proj(&[
         "query",
         "--format",
         "csv",
-        "-f",
-        "queries/artist_counts.sql",
-    ]));
-    assert!(out.starts_with(
-        "artists,tracks
-"
-    ));
-    assert!(
-        ctx.path("proj/lake/raw/playlist_tracks/_delta_log")
-            .is_dir()
-    );
+        "SELECT count(*) AS n, count(DISTINCT play_id) AS d, count(*) FILTER (WHERE source = 'api') AS api FROM curated.plays",
+    ]);
+    // 20 API plays came after the export ended; the other 50 are the export's own.
+    assert_eq!(plays, "n,d,api\n2020,2020,20\n");
 }
 
 #[test]

@@ -181,6 +181,7 @@ impl TestContext {
                 "[TIME]",
             ),
             (r"\d+(\.\d+)?s\b".to_string(), "[DURATION]"),
+            (r"\d{8}T\d{6}Z-[0-9a-f]{8}".to_string(), "[RUN]"),
         ];
         if let Some(bucket) = &self.bucket {
             filters.push((format!("s3://{bucket}/lake"), "[ROOT]"));
@@ -205,6 +206,21 @@ pub fn succeeds(cmd: &mut Command) -> (String, String) {
     );
     assert!(out.status.success(), "{cmd:?} failed:\n{stdout}{stderr}");
     (stdout, stderr)
+}
+
+/// Runs a prepared command whatever its outcome: whether it succeeded, stdout and stderr.
+pub fn outcome(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .expect("run lake");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{cmd:?} panicked:\n{stderr}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
 }
 
 /// Runs a prepared command, asserts that it fails cleanly, and returns stderr.

@@ -61,3 +61,284 @@ fn model_errors_name_file_line_and_column() {
         "{err}"
     );
 }
+
+/// Runs `lake` in the test's project whatever the outcome.
+fn run(ctx: &TestContext, args: &[&str]) -> (bool, String, String) {
+    crate::common::outcome(ctx.lake().args(args))
+}
+
+/// A project over raw.events: an incremental model, a table reading it, a view, and a table
+/// reading the view.
+fn pipeline(ctx: &TestContext) {
+    ctx.write(
+        "events.csv",
+        "id,user_name,at,amount\n1,ann,2026-01-01T10:00:00Z,5\n2,bob,2026-01-01T11:00:00Z,7\n3,ann,2026-01-02T09:00:00Z,1\n",
+    );
+    ctx.ok(&["ingest", "events.csv", "--table", "raw.events"]);
+    ctx.write(
+        "queries/events.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n[[tests]]\nunique = [\"id\"]\n*/\nSELECT id, user_name, CAST(at AS TIMESTAMP) AS at, amount FROM raw.events",
+    );
+    ctx.write(
+        "queries/daily.sql",
+        "/* lake\ntags = [\"daily\"]\npartition_by = [\"day\"]\n*/\nSELECT CAST(at AS DATE) AS day, count(*) AS n, sum(amount) AS amount FROM curated.events GROUP BY 1",
+    );
+    ctx.write(
+        "queries/big_spenders.sql",
+        "/* lake\nmaterialized = \"view\"\n*/\nSELECT user_name, sum(amount) AS amount FROM curated.events GROUP BY user_name HAVING sum(amount) > 6",
+    );
+    ctx.write(
+        "queries/marts/spenders.sql",
+        "SELECT count(*) AS spenders FROM curated.big_spenders",
+    );
+}
+
+fn runs_every_materialization(ctx: TestContext) {
+    pipeline(&ctx);
+    let out = ctx.ok(&["run", "--threads", "2"]);
+    for line in [
+        "ok           curated.events",
+        "ok           curated.daily",
+        "ok           curated.big_spenders",
+        "ok           marts.spenders",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    assert_eq!(ctx.scalar("SELECT count(*) FROM curated.events"), "3");
+    assert_eq!(
+        ctx.scalar("SELECT amount FROM curated.daily WHERE day = DATE '2026-01-01'"),
+        "12"
+    );
+    // The view is stored in the lake, so ad-hoc queries see it too.
+    assert_eq!(ctx.scalar("SELECT spenders FROM marts.spenders"), "1");
+    assert_eq!(
+        ctx.csv("SELECT user_name, amount FROM curated.big_spenders ORDER BY 1"),
+        "user_name,amount\nbob,7\n"
+    );
+
+    // Nothing new: the incremental model reads nothing and commits nothing.
+    let version = ctx.version("curated.events");
+    let out = ctx.ok(&["run", "--select", "events"]);
+    assert!(out.contains("unchanged"), "{out}");
+    assert_eq!(ctx.version("curated.events"), version);
+
+    // New rows, one of them late (an old timestamp) and one an update of id 3: the exact
+    // versions read last time, not times, say what is new.
+    ctx.write(
+        "more.csv",
+        "id,user_name,at,amount\n4,cid,2025-12-31T23:00:00Z,2\n3,ann,2026-01-02T09:00:00Z,5\n",
+    );
+    ctx.ok(&["ingest", "more.csv", "--table", "raw.events"]);
+    let plan = ctx.ok(&["plan", "--select", "events"]);
+    assert!(
+        plan.contains("raw.events@v1 (new since v0, 1 file)"),
+        "{plan}"
+    );
+    let out = ctx.ok(&["run"]);
+    assert!(out.contains("1 inserted, 1 updated"), "{out}");
+    assert_eq!(ctx.scalar("SELECT count(*) FROM curated.events"), "4");
+    assert_eq!(
+        ctx.scalar("SELECT amount FROM curated.events WHERE id = 3"),
+        "5"
+    );
+    assert_eq!(ctx.scalar("SELECT spenders FROM marts.spenders"), "2");
+
+    // The cursor is in the model's commit.
+    let history = ctx.ok(&["history", "curated.events", "-n", "1"]);
+    assert!(history.contains("MERGE"), "{history}");
+
+    // --full-refresh rebuilds from every input row.
+    let out = ctx.ok(&["run", "--select", "events", "--full-refresh"]);
+    assert!(
+        out.contains("4 rows") && out.contains("full refresh"),
+        "{out}"
+    );
+    assert_eq!(ctx.scalar("SELECT count(*) FROM curated.events"), "4");
+
+    // A changed SELECT rebuilds too, with its new columns.
+    ctx.write(
+        "queries/events.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n*/\nSELECT id, upper(user_name) AS user_name, amount * 2 AS amount FROM raw.events",
+    );
+    let out = ctx.ok(&["run", "--select", "events"]);
+    assert!(out.contains("the SQL changed"), "{out}");
+    assert_eq!(
+        ctx.scalar("SELECT amount FROM curated.events WHERE id = 4"),
+        "4"
+    );
+    assert_eq!(
+        ctx.scalar(
+            "SELECT count(*) FILTER (WHERE status = 'started') || '/' || count(*) FILTER (WHERE status = 'ok') FROM _lake.runs WHERE model IS NULL"
+        ),
+        "5/5"
+    );
+}
+crate::on_both!(every_materialization, runs_every_materialization);
+
+#[test]
+fn a_failing_model_stops_only_its_dependents_and_keeps_its_table() {
+    let ctx = project();
+    ctx.write("queries/a.sql", "SELECT track FROM raw.plays");
+    ctx.write("queries/b.sql", "SELECT track, 1 AS n FROM curated.a");
+    ctx.write("queries/c.sql", "SELECT * FROM curated.b");
+    ctx.write("queries/d.sql", "SELECT count(*) AS plays FROM raw.plays");
+    ctx.ok(&["run"]);
+    let version = ctx.version("curated.b");
+
+    // A planning error: file, line and column.
+    ctx.write(
+        "queries/b.sql",
+        "/* lake\ndescription = \"b\"\n*/\nSELECT track,\n       nope AS n\nFROM curated.a",
+    );
+    let (ok, out, err) = run(&ctx, &["run"]);
+    assert!(!ok);
+    assert!(out.contains("queries/b.sql:5:8"), "{out}");
+    assert!(
+        out.contains("skipped      curated.c") && out.contains("curated.b did not pass"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok           curated.d") && out.contains("ok           curated.a"),
+        "{out}"
+    );
+    assert!(
+        err.contains("error: failed to run models: curated.b"),
+        "{err}"
+    );
+    assert_eq!(ctx.version("curated.b"), version);
+
+    // An error while the query runs, after it planned: the previous version stays.
+    ctx.write(
+        "queries/b.sql",
+        "SELECT track, CAST(track AS INT) AS n FROM curated.a",
+    );
+    let (ok, out, _) = run(&ctx, &["run", "--select", "b"]);
+    assert!(!ok && out.contains("failed       curated.b"), "{out}");
+    assert!(out.contains("curated.b is unchanged"), "{out}");
+    assert_eq!(ctx.version("curated.b"), version);
+    assert_eq!(ctx.scalar("SELECT n FROM curated.b"), "1");
+    let runs = ctx.ok(&["runs"]);
+    assert!(runs.contains("failed"), "{runs}");
+
+    // A column Delta cannot name is caught before anything is written.
+    ctx.write("queries/b.sql", "SELECT count(*) FROM curated.a");
+    let (_, out, _) = run(&ctx, &["run", "--select", "b"]);
+    assert!(out.contains("`count(*)`") && out.contains("AS"), "{out}");
+}
+
+#[test]
+fn failing_tests_stop_downstream_and_keep_their_rows() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write(
+        "plays.csv",
+        "id,kind\n1,track\n2,track\n2,episode\n3,radio\n",
+    );
+    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
+    ctx.write(
+        "queries/plays.sql",
+        "/* lake\n[[tests]]\nunique = [\"id\"]\n[[tests]]\naccepted_values = { column = \"kind\", values = [\"track\", \"episode\"] }\nseverity = \"warn\"\n[[tests]]\nrow_count = { min = 1, max = 10 }\n*/\nSELECT * FROM raw.plays",
+    );
+    ctx.write(
+        "queries/kinds.sql",
+        "SELECT DISTINCT kind FROM curated.plays",
+    );
+    ctx.write(
+        "queries/other.sql",
+        "/* lake\n[[tests]]\nrelationships = { column = \"kind\", to = \"curated.plays\" }\n*/\nSELECT 'track' AS kind",
+    );
+    ctx.write(
+        "tests/ids_are_small.sql",
+        "/* lake\nseverity = \"warn\"\n*/\nSELECT * FROM curated.plays WHERE id > 2",
+    );
+    let (ok, out, _) = run(&ctx, &["run", "--threads", "1"]);
+    assert!(!ok);
+    snapshot!(ctx, "failing_tests", out);
+    assert_eq!(ctx.scalar("SELECT id FROM audit.plays__unique_id"), "2");
+    assert_eq!(
+        ctx.scalar("SELECT kind FROM audit.plays__accepted_values_kind"),
+        "radio"
+    );
+
+    // Fixed data: the tests pass, downstream runs, the audit tables empty.
+    ctx.write("plays.csv", "id,kind\n1,track\n2,episode\n");
+    ctx.ok(&[
+        "ingest",
+        "plays.csv",
+        "--table",
+        "raw.plays",
+        "--mode",
+        "overwrite",
+    ]);
+    let out = ctx.ok(&["run"]);
+    assert!(out.contains("ok           curated.kinds"), "{out}");
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM audit.plays__unique_id"),
+        "0"
+    );
+
+    // `lake test` runs only the tests.
+    let version = ctx.version("curated.plays");
+    let out = ctx.ok(&["test", "--select", "plays"]);
+    assert!(out.contains("4 tests"), "{out}");
+    assert_eq!(ctx.version("curated.plays"), version);
+}
+
+#[test]
+fn selectors() {
+    let ctx = project();
+    ctx.write(
+        "queries/a.sql",
+        "/* lake\ntags = [\"x\"]\n*/\nSELECT track FROM raw.plays",
+    );
+    ctx.write("queries/b.sql", "SELECT track FROM curated.a");
+    ctx.write("queries/c.sql", "SELECT track FROM curated.b");
+    ctx.write("queries/marts/m.sql", "SELECT track FROM curated.a");
+    ctx.ok(&["run"]);
+    let models = |args: &[&str]| -> Vec<String> {
+        let mut cmd = vec!["run"];
+        cmd.extend_from_slice(args);
+        let mut names: Vec<String> = ctx
+            .ok(&cmd)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(models(&["-s", "b"]), ["curated.b"]);
+    assert_eq!(models(&["-s", "b+"]), ["curated.b", "curated.c"]);
+    assert_eq!(models(&["-s", "+b"]), ["curated.a", "curated.b"]);
+    assert_eq!(models(&["-s", "tag:x"]), ["curated.a"]);
+    assert_eq!(models(&["-s", "path:queries/marts"]), ["marts.m"]);
+    assert_eq!(
+        models(&["-s", "a+", "--exclude", "c", "marts.m"]),
+        ["curated.a", "curated.b"]
+    );
+    let err = ctx.fails(&["run", "-s", "nope"]);
+    assert!(
+        err.contains("failed to select `nope`: no model is named `nope`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_interrupted_run_says_so() {
+    let ctx = project();
+    ctx.write(
+        "queries/slow.sql",
+        "SELECT count(*) AS n FROM (SELECT value % 7 AS v FROM generate_series(1, 3000000000) GROUP BY 1)",
+    );
+    let mut child = ctx.std_command().args(["run"]).spawn().unwrap();
+    let started = ctx.path("lake/_lake/runs/_delta_log/00000000000000000000.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(started.exists(), "the run never recorded its start");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs = ctx.ok(&["runs"]);
+    assert!(runs.contains("interrupted"), "{runs}");
+    assert!(!ctx.path("lake/curated/slow/_delta_log").exists());
+}

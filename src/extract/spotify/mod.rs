@@ -16,8 +16,6 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::prelude::{col, lit};
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use indicatif::ProgressBar;
 use serde_json::{Map, Value, json};
 
@@ -26,7 +24,7 @@ use rows::{Col, TAIL, TRACK};
 
 use crate::config::Settings;
 use crate::extract::ExtractError;
-use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::write::{MemorySource, WriteMode, write};
 use crate::lake::{Lake, RAW, TableName};
 use crate::query::LakeSession;
 
@@ -328,9 +326,9 @@ async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &Progr
         metadata.push(("lake.expected".to_string(), json!(e)));
     }
     metadata.append(&mut landing.metadata);
-    let source = Arc::new(Batches {
+    let source = Arc::new(MemorySource {
         schema: landing.schema.clone(),
-        batch,
+        batches: vec![batch],
     });
     report.outcome = match write(lake, &stream.table(), source, &landing.mode, &metadata).await {
         Ok(o) if o.merged == Some((0, 0)) => Outcome::Unchanged,
@@ -341,22 +339,6 @@ async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &Progr
         Err(e) => Outcome::Failed(e.to_string()),
     };
     report
-}
-
-/// One batch held in memory; the Spotify streams are small.
-struct Batches {
-    schema: SchemaRef,
-    batch: arrow::array::RecordBatch,
-}
-
-impl BatchSource for Batches {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn stream(&self) -> BoxStream<'static, Result<arrow::array::RecordBatch, SourceError>> {
-        futures::stream::iter([Ok(self.batch.clone())]).boxed()
-    }
 }
 
 async fn fetch(

@@ -86,8 +86,12 @@ pub fn default_start() -> DateTime<Utc> {
 /// One generated extended play; `i` fixes it completely for a seed.
 pub fn play(seed: u64, i: u64, start: DateTime<Utc>, old_fields: bool) -> Value {
     let mut rng = StdRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    // Three minutes a play on average, so overlapping ranges overlap in time too.
-    let ended = start + Duration::seconds(i as i64 * 180 + rng.random_range(0..120));
+    // Sessions of 16 plays about three minutes apart, one starting every two hours (so an hour
+    // or more of silence between them); overlapping ranges overlap in time too.
+    let ended = start
+        + Duration::seconds(
+            (i / 16) as i64 * 7200 + (i % 16) as i64 * 200 + rng.random_range(0..60),
+        );
     let ms_played: i64 = rng.random_range(0..400_000);
     let roll: u32 = rng.random_range(0..100);
     // Skew: low artist indices are played far more often.
@@ -165,6 +169,116 @@ pub fn play(seed: u64, i: u64, start: DateTime<Utc>, old_fields: bool) -> Value 
         p["ip_addr"] = json!(ip);
     }
     p
+}
+
+/// The Web API rows that match an export of plays `0..plays`: `recently_played.ndjson` (the
+/// last 50 track plays of the export, with `played_at` a second or so off the export's end
+/// time, and 20 plays after it) and `playlist_tracks.ndjson` (three playlists from the same
+/// catalog, some tracks with a featured artist), in the columns `lake extract spotify` lands.
+pub fn api(dir: &Path, seed: u64, plays: u64) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let start = default_start();
+    let track = |p: &Value, featured: bool| -> Option<Value> {
+        let uri = p["spotify_track_uri"].as_str()?;
+        let id = uri.rsplit(':').next()?.to_string();
+        let artist = p["master_metadata_album_artist_name"].as_str()?;
+        let a = ARTISTS.iter().position(|x| *x == artist)?;
+        let mut ids = vec![base62(10_000 + a as u64)];
+        let mut names = vec![artist.to_string()];
+        if featured {
+            let f = (a + 3) % ARTISTS.len();
+            ids.push(base62(10_000 + f as u64));
+            names.push(ARTISTS[f].to_string());
+        }
+        let album = p["master_metadata_album_album_name"].as_str()?;
+        Some(json!({
+            "track_id": id,
+            "track_name": p["master_metadata_track_name"],
+            "track_uri": uri,
+            "artist_ids": ids,
+            "artist_names": names,
+            "album_id": base62(20_000 + a as u64 * 100 + album.len() as u64),
+            "album_name": album,
+            "duration_ms": 200_000 + (id.as_bytes()[21] as i64) * 1000,
+            "explicit": false,
+            "is_local": false,
+        }))
+    };
+    let mut recent: Vec<Value> = Vec::new();
+    let mut i = plays;
+    // Back from the end of the export until 50 track plays, then 20 after it.
+    while recent.len() < 50 && i > 0 {
+        i -= 1;
+        let p = play(seed, i, start, false);
+        if let Some(mut t) = track(&p, false) {
+            let ended = DateTime::parse_from_rfc3339(p["ts"].as_str().expect("ts"))
+                .expect("a time")
+                .with_timezone(&Utc);
+            let jitter = (i % 3) as i64 * 700 - 700;
+            t["played_at"] = json!(
+                (ended + Duration::milliseconds(jitter))
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string()
+            );
+            recent.push(t);
+        }
+    }
+    let mut j = plays;
+    let mut after = 0;
+    while after < 20 {
+        let p = play(seed, j, start, false);
+        j += 1;
+        if let Some(mut t) = track(&p, false) {
+            let ended = DateTime::parse_from_rfc3339(p["ts"].as_str().expect("ts"))
+                .expect("a time")
+                .with_timezone(&Utc);
+            t["played_at"] = json!(ended.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+            recent.push(t);
+            after += 1;
+        }
+    }
+    for t in &mut recent {
+        t["context_type"] = json!("playlist");
+        t["context_uri"] = json!(format!("spotify:playlist:{}", base62(30_000)));
+    }
+    let mut playlist_rows = Vec::new();
+    for (n, name) in ["Morning Mix", "Deep Focus", "Naatu & Friends"]
+        .iter()
+        .enumerate()
+    {
+        let mut position = 0;
+        let mut k = n as u64 * 1000;
+        while position < 30 {
+            let p = play(seed, k, start, false);
+            k += 1;
+            if let Some(mut t) = track(&p, k.is_multiple_of(4)) {
+                t["playlist_id"] = json!(base62(30_000 + n as u64));
+                t["playlist_name"] = json!(name);
+                t["snapshot_id"] = json!(format!("snapshot-{n}"));
+                t["position"] = json!(position);
+                t["added_at"] = p["ts"].clone();
+                t["added_by"] = json!("listener");
+                t["item_type"] = json!("track");
+                playlist_rows.push(t);
+                position += 1;
+            }
+        }
+    }
+    let mut written = Vec::new();
+    for (file, rows) in [
+        ("recently_played.ndjson", &recent),
+        ("playlist_tracks.ndjson", &playlist_rows),
+    ] {
+        let path = dir.join(file);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for row in rows {
+            serde_json::to_writer(&mut out, row).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// A 22-character Spotify-like id for a number.

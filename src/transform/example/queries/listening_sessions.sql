@@ -1,0 +1,42 @@
+/* lake
+description = "Listening sessions: a gap of 30 minutes or more between one play's end and the next play's start starts a new session."
+export = true
+
+[[tests]]
+unique = ["session_id"]
+[[tests]]
+not_null = ["session_id", "started_at", "ended_at", "plays"]
+*/
+WITH ordered AS (
+    SELECT
+        started_at,
+        ended_at,
+        ms_played,
+        track_id,
+        max(ended_at) OVER (
+            ORDER BY started_at, ended_at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+        ) AS previous_end
+    FROM curated.plays
+),
+flagged AS (
+    SELECT
+        *,
+        CASE
+            WHEN previous_end IS NULL OR started_at - previous_end >= INTERVAL '30 minutes' THEN 1
+            ELSE 0
+        END AS starts_session
+    FROM ordered
+),
+numbered AS (
+    SELECT *, sum(starts_session) OVER (ORDER BY started_at, ended_at ROWS UNBOUNDED PRECEDING) AS session_id
+    FROM flagged
+)
+SELECT
+    session_id,
+    min(started_at) AS started_at,
+    max(ended_at) AS ended_at,
+    count(*) AS plays,
+    count(DISTINCT track_id) AS tracks,
+    round(sum(ms_played) / 60000.0, 1) AS minutes
+FROM numbered
+GROUP BY session_id

@@ -1,0 +1,302 @@
+//! The tables a model reads, opened at exact versions in a DataFusion session of its own.
+//!
+//! An incremental model's cursor is the version of each input it read, committed with its data
+//! (`lake.model` in the commit). On the next run an incremental input is read as the files its
+//! commits since then added; when those commits also removed files (an overwrite, a delete, a
+//! compaction), "new rows" cannot be told apart and the input is read in full, which the merge
+//! on the unique key absorbs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::catalog::{MemorySchemaProvider, TableProvider};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::{Materialized, Model, Project, TransformError};
+use crate::lake::{Lake, TableName};
+use crate::query::QueryError;
+
+/// The commit metadata key holding a model's cursor.
+pub const CURSOR_KEY: &str = "lake.model";
+
+/// What a model's commit records: the hash of its SQL and the version of each input it read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// SHA-256 (hex, 16 bytes) of the SQL and the settings that shape the rows.
+    pub sql: String,
+    /// `schema.name` -> version read.
+    pub inputs: BTreeMap<String, u64>,
+}
+
+/// How an input was read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadKind {
+    /// Every row, at `version`.
+    Full,
+    /// The rows committed after `since`, up to `version`: `files` data files.
+    New {
+        /// The version read last time.
+        since: u64,
+        /// Files added since.
+        files: usize,
+    },
+    /// Meant to be read incrementally, but read in full: why.
+    FullInstead(String),
+    /// A view, planned from its SQL.
+    View,
+}
+
+/// One input of a run.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// The table.
+    pub table: TableName,
+    /// The version read (none for a view).
+    pub version: Option<u64>,
+    /// How.
+    pub kind: ReadKind,
+}
+
+impl Read {
+    /// `raw.plays@v12 (new since v10, 2 files)`, for reports.
+    pub fn describe(&self) -> String {
+        let at = self.version.map(|v| format!("@v{v}")).unwrap_or_default();
+        let how = match &self.kind {
+            ReadKind::Full => String::new(),
+            ReadKind::New { since, files } => format!(
+                " (new since v{since}, {files} file{})",
+                if *files == 1 { "" } else { "s" }
+            ),
+            ReadKind::FullInstead(why) => format!(" (in full: {why})"),
+            ReadKind::View => " (view)".into(),
+        };
+        format!("{}{at}{how}", self.table)
+    }
+}
+
+/// A DataFusion session holding exactly the tables one model (or test) reads.
+pub struct Inputs {
+    /// The session.
+    pub ctx: SessionContext,
+    /// What was registered, in order.
+    pub reads: Vec<Read>,
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inputs {
+    /// An empty session that keeps source positions for error messages.
+    pub fn new() -> Self {
+        let mut config = SessionConfig::new();
+        config.options_mut().sql_parser.collect_spans = true;
+        Self {
+            ctx: SessionContext::new_with_config(config),
+            reads: Vec::new(),
+        }
+    }
+
+    /// The versions read, for the cursor and the run record.
+    pub fn versions(&self) -> BTreeMap<String, u64> {
+        self.reads
+            .iter()
+            .filter_map(|r| Some((r.table.to_string(), r.version?)))
+            .collect()
+    }
+
+    fn has(&self, table: &TableName) -> bool {
+        self.reads.iter().any(|r| &r.table == table)
+    }
+
+    fn register(
+        &self,
+        table: &TableName,
+        provider: Arc<dyn TableProvider>,
+    ) -> Result<(), TransformError> {
+        let catalog = self
+            .ctx
+            .catalog("datafusion")
+            .expect("the default catalog exists");
+        let schema = match catalog.schema(table.schema()) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(MemorySchemaProvider::new());
+                catalog
+                    .register_schema(table.schema(), s.clone())
+                    .map_err(|e| sql_error(table, e))?;
+                s
+            }
+        };
+        schema
+            .register_table(table.name().to_string(), provider)
+            .map_err(|e| sql_error(table, e))?;
+        Ok(())
+    }
+
+    /// Registers every table in `tables`: views of the project from their SQL (with what they
+    /// read), other tables from the lake at their latest version. Tables in `since` are read
+    /// as the rows committed after that version.
+    pub fn add<'a>(
+        &'a mut self,
+        lake: &'a Lake,
+        project: &'a Project,
+        tables: &'a [TableName],
+        since: &'a BTreeMap<TableName, u64>,
+    ) -> BoxFuture<'a, Result<(), TransformError>> {
+        Box::pin(async move {
+            for table in tables {
+                if self.has(table) {
+                    continue;
+                }
+                if let Some(view) = project
+                    .model(table)
+                    .filter(|m| m.config.materialized == Materialized::View)
+                {
+                    let reads: Vec<TableName> =
+                        view.reads.iter().map(|r| r.table.clone()).collect();
+                    self.add(lake, project, &reads, &BTreeMap::new()).await?;
+                    let df = self
+                        .ctx
+                        .sql(&view.sql)
+                        .await
+                        .map_err(|e| model_sql_error(view, e))?;
+                    self.register(table, df.into_view())?;
+                    self.reads.push(Read {
+                        table: table.clone(),
+                        version: None,
+                        kind: ReadKind::View,
+                    });
+                    continue;
+                }
+                let delta = lake.table(table, None, None).await?;
+                let version = delta.version().unwrap_or(0) as u64;
+                let (provider, kind) = match since.get(table) {
+                    Some(&from) => match added_files(&delta, from, version).await {
+                        Ok(files) => {
+                            let n = files.len();
+                            let provider = delta
+                                .table_provider()
+                                .with_file_paths(files)
+                                .await
+                                .map_err(|e| sql_error(table, e))?;
+                            (
+                                provider,
+                                ReadKind::New {
+                                    since: from,
+                                    files: n,
+                                },
+                            )
+                        }
+                        Err(why) => (
+                            delta
+                                .table_provider()
+                                .await
+                                .map_err(|e| sql_error(table, e))?,
+                            ReadKind::FullInstead(why),
+                        ),
+                    },
+                    None => (
+                        delta
+                            .table_provider()
+                            .await
+                            .map_err(|e| sql_error(table, e))?,
+                        ReadKind::Full,
+                    ),
+                };
+                self.register(table, provider)?;
+                self.reads.push(Read {
+                    table: table.clone(),
+                    version: Some(version),
+                    kind,
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The data files the commits after `from` up to `to` added, or why the input must be read
+/// in full instead.
+pub async fn added_files(table: &DeltaTable, from: u64, to: u64) -> Result<Vec<String>, String> {
+    let store = table.log_store();
+    let mut files = Vec::new();
+    for v in from + 1..=to {
+        let bytes = match store.read_commit_entry(v as _).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(format!("the log no longer holds version {v}")),
+            Err(e) => return Err(format!("failed to read version {v}: {e}")),
+        };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let action: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| format!("failed to read version {v}: {e}"))?;
+            if action.get("remove").is_some() {
+                return Err(format!(
+                    "version {v} rewrote or removed rows ({})",
+                    operation_of(&bytes).unwrap_or_else(|| "a rewrite".into())
+                ));
+            }
+            if let Some(add) = action.get("add")
+                && add.get("dataChange").and_then(|d| d.as_bool()) != Some(false)
+                && let Some(path) = add.get("path").and_then(|p| p.as_str())
+            {
+                files.push(path.to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn operation_of(commit: &[u8]) -> Option<String> {
+    commit
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .find_map(|a| {
+            a.get("commitInfo")?
+                .get("operation")?
+                .as_str()
+                .map(String::from)
+        })
+}
+
+/// The cursor a model's latest commit recorded, if its latest commit was made by a model run.
+pub async fn cursor(table: &DeltaTable) -> Option<Cursor> {
+    let latest: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
+    let value = latest.first()?.info.get(CURSOR_KEY)?.clone();
+    serde_json::from_value(value).ok()
+}
+
+/// A registration failure: a name clash or a table that will not open.
+fn sql_error(table: &TableName, e: datafusion::error::DataFusionError) -> TransformError {
+    TransformError::Input {
+        table: table.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// A model's SQL failing to plan or run, with its position in the file.
+pub fn model_sql_error(model: &Model, e: datafusion::error::DataFusionError) -> TransformError {
+    sql_error_in(&model.display, model.header_lines, e)
+}
+
+/// A query's error with its position in `file`, whose SQL starts after `header_lines`.
+pub fn sql_error_in(
+    file: &str,
+    header_lines: usize,
+    e: datafusion::error::DataFusionError,
+) -> TransformError {
+    match QueryError::from_datafusion(e) {
+        QueryError::Sql { message, position } => TransformError::Sql {
+            file: file.to_string(),
+            position: position.map(|(l, c)| (l as usize + header_lines, c as usize)),
+            message,
+        },
+        QueryError::Lake(e) => TransformError::Lake(e),
+    }
+}

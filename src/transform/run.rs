@@ -1,0 +1,673 @@
+//! `lake run` and `lake test`: build the selected models in dependency order, independent ones
+//! at once up to `--threads`, and run their tests.
+//!
+//! - **table**: the SELECT's result replaces the table in one Delta commit (schema included).
+//! - **incremental**: the rows of the incremental inputs committed since the last run are
+//!   merged on the unique key; the first run, `--full-refresh`, or a change of the SQL rebuilds.
+//! - **view**: its SQL is stored in the lake for downstream models and ad-hoc queries.
+//!
+//! A model that fails, or whose error-level test fails, stops the models downstream of it,
+//! which are reported as skipped; the rest of the DAG runs on. A failed write commits nothing,
+//! so the previous version stays in place.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use datafusion::prelude::DataFrame;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+use sha2::Digest;
+use tokio::sync::Mutex;
+
+use super::checks::Check;
+use super::inputs::{CURSOR_KEY, Cursor, Inputs, Read, ReadKind, cursor, model_sql_error};
+use super::runs::{self, RunRecord};
+use super::{CheckKind, Materialized, Model, Project, Severity, TransformError, select};
+use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::{Lake, LakeError, TableName, quote_ident};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Selectors; all models when empty.
+    pub select: Vec<String>,
+    /// Selectors to leave out.
+    pub exclude: Vec<String>,
+    /// Rebuild incremental models from scratch.
+    pub full_refresh: bool,
+    /// Models built at once.
+    pub threads: usize,
+    /// False for `lake test`: only the tests run.
+    pub build: bool,
+    /// `run`, `test` or `refresh`, for `_lake.runs`.
+    pub command: String,
+}
+
+/// How a model ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Built, tests passed.
+    Ok,
+    /// Built; a warn-level test failed.
+    Warn,
+    /// Nothing new to read; nothing written.
+    Unchanged,
+    /// The build failed; the table is as it was.
+    Failed,
+    /// Built, but an error-level test failed: downstream models do not run and the table is
+    /// not exported.
+    TestsFailed,
+    /// Not run because a model it waits for failed.
+    Skipped,
+}
+
+impl Status {
+    /// The name in output and in `_lake.runs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Unchanged => "unchanged",
+            Status::Failed => "failed",
+            Status::TestsFailed => "tests_failed",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    /// Whether models downstream may run.
+    pub fn passed(self) -> bool {
+        matches!(self, Status::Ok | Status::Warn | Status::Unchanged)
+    }
+}
+
+/// How one test ended.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    /// The test.
+    pub name: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// Failing rows.
+    pub failing: u64,
+    /// A few of them.
+    pub sample: Vec<RecordBatch>,
+    /// Where they all are.
+    pub audit: Option<TableName>,
+    /// The test's query failed.
+    pub error: Option<String>,
+}
+
+impl TestOutcome {
+    /// Whether it passed.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.failing == 0
+    }
+}
+
+/// How one model ended.
+#[derive(Debug, Clone)]
+pub struct ModelOutcome {
+    /// The model.
+    pub model: TableName,
+    /// Its materialization.
+    pub materialized: Materialized,
+    /// The result.
+    pub status: Status,
+    /// Rows written: the whole table, or inserted plus updated for a merge.
+    pub rows: Option<u64>,
+    /// For a merge: rows inserted and updated.
+    pub merged: Option<(u64, u64)>,
+    /// The version committed.
+    pub version: Option<u64>,
+    /// What it read.
+    pub reads: Vec<Read>,
+    /// A note, such as why an incremental model was rebuilt.
+    pub note: Option<String>,
+    /// How long the build and tests took.
+    pub duration: Duration,
+    /// Why it failed, or which upstream model stopped it.
+    pub error: Option<String>,
+    /// Its tests.
+    pub tests: Vec<TestOutcome>,
+}
+
+impl ModelOutcome {
+    fn new(model: &Model) -> Self {
+        Self {
+            model: model.name.clone(),
+            materialized: model.config.materialized,
+            status: Status::Ok,
+            rows: None,
+            merged: None,
+            version: None,
+            reads: Vec::new(),
+            note: None,
+            duration: Duration::ZERO,
+            error: None,
+            tests: Vec::new(),
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Its id in `_lake.runs`.
+    pub run_id: String,
+    /// Each model, in the order they finished.
+    pub outcomes: Vec<ModelOutcome>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl RunSummary {
+    /// Whether every model built and no error-level test failed.
+    pub fn ok(&self) -> bool {
+        self.outcomes.iter().all(|o| o.status.passed())
+    }
+}
+
+/// Runs the selected models of `project`. `on_done` sees each model as it finishes.
+pub async fn run(
+    lake: Arc<Lake>,
+    project: Arc<Project>,
+    options: RunOptions,
+    on_done: impl Fn(&ModelOutcome) + Send + Sync,
+) -> Result<RunSummary, TransformError> {
+    let started = Instant::now();
+    let selected = select::resolve(&project, &options.select, &options.exclude)?;
+    let run_id = format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let recorder = Arc::new(Recorder {
+        lake: lake.clone(),
+        run_id: run_id.clone(),
+        command: options.command.clone(),
+        lock: Mutex::new(()),
+    });
+    recorder.record(None, "started", None).await;
+    let existing: Arc<BTreeSet<TableName>> =
+        Arc::new(lake.list_tables().await?.into_iter().collect());
+
+    let mut pending: Vec<TableName> = project
+        .models
+        .iter()
+        .filter(|m| selected.contains(&m.name))
+        .map(|m| m.name.clone())
+        .collect();
+    let mut finished: HashMap<TableName, Status> = HashMap::new();
+    let mut outcomes = Vec::new();
+    let mut running = tokio::task::JoinSet::new();
+    let threads = options.threads.max(1);
+    loop {
+        let mut i = 0;
+        while i < pending.len() {
+            let model = project.model(&pending[i]).expect("selected models exist");
+            let upstream: Vec<TableName> = project
+                .upstream(model)
+                .into_iter()
+                .filter(|u| selected.contains(u))
+                .collect();
+            let stopped_by = upstream
+                .iter()
+                .find(|u| finished.get(*u).is_some_and(|s| !s.passed()));
+            if let Some(up) = stopped_by {
+                let mut outcome = ModelOutcome::new(model);
+                outcome.status = Status::Skipped;
+                outcome.error = Some(format!("{up} did not pass"));
+                finished.insert(model.name.clone(), Status::Skipped);
+                recorder.model(&outcome).await;
+                on_done(&outcome);
+                outcomes.push(outcome);
+                pending.remove(i);
+                continue;
+            }
+            if running.len() < threads && upstream.iter().all(|u| finished.contains_key(u)) {
+                let name = pending.remove(i);
+                let (lake, project, existing) = (lake.clone(), project.clone(), existing.clone());
+                let options = options.clone();
+                let run_id = run_id.clone();
+                running.spawn(async move {
+                    let model = project.model(&name).expect("selected models exist");
+                    model_run(&lake, &project, model, &options, &run_id, &existing).await
+                });
+                continue;
+            }
+            i += 1;
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let outcome = joined.expect("a model task does not panic");
+        finished.insert(outcome.model.clone(), outcome.status);
+        recorder.model(&outcome).await;
+        on_done(&outcome);
+        outcomes.push(outcome);
+    }
+    let summary = RunSummary {
+        run_id,
+        outcomes,
+        duration: started.elapsed(),
+    };
+    let status = if summary.ok() { "ok" } else { "failed" };
+    recorder.record(None, status, Some(summary.duration)).await;
+    Ok(summary)
+}
+
+/// Writes `_lake.runs`, one commit at a time. A failure to record is logged, never fatal: the
+/// models' own commits are what matter.
+struct Recorder {
+    lake: Arc<Lake>,
+    run_id: String,
+    command: String,
+    lock: Mutex<()>,
+}
+
+impl Recorder {
+    async fn record(&self, model: Option<&ModelOutcome>, status: &str, took: Option<Duration>) {
+        let now = Utc::now();
+        let record = RunRecord {
+            run_id: self.run_id.clone(),
+            command: self.command.clone(),
+            model: model.map(|m| m.model.to_string()),
+            status: status.to_string(),
+            rows: model.and_then(|m| m.rows),
+            version: model.and_then(|m| m.version),
+            duration_ms: took.map(|d| d.as_millis() as u64),
+            inputs: model.filter(|m| !m.reads.is_empty()).map(|m| {
+                let v: BTreeMap<String, serde_json::Value> = m
+                    .reads
+                    .iter()
+                    .map(|r| (r.table.to_string(), json!(r.version)))
+                    .collect();
+                serde_json::to_string(&v).unwrap_or_default()
+            }),
+            error: model.and_then(|m| m.error.clone()),
+            started_at: took.map_or(now, |d| {
+                now - chrono::Duration::from_std(d).unwrap_or_default()
+            }),
+            finished_at: took.map(|_| now),
+        };
+        let _guard = self.lock.lock().await;
+        if let Err(e) = runs::append(&self.lake, &[record]).await {
+            tracing::warn!("failed to record the run in _lake.runs: {e}");
+        }
+    }
+
+    async fn model(&self, outcome: &ModelOutcome) {
+        self.record(Some(outcome), outcome.status.name(), Some(outcome.duration))
+            .await;
+    }
+}
+
+/// Builds one model (unless only testing) and runs its tests.
+async fn model_run(
+    lake: &Lake,
+    project: &Project,
+    model: &Model,
+    options: &RunOptions,
+    run_id: &str,
+    existing: &BTreeSet<TableName>,
+) -> ModelOutcome {
+    let started = Instant::now();
+    let mut outcome = ModelOutcome::new(model);
+    if options.build {
+        if let Err(e) = build(lake, project, model, options, run_id, &mut outcome).await {
+            outcome.status = Status::Failed;
+            outcome.error = Some(e.to_string());
+            outcome.duration = started.elapsed();
+            return outcome;
+        }
+    } else if model.config.materialized != Materialized::View && !existing.contains(&model.name) {
+        outcome.status = Status::Failed;
+        outcome.error = Some(format!("{} is not built yet: run `lake run`", model.name));
+        return outcome;
+    }
+    for check in &model.checks {
+        let result = test(lake, project, model, check, existing).await;
+        let failed = !result.passed();
+        if failed && check.severity == Severity::Error {
+            outcome.status = Status::TestsFailed;
+        } else if failed && outcome.status == Status::Ok {
+            outcome.status = Status::Warn;
+        }
+        outcome.tests.push(result);
+    }
+    outcome.duration = started.elapsed();
+    outcome
+}
+
+/// The hash of what shapes an incremental model's rows; a change means a rebuild.
+fn shape_hash(model: &Model) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(model.sql.trim().as_bytes());
+    h.update(b"\0");
+    h.update(model.config.unique_key.join(",").as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A model's inputs opened for a run, and where an incremental model's last run left off.
+pub struct Prepared {
+    /// The session with the inputs.
+    pub inputs: Inputs,
+    /// The cursor of the last run, when this run merges onto it.
+    pub previous: Option<Cursor>,
+    /// The incremental inputs and the version each was read up to last time.
+    pub since: BTreeMap<TableName, u64>,
+    /// Why an incremental model is rebuilt, if it is.
+    pub note: Option<String>,
+    /// The hash of the model's shape, for the new cursor.
+    pub hash: String,
+}
+
+/// Opens a model's inputs as a run would read them, without running anything.
+pub async fn prepare(
+    lake: &Lake,
+    project: &Project,
+    model: &Model,
+    full_refresh: bool,
+) -> Result<Prepared, TransformError> {
+    let reads: Vec<TableName> = model.reads.iter().map(|r| r.table.clone()).collect();
+    let mut inputs = Inputs::new();
+    let hash = shape_hash(model);
+    let mut previous: Option<Cursor> = None;
+    let mut note = None;
+    if model.config.materialized == Materialized::Incremental {
+        let target = lake.table_or_new(&model.name).await?;
+        if target.version().is_some() {
+            match cursor(&target).await {
+                _ if full_refresh => note = Some("full refresh".into()),
+                Some(c) if c.sql == hash => previous = Some(c),
+                Some(_) => note = Some("the SQL changed: rebuilt".into()),
+                None => note = Some("the last commit was not a model run: rebuilt".into()),
+            }
+        } else {
+            note = Some("first run".into());
+        }
+    }
+    let since: BTreeMap<TableName, u64> = match &previous {
+        Some(c) => model
+            .incremental_inputs()
+            .into_iter()
+            .filter_map(|t| Some((t.clone(), *c.inputs.get(&t.to_string())?)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    inputs.add(lake, project, &reads, &since).await?;
+    Ok(Prepared {
+        inputs,
+        previous,
+        since,
+        note,
+        hash,
+    })
+}
+
+async fn build(
+    lake: &Lake,
+    project: &Project,
+    model: &Model,
+    options: &RunOptions,
+    run_id: &str,
+    outcome: &mut ModelOutcome,
+) -> Result<(), TransformError> {
+    let Prepared {
+        inputs,
+        previous,
+        since,
+        note,
+        hash,
+    } = prepare(lake, project, model, options.full_refresh).await?;
+    outcome.note = note.filter(|n| n != "first run");
+    outcome.reads = inputs.reads.clone();
+    let df = inputs
+        .ctx
+        .sql(&model.sql)
+        .await
+        .map_err(|e| model_sql_error(model, e))?;
+    check_columns(model, &df)?;
+
+    if model.config.materialized == Materialized::View {
+        lake.put_view(&model.name, &model.sql).await?;
+        return Ok(());
+    }
+    if previous.is_some()
+        && inputs
+            .reads
+            .iter()
+            .filter(|r| since.contains_key(&r.table))
+            .all(|r| matches!(r.kind, ReadKind::New { files: 0, .. }))
+    {
+        outcome.status = Status::Unchanged;
+        outcome.rows = Some(0);
+        return Ok(());
+    }
+    let mode = match previous {
+        Some(_) => WriteMode::Merge(model.config.unique_key.clone()),
+        None => WriteMode::Rebuild(model.config.partition_by.clone()),
+    };
+    let new_cursor = Cursor {
+        sql: hash,
+        inputs: inputs.versions(),
+    };
+    let metadata = vec![
+        ("lake.command".to_string(), json!(options.command)),
+        ("lake.run_id".to_string(), json!(run_id)),
+        (
+            CURSOR_KEY.to_string(),
+            serde_json::to_value(&new_cursor).expect("a cursor serializes"),
+        ),
+    ];
+    // An incremental model holds one row per key, whether built whole or merged: where the
+    // SELECT yields several, one is kept (choose which in the SELECT when it matters).
+    let incremental = model.config.materialized == Materialized::Incremental;
+    let df = if incremental {
+        one_row_per_key(&inputs, df, &model.config.unique_key)
+            .await
+            .map_err(|e| model_sql_error(model, e))?
+    } else {
+        df
+    };
+    let source = QuerySource::new(df, incremental);
+    let written = write(lake, &model.name, source, &mode, &metadata)
+        .await
+        .map_err(|e| match e {
+            LakeError::Write { source, .. } => TransformError::Sql {
+                file: model.display.clone(),
+                position: None,
+                message: format!("{source}; {} is unchanged", model.name),
+            },
+            other => other.into(),
+        })?;
+    outcome.version = Some(written.version);
+    outcome.merged = written.merged;
+    outcome.rows = Some(match written.merged {
+        Some((inserted, updated)) => inserted + updated,
+        None => written.rows_read,
+    });
+    if model.config.materialized == Materialized::Table {
+        // A model that was a view before leaves no stale definition behind.
+        lake.drop_view(&model.name).await?;
+    }
+    Ok(())
+}
+
+/// The query's rows, one per key.
+async fn one_row_per_key(
+    inputs: &Inputs,
+    df: DataFrame,
+    keys: &[String],
+) -> Result<DataFrame, datafusion::error::DataFusionError> {
+    inputs.ctx.register_table("__lake_model", df.into_view())?;
+    let partition: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+    inputs
+        .ctx
+        .sql(&format!(
+            "SELECT * EXCLUDE (__lake_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {}) AS __lake_rank FROM __lake_model) WHERE __lake_rank = 1",
+            partition.join(", ")
+        ))
+        .await
+}
+
+/// Output columns Delta can store without column mapping, named so a reader can use them.
+fn check_columns(model: &Model, df: &DataFrame) -> Result<(), TransformError> {
+    let mut seen = BTreeSet::new();
+    for field in df.schema().fields() {
+        let name = field.name();
+        if let Some(c) = name.chars().find(|c| " ,;{}()\n\t=".contains(*c)) {
+            return Err(TransformError::Sql {
+                file: model.display.clone(),
+                position: None,
+                message: format!(
+                    "the column `{name}` holds {c:?}, which a Delta column name cannot: give it a name with AS"
+                ),
+            });
+        }
+        if !seen.insert(name.to_lowercase()) {
+            return Err(TransformError::Sql {
+                file: model.display.clone(),
+                position: None,
+                message: format!("two columns are named `{name}`: rename one with AS"),
+            });
+        }
+    }
+    if let Some(key) = model
+        .config
+        .unique_key
+        .iter()
+        .chain(&model.config.partition_by)
+        .find(|k| !seen.contains(&k.to_lowercase()))
+    {
+        return Err(TransformError::Invalid {
+            file: model.display.clone(),
+            line: Some(1),
+            column: None,
+            why: format!("`{key}` is in the header but the query has no such column"),
+        });
+    }
+    Ok(())
+}
+
+/// A planned query as a write source; re-executed if the write has to retry.
+struct QuerySource {
+    schema: SchemaRef,
+    df: DataFrame,
+    /// The query yields one row per key already.
+    keys_unique: bool,
+}
+
+impl QuerySource {
+    fn new(df: DataFrame, keys_unique: bool) -> Arc<Self> {
+        Arc::new(Self {
+            schema: Arc::new(df.schema().as_arrow().clone()),
+            df,
+            keys_unique,
+        })
+    }
+}
+
+impl BatchSource for QuerySource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn keys_unique(&self) -> bool {
+        self.keys_unique
+    }
+
+    fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>> {
+        let df = self.df.clone();
+        futures::stream::once(async move { df.execute_stream().await })
+            .map_ok(|s| s.map_err(|e| Box::new(e) as SourceError))
+            .map_err(|e| Box::new(e) as SourceError)
+            .try_flatten()
+            .boxed()
+    }
+}
+
+/// Failing rows shown in the output.
+const SAMPLE_ROWS: usize = 5;
+
+/// Runs one test against the model as it is now; keeps failing rows in its audit table.
+async fn test(
+    lake: &Lake,
+    project: &Project,
+    model: &Model,
+    check: &Check,
+    existing: &BTreeSet<TableName>,
+) -> TestOutcome {
+    let mut outcome = TestOutcome {
+        name: check.name.clone(),
+        severity: check.severity,
+        failing: 0,
+        sample: Vec::new(),
+        audit: None,
+        error: None,
+    };
+    if let Err(e) = run_test(lake, project, model, check, existing, &mut outcome).await {
+        outcome.error = Some(e.to_string());
+    }
+    outcome
+}
+
+async fn run_test(
+    lake: &Lake,
+    project: &Project,
+    model: &Model,
+    check: &Check,
+    existing: &BTreeSet<TableName>,
+    outcome: &mut TestOutcome,
+) -> Result<(), TransformError> {
+    let mut tables = vec![model.name.clone()];
+    tables.extend(check.reads.iter().map(|r| r.table.clone()));
+    let mut inputs = Inputs::new();
+    inputs.add(lake, project, &tables, &BTreeMap::new()).await?;
+    let header_lines = match &check.kind {
+        CheckKind::Custom { header_lines, .. } => *header_lines,
+        _ => check.line.saturating_sub(1),
+    };
+    let df = inputs
+        .ctx
+        .sql(&check.sql(&model.name))
+        .await
+        .map_err(|e| super::inputs::sql_error_in(&check.file, header_lines, e))?;
+    let failing =
+        df.clone()
+            .count()
+            .await
+            .map_err(|e| super::inputs::sql_error_in(&check.file, header_lines, e))? as u64;
+    outcome.failing = failing;
+    let audit = check.audit_table(&model.name);
+    if failing == 0 && !existing.contains(&audit) {
+        return Ok(());
+    }
+    if failing > 0 {
+        outcome.sample = df
+            .clone()
+            .limit(0, Some(SAMPLE_ROWS))
+            .map_err(|e| super::inputs::sql_error_in(&check.file, header_lines, e))?
+            .collect()
+            .await
+            .map_err(|e| super::inputs::sql_error_in(&check.file, header_lines, e))?;
+        outcome.audit = Some(audit.clone());
+    }
+    // Passing tests empty their audit table, so it never shows stale failures.
+    let source = QuerySource::new(df, false);
+    let metadata = vec![("lake.test".to_string(), json!(check.name))];
+    write(
+        lake,
+        &audit,
+        source,
+        &WriteMode::Rebuild(Vec::new()),
+        &metadata,
+    )
+    .await?;
+    Ok(())
+}

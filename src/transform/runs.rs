@@ -1,0 +1,144 @@
+//! `_lake.runs`: one row when a run starts, one per model as it finishes, and one when the
+//! run ends. A run with a start row and no end row was interrupted (or is still going).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+
+use crate::lake::write::{MemorySource, WriteMode, write};
+use crate::lake::{INTERNAL, Lake, LakeError, TableName};
+
+/// The table.
+pub fn table() -> TableName {
+    TableName::new(INTERNAL, "runs").expect("a valid name")
+}
+
+/// One row of `_lake.runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    /// The run.
+    pub run_id: String,
+    /// `run`, `test` or `refresh`.
+    pub command: String,
+    /// The model; none for the rows of the run itself.
+    pub model: Option<String>,
+    /// `started`, then for a model `ok`, `warn`, `unchanged`, `failed`, `tests_failed` or
+    /// `skipped`, and for the run `ok` or `failed`.
+    pub status: String,
+    /// Rows written.
+    pub rows: Option<u64>,
+    /// The version committed.
+    pub version: Option<u64>,
+    /// Milliseconds taken.
+    pub duration_ms: Option<u64>,
+    /// The input versions read, as JSON: `{"raw.plays": 12}`.
+    pub inputs: Option<String>,
+    /// The error, if any.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("command", DataType::Utf8, false),
+        Field::new("model", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("version", DataType::Int64, true),
+        Field::new("duration_ms", DataType::Int64, true),
+        Field::new("inputs", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("started_at", ts.clone(), false),
+        Field::new("finished_at", ts, true),
+    ]))
+}
+
+/// Appends rows in one commit.
+pub async fn append(lake: &Lake, records: &[RunRecord]) -> Result<(), LakeError> {
+    let strings = |f: &dyn Fn(&RunRecord) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(records.iter().map(f)))
+    };
+    let ints = |f: &dyn Fn(&RunRecord) -> Option<u64>| -> ArrayRef {
+        Arc::new(Int64Array::from_iter(
+            records.iter().map(|r| f(r).map(|v| v as i64)),
+        ))
+    };
+    let times = |f: &dyn Fn(&RunRecord) -> Option<DateTime<Utc>>| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(
+                records.iter().map(|r| f(r).map(|t| t.timestamp_micros())),
+            )
+            .with_timezone("UTC"),
+        )
+    };
+    let schema = schema();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            strings(&|r| Some(&r.run_id)),
+            strings(&|r| Some(&r.command)),
+            strings(&|r| r.model.as_deref()),
+            strings(&|r| Some(&r.status)),
+            ints(&|r| r.rows),
+            ints(&|r| r.version),
+            ints(&|r| r.duration_ms),
+            strings(&|r| r.inputs.as_deref()),
+            strings(&|r| r.error.as_deref()),
+            times(&|r| Some(r.started_at)),
+            times(&|r| r.finished_at),
+        ],
+    )
+    .map_err(|e| LakeError::Write {
+        table: table(),
+        source: Box::new(e),
+    })?;
+    let source = Arc::new(MemorySource {
+        schema,
+        batches: vec![batch],
+    });
+    write(lake, &table(), source, &WriteMode::Append, &[]).await?;
+    Ok(())
+}
+
+/// Recent runs, newest first: one row per run with its counts, for `lake runs`.
+pub const RECENT_SQL: &str = "
+SELECT r.run_id,
+       r.command,
+       r.started_at,
+       coalesce(e.status, 'interrupted') AS status,
+       e.duration_ms,
+       m.models,
+       m.ok,
+       m.failed,
+       m.skipped,
+       m.rows
+FROM _lake.runs r
+LEFT JOIN _lake.runs e ON e.run_id = r.run_id AND e.model IS NULL AND e.status <> 'started'
+LEFT JOIN (
+    SELECT run_id,
+           count(*) AS models,
+           count(*) FILTER (WHERE status IN ('ok', 'warn', 'unchanged')) AS ok,
+           count(*) FILTER (WHERE status IN ('failed', 'tests_failed')) AS failed,
+           count(*) FILTER (WHERE status = 'skipped') AS skipped,
+           sum(rows) AS rows
+    FROM _lake.runs WHERE model IS NOT NULL GROUP BY run_id
+) m ON m.run_id = r.run_id
+WHERE r.model IS NULL AND r.status = 'started'
+ORDER BY r.started_at DESC
+";
+
+/// The model rows of one run (a prefix of its id is enough).
+pub fn run_sql(run_id: &str) -> String {
+    format!(
+        "SELECT model, status, rows, version, duration_ms, inputs, error FROM _lake.runs \
+         WHERE starts_with(run_id, '{}') AND model IS NOT NULL ORDER BY finished_at",
+        run_id.replace('\'', "''")
+    )
+}
