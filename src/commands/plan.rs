@@ -1,6 +1,7 @@
 //! `lake plan`: the models in run order, checked, with what each would read; nothing runs.
 
 use anyhow::Result;
+use arrow::array::AsArray;
 
 use super::Context;
 use crate::cli::PlanArgs;
@@ -70,11 +71,17 @@ pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
                     if args.explain {
                         match prepared.inputs.ctx.sql(&m.sql).await {
                             Ok(df) => {
-                                let df = df.explain(false, false)?;
-                                let schema = df.schema().as_arrow().clone().into();
-                                let batches = df.collect().await?;
-                                for l in output::format_table(&schema, &batches)?.lines() {
-                                    text.push_str(&format!("\n     {l}"));
+                                let batches = df.explain(false, false)?.collect().await?;
+                                for batch in &batches {
+                                    let kinds = batch.column(0).as_string::<i32>();
+                                    let plans = batch.column(1).as_string::<i32>();
+                                    for (kind, plan) in kinds.iter().zip(plans.iter()) {
+                                        let kind = kind.unwrap_or_default().replace('_', " ");
+                                        text.push_str(&format!("\n     {kind}:"));
+                                        for l in plan.unwrap_or_default().lines() {
+                                            text.push_str(&format!("\n       {l}"));
+                                        }
+                                    }
                                 }
                             }
                             Err(e) => text.push_str(&format!(
