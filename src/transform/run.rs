@@ -215,8 +215,10 @@ pub async fn run(
                 .into_iter()
                 .filter(|u| selected.contains(u))
                 .collect();
+            // Building stops at a failure; testing alone runs every test.
             let stopped_by = upstream
                 .iter()
+                .filter(|_| options.build)
                 .find(|u| finished.get(*u).is_some_and(|s| !s.passed()));
             if let Some(up) = stopped_by {
                 let mut outcome = ModelOutcome::new(model);

@@ -259,6 +259,11 @@ fn failing_tests_stop_downstream_and_keep_their_rows() {
         "radio"
     );
 
+    // `lake test` runs every test, skipping nothing; models never built say so.
+    let (ok, out, _) = run(&ctx, &["test"]);
+    assert!(!ok && !out.contains("skipped"), "{out}");
+    assert!(out.contains("curated.other is not built yet"), "{out}");
+
     // Fixed data: the tests pass, downstream runs, the audit tables empty.
     ctx.write("plays.csv", "id,kind\n1,track\n2,episode\n");
     ctx.ok(&[
