@@ -24,12 +24,7 @@ pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
         return Ok(());
     }
     let selected = select::resolve(&project, &args.selection.select, &args.selection.exclude)?;
-    let width = project
-        .models
-        .iter()
-        .map(|m| m.name.to_string().len())
-        .max()
-        .unwrap_or(0);
+    let width = project.name_width();
     let mut text = String::new();
     for (i, m) in project.models.iter().enumerate() {
         if !selected.contains(&m.name) {

@@ -47,12 +47,7 @@ async fn execute(
         build,
         command: if build { "run" } else { "test" }.to_string(),
     };
-    let width = project
-        .models
-        .iter()
-        .map(|m| m.name.to_string().len())
-        .max()
-        .unwrap_or(0);
+    let width = project.name_width();
     let spinner = progress::spinner(
         ctx.quiet(),
         if build {

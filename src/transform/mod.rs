@@ -141,19 +141,23 @@ impl Project {
             models.insert(model.name.clone(), model);
         }
         let made: BTreeSet<TableName> = models.keys().cloned().collect();
-        let known = |t: &TableName| made.contains(t) || lake_tables.contains(t);
+        // Every table read must exist or be made by a model.
+        let resolve = |file: &str, reads: &mut dyn Iterator<Item = &Reference>| {
+            let mut unknown =
+                reads.filter(|r| !made.contains(&r.table) && !lake_tables.contains(&r.table));
+            match unknown.next() {
+                Some(r) => Err(TransformError::UnknownTable {
+                    file: file.to_string(),
+                    line: r.line,
+                    column: r.column,
+                    table: r.table.clone(),
+                }),
+                None => Ok(()),
+            }
+        };
         for model in models.values() {
             let check_reads = model.checks.iter().flat_map(|c| &c.reads);
-            for r in model.reads.iter().chain(check_reads) {
-                if !known(&r.table) {
-                    return Err(TransformError::UnknownTable {
-                        file: model.display.clone(),
-                        line: r.line,
-                        column: r.column,
-                        table: r.table.clone(),
-                    });
-                }
-            }
+            resolve(&model.display, &mut model.reads.iter().chain(check_reads))?;
             for input in model.incremental_inputs() {
                 if models
                     .get(input)
@@ -175,16 +179,7 @@ impl Project {
         // table it reads is built.
         for path in sql_files(&dir.join("tests"))? {
             let check = CustomTest::load(&path, display(&path))?;
-            for r in &check.reads {
-                if !known(&r.table) {
-                    return Err(TransformError::UnknownTable {
-                        file: check.file.clone(),
-                        line: r.line,
-                        column: r.column,
-                        table: r.table.clone(),
-                    });
-                }
-            }
+            resolve(&check.file, &mut check.reads.iter())?;
             let Some(owner) = order
                 .iter()
                 .rev()
@@ -214,6 +209,15 @@ impl Project {
                 .map(|n| models.remove(&n).expect("ordered models exist"))
                 .collect(),
         })
+    }
+
+    /// The width of the longest model name, to align output.
+    pub fn name_width(&self) -> usize {
+        self.models
+            .iter()
+            .map(|m| m.name.to_string().len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The model that makes a table.
