@@ -399,6 +399,8 @@ fn storable(t: &DataType) -> DataType {
         Float16 => Float32,
         Date64 => Date32,
         Timestamp(_, tz) => Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+        // Partition columns read back from Delta come dictionary-encoded.
+        Dictionary(_, value) => storable(value),
         List(f) | LargeList(f) => List(Arc::new(Field::new(
             "element",
             storable(f.data_type()),
@@ -421,6 +423,7 @@ fn normalize(t: &DataType) -> DataType {
     match t {
         LargeUtf8 | Utf8View => Utf8,
         LargeBinary | BinaryView => Binary,
+        Dictionary(_, value) => normalize(value),
         Timestamp(_, tz) => Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
         List(f) | LargeList(f) | ListView(f) | LargeListView(f) => {
             List(Arc::new(Field::new("item", normalize(f.data_type()), true)))

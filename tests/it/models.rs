@@ -347,3 +347,28 @@ fn an_interrupted_run_says_so() {
     assert!(runs.contains("interrupted"), "{runs}");
     assert!(!ctx.path("lake/curated/slow/_delta_log").exists());
 }
+
+/// An incremental model reading another, partitioned by values that need escaping in paths:
+/// the files its commits added are found and read, partition columns included.
+fn chained_incremental_partitioned(ctx: TestContext) {
+    ctx.write("e.csv", "id,day,name\n1,2026-01-01,a b\n2,2026-01-02,c\n");
+    ctx.ok(&["ingest", "e.csv", "--table", "raw.e"]);
+    ctx.write(
+        "queries/a.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\npartition_by = [\"day\"]\n*/\nSELECT id, CAST(day AS VARCHAR) || ' x/y%' AS day, name FROM raw.e",
+    );
+    ctx.write(
+        "queries/b.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n*/\nSELECT id, day, name FROM curated.a",
+    );
+    ctx.ok(&["run"]);
+    ctx.write("f.csv", "id,day,name\n3,2026-01-03,d\n");
+    ctx.ok(&["ingest", "f.csv", "--table", "raw.e"]);
+    let out = ctx.ok(&["run"]);
+    assert_eq!(out.matches("1 inserted, 0 updated").count(), 2, "{out}");
+    assert_eq!(
+        ctx.csv("SELECT id, day FROM curated.b ORDER BY id"),
+        "id,day\n1,2026-01-01 x/y%\n2,2026-01-02 x/y%\n3,2026-01-03 x/y%\n"
+    );
+}
+crate::on_both!(chained_incremental, chained_incremental_partitioned);
