@@ -37,7 +37,9 @@ fn init_writes_a_project() {
     ] {
         in_proj(&["ingest", file, "--table", table]);
     }
-    let out = in_proj(&["run"]);
+    snapshot!(ctx, "example_plan", in_proj(&["plan"]));
+    let out = in_proj(&["run", "--threads", "1"]);
+    snapshot!(ctx, "example_run", out);
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok ")).count(),
         8,
