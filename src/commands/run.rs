@@ -9,8 +9,10 @@ use super::Context;
 use crate::cli::{RunArgs, Selection, TestArgs};
 use crate::output;
 use crate::progress;
-use crate::transform::run::{ModelOutcome, RunOptions, RunSummary, Status, run as run_models};
-use crate::transform::{Project, Severity};
+use crate::transform::run::{
+    ModelOutcome, RunEvent, RunOptions, RunSummary, Status, run as run_models,
+};
+use crate::transform::{Project, Severity, select};
 
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
     execute(ctx, &args.selection, args.threads, true, args.full_refresh).await
@@ -57,10 +59,26 @@ async fn execute(
         }
         .to_string(),
     );
-    let summary = run_models(lake, project, options, |outcome| {
-        spinner.suspend(|| {
-            let _ = output::print(line(outcome, width, build));
-        });
+    let total = select::resolve(&project, &selection.select, &selection.exclude)?.len();
+    let running = std::sync::Mutex::new(Vec::<String>::new());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let summary = run_models(lake, project, options, |event| {
+        let mut running = running.lock().expect("poisoned");
+        match event {
+            RunEvent::Started(name) => running.push(name.to_string()),
+            RunEvent::Finished(outcome) => {
+                running.retain(|n| *n != outcome.model.to_string());
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                spinner.suspend(|| {
+                    let _ = output::print(line(outcome, width, build));
+                });
+            }
+        }
+        spinner.set_message(format!(
+            "{} of {total} done; running {}",
+            done.load(std::sync::atomic::Ordering::Relaxed),
+            running.join(", ")
+        ));
     })
     .await?;
     spinner.finish_and_clear();

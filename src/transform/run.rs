@@ -172,12 +172,21 @@ impl RunSummary {
     }
 }
 
-/// Runs the selected models of `project`. `on_done` sees each model as it finishes.
+/// What a run reports as it goes.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A model started.
+    Started(&'a TableName),
+    /// A model finished (or was skipped).
+    Finished(&'a ModelOutcome),
+}
+
+/// Runs the selected models of `project`. `on_event` sees each model start and finish.
 pub async fn run(
     lake: Arc<Lake>,
     project: Arc<Project>,
     options: RunOptions,
-    on_done: impl Fn(&ModelOutcome) + Send + Sync,
+    on_event: impl Fn(RunEvent) + Send + Sync,
 ) -> Result<RunSummary, TransformError> {
     let started = Instant::now();
     let selected = select::resolve(&project, &options.select, &options.exclude)?;
@@ -226,13 +235,14 @@ pub async fn run(
                 outcome.error = Some(format!("{up} did not pass"));
                 finished.insert(model.name.clone(), Status::Skipped);
                 recorder.model(&outcome).await;
-                on_done(&outcome);
+                on_event(RunEvent::Finished(&outcome));
                 outcomes.push(outcome);
                 pending.remove(i);
                 continue;
             }
             if running.len() < threads && upstream.iter().all(|u| finished.contains_key(u)) {
                 let name = pending.remove(i);
+                on_event(RunEvent::Started(&name));
                 let (lake, project, existing) = (lake.clone(), project.clone(), existing.clone());
                 let options = options.clone();
                 let run_id = run_id.clone();
@@ -250,7 +260,7 @@ pub async fn run(
         let outcome = joined.expect("a model task does not panic");
         finished.insert(outcome.model.clone(), outcome.status);
         recorder.model(&outcome).await;
-        on_done(&outcome);
+        on_event(RunEvent::Finished(&outcome));
         outcomes.push(outcome);
     }
     let summary = RunSummary {
