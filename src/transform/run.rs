@@ -481,9 +481,20 @@ async fn build(
     // SELECT yields several, one is kept (choose which in the SELECT when it matters).
     let incremental = model.config.materialized == Materialized::Incremental;
     let df = if incremental {
-        one_row_per_key(&inputs, df, &model.config.unique_key)
+        let (df, repeated) = one_row_per_key(&inputs, df, &model.config.unique_key)
             .await
-            .map_err(|e| model_sql_error(model, e))?
+            .map_err(|e| model_sql_error(model, e))?;
+        if repeated > 0 {
+            let note = match repeated {
+                1 => "1 key had several rows; one was kept".to_string(),
+                n => format!("{n} keys had several rows; one of each was kept"),
+            };
+            outcome.note = Some(match outcome.note.take() {
+                Some(n) => format!("{n}; {note}"),
+                None => note,
+            });
+        }
+        df
     } else {
         df
     };
@@ -511,21 +522,35 @@ async fn build(
     Ok(())
 }
 
-/// The query's rows, one per key.
+/// The query's rows, one per key, and how many keys had several. Counting first is cheap
+/// (one hash aggregate of the key columns); only when some key repeats are the rows sorted to
+/// keep one of each, which costs a sort of the whole result.
 async fn one_row_per_key(
     inputs: &Inputs,
     df: DataFrame,
     keys: &[String],
-) -> Result<DataFrame, datafusion::error::DataFusionError> {
-    inputs.ctx.register_table("__lake_model", df.into_view())?;
-    let partition: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
-    inputs
+) -> Result<(DataFrame, u64), datafusion::error::DataFusionError> {
+    inputs.ctx.register_table("__lake_model", df.clone().into_view())?;
+    let keys: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+    let keys = keys.join(", ");
+    let repeated = inputs
         .ctx
         .sql(&format!(
-            "SELECT * EXCLUDE (__lake_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {}) AS __lake_rank FROM __lake_model) WHERE __lake_rank = 1",
-            partition.join(", ")
+            "SELECT {keys} FROM __lake_model GROUP BY {keys} HAVING count(*) > 1"
         ))
-        .await
+        .await?
+        .count()
+        .await? as u64;
+    if repeated == 0 {
+        return Ok((df, 0));
+    }
+    let deduped = inputs
+        .ctx
+        .sql(&format!(
+            "SELECT * EXCLUDE (__lake_rank) FROM (SELECT *, row_number() OVER (PARTITION BY {keys}) AS __lake_rank FROM __lake_model) WHERE __lake_rank = 1"
+        ))
+        .await?;
+    Ok((deduped, repeated))
 }
 
 /// Output columns Delta can store without column mapping, named so a reader can use them.
