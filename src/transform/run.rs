@@ -530,7 +530,9 @@ async fn one_row_per_key(
     df: DataFrame,
     keys: &[String],
 ) -> Result<(DataFrame, u64), datafusion::error::DataFusionError> {
-    inputs.ctx.register_table("__lake_model", df.clone().into_view())?;
+    inputs
+        .ctx
+        .register_table("__lake_model", df.clone().into_view())?;
     let keys: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
     let keys = keys.join(", ");
     let repeated = inputs

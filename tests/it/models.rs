@@ -154,7 +154,10 @@ fn runs_every_materialization(ctx: TestContext) {
         "{out}"
     );
     // Two versions of id 3 came in: one is kept, and the output says so.
-    assert!(out.contains("1 key had several rows; one was kept"), "{out}");
+    assert!(
+        out.contains("1 key had several rows; one was kept"),
+        "{out}"
+    );
     assert_eq!(ctx.scalar("SELECT count(*) FROM curated.events"), "4");
 
     // A changed SELECT rebuilds too, with its new columns.
