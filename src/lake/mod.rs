@@ -98,7 +98,7 @@ pub enum LakeError {
         why: String,
     },
     /// A view's definition could not be read or written.
-    #[error("failed to store view {name}: {source}")]
+    #[error("failed to read or write {name}: {source}")]
     View {
         /// The view.
         name: String,
@@ -380,7 +380,7 @@ impl Lake {
         let store = self.log_store(&self.root)?.root_object_store(None);
         let dir = self.internal_path(&["views"]);
         let view_err = |source| LakeError::View {
-            name: "views".into(),
+            name: "the views under _lake/views".into(),
             source,
         };
         let listing: Vec<_> = store
@@ -423,7 +423,7 @@ impl Lake {
             .put(&path, sql.to_string().into())
             .await
             .map_err(|source| LakeError::View {
-                name: name.to_string(),
+                name: format!("view {name}"),
                 source,
             })?;
         Ok(())
@@ -436,7 +436,7 @@ impl Lake {
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(LakeError::View {
-                name: name.to_string(),
+                name: format!("view {name}"),
                 source,
             }),
         }
