@@ -60,6 +60,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// List recent runs, or one run's models
     Runs(RunsArgs),
+    /// Load curated tables into the warehouse (PostgreSQL, MySQL, or SQLite by default)
+    Export(ExportArgs),
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake
@@ -118,6 +120,14 @@ pub struct PlanArgs {
     /// Add DataFusion's plan of each model
     #[arg(long)]
     pub explain: bool,
+}
+
+/// `lake export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Which models.
+    #[command(flatten)]
+    pub selection: Selection,
 }
 
 /// `lake runs`.

@@ -34,6 +34,12 @@ pub const KEYS: &[&str] = &[
     "spotify.max_retries",
     "spotify.max_retry_after",
     "spotify_export.personal_data",
+    "warehouse.url",
+    "warehouse.password",
+    "warehouse.schema",
+    "warehouse.sslmode",
+    "warehouse.ssl_root_cert",
+    "warehouse.batch_rows",
 ];
 
 /// The environment variables Spotify's own tools read, honoured like the AWS ones: above
@@ -154,6 +160,26 @@ pub struct SpotifyExportSettings {
     pub personal_data: PersonalData,
 }
 
+/// The `[warehouse]` table: where `lake export` sends curated tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseSettings {
+    /// `postgres://`, `mysql://` or `sqlite://` [default: `sqlite://warehouse.db` in the
+    /// project]. It may hold a password, so it is kept secret too.
+    pub url: Option<SecretString>,
+    /// The password, when the URL has none; best given as `LAKE_WAREHOUSE_PASSWORD`.
+    pub password: Option<SecretString>,
+    /// The schema (PostgreSQL) or database (MySQL) tables go to [default: the connection's].
+    pub schema: Option<String>,
+    /// TLS: `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (RDS: `verify-full`
+    /// with its CA bundle) [default: the URL's, else prefer].
+    pub sslmode: Option<String>,
+    /// The CA bundle to verify the server with, such as RDS's `global-bundle.pem`.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Rows per INSERT on MySQL and per transaction step on SQLite [default: 1000 on MySQL].
+    pub batch_rows: Option<u64>,
+}
+
 /// The file's shape. Every field is optional; defaults fill the gaps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +191,8 @@ struct FileSettings {
     spotify: SpotifySettings,
     #[serde(default)]
     spotify_export: SpotifyExportSettings,
+    #[serde(default)]
+    warehouse: WarehouseSettings,
 }
 
 /// What the command line says about settings.
@@ -194,6 +222,8 @@ pub struct Settings {
     pub spotify: SpotifySettings,
     /// The personal data export.
     pub spotify_export: SpotifyExportSettings,
+    /// The warehouse.
+    pub warehouse: WarehouseSettings,
 }
 
 impl Settings {
@@ -254,6 +284,7 @@ impl Settings {
             s3: file.s3,
             spotify: file.spotify,
             spotify_export: file.spotify_export,
+            warehouse: file.warehouse,
         };
         for (var, key) in SPOTIFY_ENV {
             if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {
@@ -361,6 +392,14 @@ impl Settings {
                     }
                 }
             }
+            "warehouse.url" => self.warehouse.url = Some(SecretString::from(value.to_string())),
+            "warehouse.password" => {
+                self.warehouse.password = Some(SecretString::from(value.to_string()))
+            }
+            "warehouse.schema" => self.warehouse.schema = text(),
+            "warehouse.sslmode" => self.warehouse.sslmode = text(),
+            "warehouse.ssl_root_cert" => self.warehouse.ssl_root_cert = Some(PathBuf::from(value)),
+            "warehouse.batch_rows" => self.warehouse.batch_rows = Some(number()?),
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_string(),

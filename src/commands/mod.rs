@@ -3,6 +3,7 @@
 mod auth;
 mod bench;
 mod describe;
+mod export;
 mod extract;
 mod history;
 mod ingest;
@@ -63,6 +64,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => run::test(&ctx, args).await,
         Command::Plan(args) => plan::run(&ctx, args).await,
         Command::Runs(args) => runs::run(&ctx, args).await,
+        Command::Export(args) => export::run(&ctx, args).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

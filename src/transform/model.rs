@@ -75,6 +75,9 @@ pub struct ModelConfig {
     pub tags: Vec<String>,
     /// Whether `lake export` sends it to the warehouse.
     pub export: Option<bool>,
+    /// Where `lake export` puts it: `table` or `schema.table` in the warehouse [default: the
+    /// model's name, `<schema>_<name>` outside curated].
+    pub export_to: Option<String>,
     /// What the table holds.
     pub description: Option<String>,
     /// For an incremental model that reads several tables: the ones read as new rows only.

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod config;
 mod errors;
+mod export;
 mod ingest;
 mod models;
 mod query;

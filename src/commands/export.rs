@@ -1,0 +1,145 @@
+//! `lake export [--select ...]`: curated tables into the warehouse.
+
+use anyhow::{Result, bail};
+
+use super::Context;
+use crate::cli::ExportArgs;
+use crate::export::{Target, Warehouse, export_table};
+use crate::lake::{CURATED, TableName};
+use crate::output;
+use crate::query::LakeSession;
+use crate::transform::{Materialized, Project, runs, select};
+
+pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
+    let settings = ctx.settings()?;
+    let lake = ctx.lake().await?;
+    let tables = lake.list_tables().await?;
+    let project = Project::load(&settings.project_dir, &tables)?;
+    // The models marked for export, or every curated table when none is marked.
+    let marked: Vec<_> = project
+        .models
+        .iter()
+        .filter(|m| m.config.export == Some(true))
+        .collect();
+    let selected = if args.selection.select.is_empty() && args.selection.exclude.is_empty() {
+        None
+    } else {
+        Some(select::resolve(
+            &project,
+            &args.selection.select,
+            &args.selection.exclude,
+        )?)
+    };
+    let mut chosen: Vec<(TableName, Target, Vec<String>)> = Vec::new();
+    let candidates: Vec<TableName> = if marked.is_empty() {
+        tables
+            .iter()
+            .filter(|t| t.schema() == CURATED)
+            .filter(|t| {
+                project
+                    .model(t)
+                    .is_none_or(|m| m.config.export != Some(false))
+            })
+            .cloned()
+            .collect()
+    } else {
+        marked.iter().map(|m| m.name.clone()).collect()
+    };
+    for table in candidates {
+        if selected.as_ref().is_some_and(|s| !s.contains(&table)) {
+            continue;
+        }
+        let model = project.model(&table);
+        if model.is_some_and(|m| m.config.materialized == Materialized::View) {
+            bail!("failed to export {table}: it is a view; make it a table to export it");
+        }
+        if !tables.contains(&table) {
+            bail!("failed to export {table}: it is not built yet; run `lake run` first");
+        }
+        let target = match model.and_then(|m| m.config.export_to.clone()) {
+            Some(to) => match to.split_once('.') {
+                Some((s, n)) => Target {
+                    schema: Some(s.to_string()),
+                    name: n.to_string(),
+                },
+                None => Target {
+                    schema: None,
+                    name: to,
+                },
+            },
+            None if table.schema() == CURATED => Target {
+                schema: None,
+                name: table.name().to_string(),
+            },
+            None => Target {
+                schema: None,
+                name: format!("{}_{}", table.schema(), table.name()),
+            },
+        };
+        let key = model
+            .filter(|m| m.config.materialized == Materialized::Incremental)
+            .map(|m| m.config.unique_key.clone())
+            .unwrap_or_default();
+        chosen.push((table, target, key));
+    }
+    if chosen.is_empty() {
+        bail!("failed to export: no curated table matches; build models with `lake run` first");
+    }
+    let blocked = tests_failed(&lake).await?;
+    let warehouse = Warehouse::connect(&settings.warehouse, &settings.project_dir).await?;
+    let mut failed = Vec::new();
+    for (table, target, key) in &chosen {
+        if let Some(run) = blocked.iter().find(|(m, _)| m == &table.to_string()) {
+            output::print(format!(
+                "not exported  {table}: its error-level tests failed in run {}",
+                run.1
+            ))?;
+            failed.push(table.to_string());
+            continue;
+        }
+        match export_table(&lake, &warehouse, table, target, key).await {
+            Ok(e) if e.unchanged => output::print(format!(
+                "unchanged     {table} -> {}  (version {} is there already)",
+                e.target, e.version
+            ))?,
+            Ok(e) => output::print(format!(
+                "exported      {table} -> {}  {} rows, version {}, {:.2}s",
+                e.target,
+                e.rows.unwrap_or(0),
+                e.version,
+                e.duration.as_secs_f64()
+            ))?,
+            Err(err) => {
+                output::print(format!("failed        {table}: {err}"))?;
+                failed.push(table.to_string());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("failed to export: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Models whose latest run ended with failed error-level tests, with that run's id.
+async fn tests_failed(lake: &std::sync::Arc<crate::lake::Lake>) -> Result<Vec<(String, String)>> {
+    let session = LakeSession::new(lake.clone()).await?;
+    if !session.tables().contains(&runs::table()) {
+        return Ok(Vec::new());
+    }
+    let df = session
+        .sql(
+            "SELECT model, run_id FROM (SELECT model, run_id, status, row_number() OVER (PARTITION BY model ORDER BY finished_at DESC) AS r FROM _lake.runs WHERE model IS NOT NULL AND finished_at IS NOT NULL) WHERE r = 1 AND status = 'tests_failed'",
+        )
+        .await?;
+    let batches = df.collect().await?;
+    let mut out = Vec::new();
+    for b in batches {
+        let models = arrow::array::AsArray::as_string::<i32>(b.column(0));
+        let runs = arrow::array::AsArray::as_string::<i32>(b.column(1));
+        for i in 0..b.num_rows() {
+            out.push((models.value(i).to_string(), runs.value(i).to_string()));
+        }
+    }
+    Ok(out)
+}

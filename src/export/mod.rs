@@ -1,0 +1,249 @@
+//! Export: curated tables into the warehouse Power BI reads (PostgreSQL, MySQL/MariaDB, or the
+//! embedded default SQLite).
+//!
+//! A table is loaded into a staging table and swapped in atomically, so readers see the whole
+//! old table or the whole new one: a transactional drop-and-rename on PostgreSQL, one
+//! `RENAME TABLE` of both on MySQL, one transaction on SQLite. Rows stream from the lake in
+//! batches (COPY on PostgreSQL, multi-row INSERTs on MySQL, prepared INSERTs in one transaction
+//! on SQLite), so memory stays bounded however large the table.
+
+pub mod types;
+mod warehouse;
+
+pub use types::Dialect;
+pub use warehouse::{Target, Warehouse};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::lake::write::{MemorySource, WriteMode, write};
+use crate::lake::{INTERNAL, Lake, LakeError, TableName};
+
+/// Errors from the export stage. None of them holds a password: URLs are shown redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The warehouse URL or TLS settings are wrong.
+    #[error("failed to configure the warehouse: {0}")]
+    Config(String),
+    /// The warehouse does not answer or refuses the login.
+    #[error("failed to connect to the warehouse {warehouse}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        warehouse: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A statement failed while loading a table; the old table is untouched.
+    #[error("failed to load {target} in the warehouse: {source}; the table there is unchanged")]
+    Load {
+        /// The target table.
+        target: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A value that cannot be sent as its column's type.
+    #[error("failed to encode a value for {target}: {message}; the table there is unchanged")]
+    Encode {
+        /// The target table.
+        target: String,
+        /// Why.
+        message: String,
+    },
+    /// A lake table could not be read.
+    #[error("failed to read {table} for export: {message}")]
+    Read {
+        /// The table.
+        table: TableName,
+        /// Why.
+        message: String,
+    },
+    /// The lake could not be read or written.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// What one table's export did.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The lake table.
+    pub table: TableName,
+    /// Where it went.
+    pub target: String,
+    /// Rows loaded (none when unchanged).
+    pub rows: Option<u64>,
+    /// The lake version exported.
+    pub version: u64,
+    /// Time taken.
+    pub duration: Duration,
+    /// Nothing was loaded: the warehouse holds this version already.
+    pub unchanged: bool,
+}
+
+/// Exports the table `name` at its current version to `target`, unless the warehouse holds
+/// that version already (per `_lake.exports`).
+pub async fn export_table(
+    lake: &Lake,
+    warehouse: &Warehouse,
+    name: &TableName,
+    target: &Target,
+    key: &[String],
+) -> Result<Exported, ExportError> {
+    let started = Instant::now();
+    let table = lake.table(name, None, None).await?;
+    let version = table.version().unwrap_or(0) as u64;
+    let target_text = warehouse.describe(target);
+    if last_exported(lake, name, &target_text, &warehouse.redacted()).await? == Some(version)
+        && warehouse.exists(target).await?
+    {
+        return Ok(Exported {
+            table: name.clone(),
+            target: target_text,
+            rows: None,
+            version,
+            duration: started.elapsed(),
+            unchanged: true,
+        });
+    }
+    let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
+        table: name.clone(),
+        message: e.to_string(),
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let provider = table.table_provider().await.map_err(read_err)?;
+    let df = ctx.read_table(provider).map_err(read_err)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await.map_err(read_err)?;
+    let name_for_err = name.clone();
+    let batches = stream
+        .map(move |b| {
+            b.map_err(|e| ExportError::Read {
+                table: name_for_err.clone(),
+                message: e.to_string(),
+            })
+        })
+        .boxed();
+    let rows = warehouse.replace(target, &schema, key, batches).await?;
+    let duration = started.elapsed();
+    record(
+        lake,
+        &ExportRecord {
+            table: name.to_string(),
+            target: target_text.clone(),
+            warehouse: warehouse.redacted(),
+            rows,
+            version,
+            duration,
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    Ok(Exported {
+        table: name.clone(),
+        target: target_text,
+        rows: Some(rows),
+        version,
+        duration,
+        unchanged: false,
+    })
+}
+
+/// `_lake.exports`.
+pub fn exports_table() -> TableName {
+    TableName::new(INTERNAL, "exports").expect("a valid name")
+}
+
+struct ExportRecord {
+    table: String,
+    target: String,
+    warehouse: String,
+    rows: u64,
+    version: u64,
+    duration: Duration,
+    at: DateTime<Utc>,
+}
+
+async fn record(lake: &Lake, r: &ExportRecord) -> Result<(), LakeError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("warehouse", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("version", DataType::Int64, false),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new(
+            "exported_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v.to_string()])) };
+    let int = |v: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![v as i64])) };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            text(&r.table),
+            text(&r.target),
+            text(&r.warehouse),
+            int(r.rows),
+            int(r.version),
+            int(r.duration.as_millis() as u64),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![r.at.timestamp_micros()]).with_timezone("UTC"),
+            ),
+        ],
+    )
+    .map_err(|e| LakeError::Write {
+        table: exports_table(),
+        source: Box::new(e),
+    })?;
+    let source = Arc::new(MemorySource {
+        schema,
+        batches: vec![batch],
+    });
+    write(lake, &exports_table(), source, &WriteMode::Append, &[]).await?;
+    Ok(())
+}
+
+/// The lake version last exported from `table` to `target` on this warehouse.
+async fn last_exported(
+    lake: &Lake,
+    table: &TableName,
+    target: &str,
+    warehouse: &str,
+) -> Result<Option<u64>, ExportError> {
+    let exports = match lake.table(&exports_table(), None, None).await {
+        Ok(t) => t,
+        Err(LakeError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
+        table: exports_table(),
+        message: e.to_string(),
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let provider = exports.table_provider().await.map_err(read_err)?;
+    ctx.register_table("exports", provider).map_err(read_err)?;
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let batches = ctx
+        .sql(&format!(
+            "SELECT version FROM exports WHERE \"table\" = {} AND target = {} AND warehouse = {} ORDER BY exported_at DESC LIMIT 1",
+            lit(&table.to_string()),
+            lit(target),
+            lit(warehouse)
+        ))
+        .await
+        .map_err(read_err)?
+        .collect()
+        .await
+        .map_err(read_err)?;
+    Ok(batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
+        .map(|a| a.value(0) as u64))
+}

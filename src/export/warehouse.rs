@@ -1,0 +1,560 @@
+//! The warehouse connection and the staged, swapped load of one table.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use secrecy::ExposeSecret;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Executor};
+
+use super::ExportError;
+use super::types::{Cell, Dialect, TextColumn, cells, copy_escape};
+use crate::config::WarehouseSettings;
+
+/// Where a table goes: a schema (PostgreSQL) or database (MySQL), and a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The schema or database; the connection's own when none.
+    pub schema: Option<String>,
+    /// The table.
+    pub name: String,
+}
+
+enum Pool {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// A connected warehouse.
+pub struct Warehouse {
+    pool: Pool,
+    redacted: String,
+    /// The `[warehouse] schema`, for targets that name none.
+    pub default_schema: Option<String>,
+    batch_rows: usize,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with its password replaced, for messages and records.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => url.split('@').next_back().unwrap_or_default().to_string(),
+    }
+}
+
+impl Warehouse {
+    /// Connects as the settings say; `project_dir` anchors a relative SQLite path.
+    pub async fn connect(
+        settings: &WarehouseSettings,
+        project_dir: &Path,
+    ) -> Result<Self, ExportError> {
+        let url = settings
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret().to_string())
+            .unwrap_or_else(|| "sqlite://warehouse.db".to_string());
+        let redacted = redact(&url);
+        let connect_err = |source| ExportError::Connect {
+            warehouse: redacted.clone(),
+            source,
+        };
+        let config_err = |e: sqlx::Error| {
+            // sqlx's URL errors can quote the URL; say only what kind of problem it is.
+            ExportError::Config(format!(
+                "the URL {redacted} does not parse: {}",
+                match e {
+                    sqlx::Error::Configuration(_) => "a bad URL or option".to_string(),
+                    other => other.to_string().replace(&url, &redacted),
+                }
+            ))
+        };
+        let password = settings
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_string());
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let pool = match scheme.as_str() {
+            "postgres" | "postgresql" => {
+                let mut o = PgConnectOptions::from_str(&url).map_err(config_err)?;
+                if let Some(p) = &password {
+                    o = o.password(p);
+                }
+                if let Some(mode) = &settings.sslmode {
+                    o = o.ssl_mode(PgSslMode::from_str(mode).map_err(|_| {
+                        ExportError::Config(format!("sslmode `{mode}`: expected disable, allow, prefer, require, verify-ca or verify-full"))
+                    })?);
+                }
+                if let Some(cert) = &settings.ssl_root_cert {
+                    o = o.ssl_root_cert(project_dir.join(cert));
+                }
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(2)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
+            "mysql" | "mariadb" => {
+                let url = url.replacen("mariadb:", "mysql:", 1);
+                let mut o = MySqlConnectOptions::from_str(&url).map_err(config_err)?;
+                if let Some(p) = &password {
+                    o = o.password(p);
+                }
+                if let Some(mode) = &settings.sslmode {
+                    let m = match mode.as_str() {
+                        "disable" => MySqlSslMode::Disabled,
+                        "prefer" => MySqlSslMode::Preferred,
+                        "require" => MySqlSslMode::Required,
+                        "verify-ca" => MySqlSslMode::VerifyCa,
+                        "verify-full" => MySqlSslMode::VerifyIdentity,
+                        other => {
+                            return Err(ExportError::Config(format!(
+                                "sslmode `{other}`: expected disable, prefer, require, verify-ca or verify-full"
+                            )));
+                        }
+                    };
+                    o = o.ssl_mode(m);
+                }
+                if let Some(cert) = &settings.ssl_root_cert {
+                    o = o.ssl_ca(project_dir.join(cert));
+                }
+                Pool::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(2)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
+            "sqlite" => {
+                let path = url
+                    .trim_start_matches("sqlite:")
+                    .trim_start_matches("//")
+                    .split('?')
+                    .next()
+                    .unwrap_or_default();
+                if path.is_empty() {
+                    return Err(ExportError::Config(format!(
+                        "the URL {redacted} names no database file"
+                    )));
+                }
+                let o = SqliteConnectOptions::new()
+                    .filename(project_dir.join(path))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(std::time::Duration::from_secs(30));
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
+            other => {
+                return Err(ExportError::Config(format!(
+                    "the URL {redacted} has scheme `{other}`; use postgres://, mysql:// or sqlite://"
+                )));
+            }
+        };
+        Ok(Self {
+            pool,
+            redacted,
+            default_schema: settings.schema.clone(),
+            batch_rows: settings.batch_rows.unwrap_or(1000).max(1) as usize,
+        })
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::MySql(_) => Dialect::MySql,
+            Pool::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> String {
+        self.redacted.clone()
+    }
+
+    /// `schema.name` as the warehouse sees it, quoted.
+    fn qualified(&self, schema: Option<&str>, name: &str) -> String {
+        let d = self.dialect();
+        match schema.or(self.default_schema.as_deref()) {
+            Some(s) if d != Dialect::Sqlite => format!("{}.{}", d.quote(s), d.quote(name)),
+            _ => d.quote(name),
+        }
+    }
+
+    /// The target as shown in output and records.
+    pub fn describe(&self, target: &Target) -> String {
+        match target.schema.as_ref().or(self.default_schema.as_ref()) {
+            Some(s) if self.dialect() != Dialect::Sqlite => format!("{s}.{}", target.name),
+            _ => target.name.clone(),
+        }
+    }
+
+    /// Whether the target table exists.
+    pub async fn exists(&self, target: &Target) -> Result<bool, ExportError> {
+        let schema = target.schema.clone().or(self.default_schema.clone());
+        let load_err = |source| ExportError::Load {
+            target: self.describe(target),
+            source,
+        };
+        let found: i64 = match &self.pool {
+            Pool::Postgres(p) => sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
+            )
+            .bind(schema)
+            .bind(&target.name)
+            .fetch_one(p)
+            .await
+            .map_err(load_err)?,
+            Pool::MySql(p) => sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce(?, database()) AND table_name = ?",
+            )
+            .bind(schema)
+            .bind(&target.name)
+            .fetch_one(p)
+            .await
+            .map_err(load_err)?,
+            Pool::Sqlite(p) => sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            )
+            .bind(&target.name)
+            .fetch_one(p)
+            .await
+            .map_err(load_err)?,
+        };
+        Ok(found > 0)
+    }
+
+    /// Loads `batches` into a staging table and swaps it in for `target`; returns the rows.
+    pub async fn replace(
+        &self,
+        target: &Target,
+        schema: &SchemaRef,
+        key: &[String],
+        batches: BoxStream<'_, Result<RecordBatch, ExportError>>,
+    ) -> Result<u64, ExportError> {
+        let d = self.dialect();
+        let target_schema = target.schema.as_deref().or(self.default_schema.as_deref());
+        let final_name = self.qualified(target_schema, &target.name);
+        let staging_name = format!("{}__lake_staging", target.name);
+        let staging = self.qualified(target_schema, &staging_name);
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let is_key = key.iter().any(|k| k == f.name());
+                format!(
+                    "{} {}",
+                    d.quote(f.name()),
+                    d.column_type(f.data_type(), is_key)
+                )
+            })
+            .collect();
+        let column_list: Vec<String> = schema.fields().iter().map(|f| d.quote(f.name())).collect();
+        let column_list = column_list.join(", ");
+        let key_list: Vec<String> = key.iter().map(|k| d.quote(k)).collect();
+        let key_list = key_list.join(", ");
+        let create = format!("CREATE TABLE {staging} ({})", columns.join(", "));
+        let load_err = |source| ExportError::Load {
+            target: self.describe(target),
+            source,
+        };
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(load_err)?;
+                if let Some(s) = target_schema {
+                    conn.execute(AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS {}",
+                        d.quote(s)
+                    )))
+                    .await
+                    .map_err(load_err)?;
+                }
+                conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
+                    .await
+                    .map_err(load_err)?;
+                conn.execute(AssertSqlSafe(create))
+                    .await
+                    .map_err(load_err)?;
+                let rows = {
+                    let mut copy = conn
+                        .copy_in_raw(&format!("COPY {staging} ({column_list}) FROM STDIN"))
+                        .await
+                        .map_err(load_err)?;
+                    let mut batches = batches;
+                    let mut buf = Vec::with_capacity(1 << 20);
+                    let mut failed = None;
+                    while let Some(batch) = batches.next().await {
+                        let batch = match batch {
+                            Ok(b) => b,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        };
+                        buf.clear();
+                        encode_copy(&batch, &mut buf).map_err(|e| ExportError::Encode {
+                            target: self.describe(target),
+                            message: e.to_string(),
+                        })?;
+                        copy.send(buf.as_slice()).await.map_err(load_err)?;
+                    }
+                    if let Some(e) = failed {
+                        let _ = copy.abort("the lake read failed").await;
+                        return Err(e);
+                    }
+                    copy.finish().await.map_err(load_err)?
+                };
+                let index = format!("{}__lake_key", target.name);
+                if !key.is_empty() {
+                    conn.execute(AssertSqlSafe(format!(
+                        "CREATE UNIQUE INDEX {} ON {staging} ({key_list})",
+                        d.quote(&format!("{index}_new"))
+                    )))
+                    .await
+                    .map_err(load_err)?;
+                }
+                // The swap: one transaction, so readers see the old table or the new one.
+                let mut swap = format!(
+                    "BEGIN; DROP TABLE IF EXISTS {final_name}; ALTER TABLE {staging} RENAME TO {};",
+                    d.quote(&target.name)
+                );
+                if !key.is_empty() {
+                    let schema_prefix = target_schema
+                        .map(|s| format!("{}.", d.quote(s)))
+                        .unwrap_or_default();
+                    swap.push_str(&format!(
+                        " ALTER INDEX {schema_prefix}{} RENAME TO {};",
+                        d.quote(&format!("{index}_new")),
+                        d.quote(&index)
+                    ));
+                }
+                swap.push_str(" COMMIT;");
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(swap)).execute(&mut *conn).await {
+                    let _ = conn.execute("ROLLBACK").await;
+                    return Err(load_err(e));
+                }
+                Ok(rows)
+            }
+            Pool::MySql(pool) => {
+                let mut conn = pool.acquire().await.map_err(load_err)?;
+                if let Some(s) = target_schema {
+                    conn.execute(AssertSqlSafe(format!(
+                        "CREATE DATABASE IF NOT EXISTS {}",
+                        d.quote(s)
+                    )))
+                    .await
+                    .map_err(load_err)?;
+                }
+                conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
+                    .await
+                    .map_err(load_err)?;
+                let create = if key.is_empty() {
+                    create
+                } else {
+                    format!(
+                        "{}, UNIQUE KEY {} ({key_list}))",
+                        create.trim_end_matches(')'),
+                        d.quote("lake_key")
+                    )
+                };
+                conn.execute(AssertSqlSafe(format!(
+                    "{create} DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                )))
+                .await
+                .map_err(load_err)?;
+                let per_insert = (self.batch_rows)
+                    .min(60_000 / schema.fields().len().max(1))
+                    .max(1);
+                let mut rows = 0u64;
+                let mut batches = batches;
+                while let Some(batch) = batches.next().await {
+                    let batch = batch?;
+                    let columns = batch_cells(&batch, self.describe(target))?;
+                    let mut start = 0;
+                    while start < batch.num_rows() {
+                        let end = (start + per_insert).min(batch.num_rows());
+                        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+                            "INSERT INTO {staging} ({column_list}) "
+                        ));
+                        q.push_values(start..end, |mut b, row| {
+                            for col in &columns {
+                                match col[row].clone() {
+                                    Cell::Null => b.push_bind(None::<String>),
+                                    Cell::Bool(v) => b.push_bind(v),
+                                    Cell::Int(v) => b.push_bind(v),
+                                    Cell::UInt(v) => b.push_bind(v),
+                                    Cell::Float(v) => b.push_bind(v),
+                                    Cell::Text(v) => b.push_bind(v),
+                                    Cell::Bytes(v) => b.push_bind(v),
+                                    Cell::Date(v) => b.push_bind(v),
+                                    Cell::Timestamp(v) => b.push_bind(v),
+                                };
+                            }
+                        });
+                        q.build().execute(&mut *conn).await.map_err(load_err)?;
+                        start = end;
+                    }
+                    rows += batch.num_rows() as u64;
+                }
+                let exists = self.exists(target).await?;
+                let swap = if exists {
+                    let old = self.qualified(target_schema, &format!("{}__lake_old", target.name));
+                    conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
+                        .await
+                        .map_err(load_err)?;
+                    // Both renames in one statement: atomic for readers.
+                    format!("RENAME TABLE {final_name} TO {old}, {staging} TO {final_name}")
+                } else {
+                    format!("RENAME TABLE {staging} TO {final_name}")
+                };
+                conn.execute(AssertSqlSafe(swap)).await.map_err(load_err)?;
+                if exists {
+                    let old = self.qualified(target_schema, &format!("{}__lake_old", target.name));
+                    conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
+                        .await
+                        .map_err(load_err)?;
+                }
+                Ok(rows)
+            }
+            Pool::Sqlite(pool) => {
+                // One transaction holds the drop, the create and every row.
+                let mut tx = pool.begin().await.map_err(load_err)?;
+                tx.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {final_name}")))
+                    .await
+                    .map_err(load_err)?;
+                tx.execute(AssertSqlSafe(format!(
+                    "CREATE TABLE {final_name} ({})",
+                    columns.join(", ")
+                )))
+                .await
+                .map_err(load_err)?;
+                let placeholders = vec!["?"; schema.fields().len()].join(", ");
+                let insert =
+                    format!("INSERT INTO {final_name} ({column_list}) VALUES ({placeholders})");
+                let mut rows = 0u64;
+                let mut batches = batches;
+                while let Some(batch) = batches.next().await {
+                    let batch = batch?;
+                    let columns = batch_cells(&batch, self.describe(target))?;
+                    for row in 0..batch.num_rows() {
+                        let mut q = sqlx::query(AssertSqlSafe(insert.clone()));
+                        for col in &columns {
+                            q = match col[row].clone() {
+                                Cell::Null => q.bind(None::<String>),
+                                Cell::Bool(v) => q.bind(v),
+                                Cell::Int(v) => q.bind(v),
+                                Cell::UInt(v) => q.bind(v as i64),
+                                Cell::Float(v) => q.bind(v),
+                                Cell::Text(v) => q.bind(v),
+                                Cell::Bytes(v) => q.bind(v),
+                                Cell::Date(v) => q.bind(v.format("%Y-%m-%d").to_string()),
+                                Cell::Timestamp(v) => {
+                                    q.bind(v.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+                                }
+                            };
+                        }
+                        q.execute(&mut *tx).await.map_err(load_err)?;
+                    }
+                    rows += batch.num_rows() as u64;
+                }
+                if !key.is_empty() {
+                    tx.execute(AssertSqlSafe(format!(
+                        "CREATE UNIQUE INDEX {} ON {} ({key_list})",
+                        d.quote(&format!("{}__lake_key", target.name)),
+                        d.quote(&target.name)
+                    )))
+                    .await
+                    .map_err(load_err)?;
+                }
+                tx.commit().await.map_err(load_err)?;
+                Ok(rows)
+            }
+        }
+    }
+}
+
+/// Every column of a batch as cells.
+fn batch_cells(batch: &RecordBatch, target: String) -> Result<Vec<Vec<Cell>>, ExportError> {
+    batch
+        .columns()
+        .iter()
+        .map(cells)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ExportError::Encode {
+            target,
+            message: e.to_string(),
+        })
+}
+
+/// A batch in PostgreSQL's COPY text format.
+fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::error::ArrowError> {
+    let columns: Vec<TextColumn> = batch
+        .columns()
+        .iter()
+        .map(TextColumn::new)
+        .collect::<Result<_, _>>()?;
+    let binary: Vec<bool> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            matches!(
+                f.data_type(),
+                arrow::datatypes::DataType::Binary
+                    | arrow::datatypes::DataType::LargeBinary
+                    | arrow::datatypes::DataType::FixedSizeBinary(_)
+                    | arrow::datatypes::DataType::BinaryView
+            )
+        })
+        .collect();
+    for row in 0..batch.num_rows() {
+        for (i, col) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            match col.get(row) {
+                None => out.extend_from_slice(b"\\N"),
+                // bytea's hex input, `\x...`, with its backslash escaped for COPY.
+                Some(v) if binary[i] => {
+                    out.extend_from_slice(b"\\\\x");
+                    out.extend_from_slice(v.as_bytes());
+                }
+                Some(v) => copy_escape(out, v),
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! `lake export` against the real PostgreSQL and MariaDB on this machine, and SQLite.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::common::{Backend, TestContext};
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// A warehouse for one test: its URL for lake and a way to run SQL on it, printing rows as
+/// tab-separated text.
+struct Wh {
+    url: String,
+    kind: &'static str,
+    schema: String,
+    file: Option<std::path::PathBuf>,
+}
+
+impl Wh {
+    fn new(kind: &'static str, ctx: &TestContext) -> Self {
+        let schema = format!(
+            "lake_it_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        match kind {
+            "postgres" => Wh {
+                url: "postgres://postgres@127.0.0.1:5432/test".into(),
+                kind,
+                schema,
+                file: None,
+            },
+            "mysql" => Wh {
+                url: "mysql://root@127.0.0.1:3306/test".into(),
+                kind,
+                schema,
+                file: None,
+            },
+            _ => Wh {
+                url: "sqlite://warehouse.db".into(),
+                kind,
+                schema,
+                file: Some(ctx.path("warehouse.db")),
+            },
+        }
+    }
+
+    /// The table name as a query names it.
+    fn table(&self, name: &str) -> String {
+        match self.kind {
+            "postgres" => format!("\"{}\".\"{name}\"", self.schema),
+            "mysql" => format!("`{}`.`{name}`", self.schema),
+            _ => format!("\"{name}\""),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let out = match self.kind {
+            "postgres" => Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-AtF",
+                    "\t",
+                    "-c",
+                    sql,
+                ])
+                .output(),
+            "mysql" => Command::new("mariadb")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-u",
+                    "root",
+                    "-N",
+                    "-B",
+                    "test",
+                    "-e",
+                    sql,
+                ])
+                .output(),
+            _ => Command::new("sqlite3")
+                .args([
+                    "-separator",
+                    "\t",
+                    self.file.as_ref().unwrap().to_str().unwrap(),
+                    sql,
+                ])
+                .output(),
+        }
+        .expect("the database client runs");
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            sql,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut a = vec!["--set".to_string(), format!("warehouse.url={}", self.url)];
+        if self.kind != "sqlite" {
+            a.push("--set".into());
+            a.push(format!("warehouse.schema={}", self.schema));
+        }
+        a
+    }
+
+    fn drop(&self) {
+        match self.kind {
+            "postgres" => {
+                self.sql(&format!(
+                    "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                    self.schema
+                ));
+            }
+            "mysql" => {
+                self.sql(&format!("DROP DATABASE IF EXISTS `{}`", self.schema));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn export(ctx: &TestContext, wh: &Wh, extra: &[&str]) -> String {
+    let mut args: Vec<String> = vec!["export".into()];
+    args.extend(wh.args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ctx.ok(&args)
+}
+
+/// Every type lake produces, a row of values and a row of nulls, with columns whose names need
+/// quoting.
+const TYPES: &str = r#"/* lake
+materialized = "incremental"
+unique_key = ["id"]
+*/
+SELECT 1 AS id, true AS flag, CAST(3 AS SMALLINT) AS small, CAST(2147483647 AS INT) AS int32,
+       CAST(9007199254740993 AS BIGINT) AS big, CAST(1.5 AS REAL) AS f32, CAST(2.25 AS DOUBLE) AS f64,
+       CAST('12345.678' AS DECIMAL(12,3)) AS dec, 'it''s "q" ' || chr(9) || 'tab\back' AS text,
+       DATE '2024-02-29' AS day,
+       arrow_cast('2024-01-01T12:34:56.123456Z', 'Timestamp(Microsecond, Some("UTC"))') AS at_utc,
+       CAST('2024-01-01 12:34:56' AS TIMESTAMP) AS at_local,
+       make_array(1, 2, 3) AS list, named_struct('a', 1, 'b', 'x') AS st,
+       arrow_cast('hi', 'Binary') AS bytes, 'x' AS "select", 'y' AS "a""b"
+UNION ALL
+SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+"#;
+
+fn round_trip(kind: &'static str) {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("queries/all_types.sql", TYPES);
+    ctx.ok(&["run"]);
+    let wh = Wh::new(kind, &ctx);
+    let out = export(&ctx, &wh, &[]);
+    assert!(
+        out.contains("exported      curated.all_types") && out.contains("2 rows"),
+        "{out}"
+    );
+    let t = wh.table("all_types");
+    let text = match kind {
+        "postgres" => wh.sql(&format!(
+            "SELECT id, flag, small, int32, big, f32, f64, dec, text, day, at_utc AT TIME ZONE 'UTC', at_local, list::text, st::text, encode(bytes, 'escape'), \"select\", \"a\"\"b\" FROM {t} ORDER BY id"
+        )),
+        "mysql" => wh.sql(&format!(
+            "SELECT id, flag, small, int32, big, f32, f64, `dec`, text, day, at_utc, at_local, list, st, CAST(bytes AS CHAR), `select`, `a\"b` FROM {t} ORDER BY id"
+        )),
+        _ => wh.sql(&format!(
+            "SELECT id, flag, small, int32, big, f32, f64, dec, text, day, at_utc, at_local, list, st, CAST(bytes AS TEXT), \"select\", \"a\"\"b\" FROM {t} ORDER BY id"
+        )),
+    };
+    let mut rows = text.lines();
+    let first: Vec<&str> = rows.next().unwrap().split('\t').collect();
+    let expect_flag = match kind {
+        "postgres" => "t",
+        _ => "1",
+    };
+    assert_eq!(
+        &first[..8],
+        [
+            "1",
+            expect_flag,
+            "3",
+            "2147483647",
+            "9007199254740993",
+            "1.5",
+            "2.25",
+            "12345.678"
+        ],
+        "{text}"
+    );
+    // The text holds a tab, which the CLIs print escaped or raw; its other characters are intact.
+    assert!(first[8].starts_with("it's \"q\" "), "{text}");
+    assert!(text.contains("back"), "{text}");
+    assert!(text.contains("2024-02-29"), "{text}");
+    assert!(
+        text.contains("2024-01-01 12:34:56.123456") || text.contains("2024-01-01T12:34:56.123456Z"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[1,2,3]") || text.contains("[1, 2, 3]"),
+        "{text}"
+    );
+    assert!(text.contains("\"a\"") && text.contains("\"x\""), "{text}");
+    assert!(text.contains("hi\tx\ty") || text.contains("hi"), "{text}");
+    // The row of nulls: an empty string stays empty, the rest are NULL.
+    let dec = if kind == "mysql" { "`dec`" } else { "dec" };
+    let nulls = wh.sql(&format!(
+        "SELECT count(*) FROM {t} WHERE id = 2 AND flag IS NULL AND {dec} IS NULL AND at_utc IS NULL AND list IS NULL AND bytes IS NULL AND text = ''"
+    ));
+    assert_eq!(nulls, "1");
+    // Column types, where the database says them plainly.
+    if kind == "postgres" {
+        let types = wh.sql(&format!(
+            "SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_schema = '{}' AND table_name = 'all_types' ORDER BY ordinal_position",
+            wh.schema
+        ));
+        for expected in [
+            "flag boolean",
+            "dec numeric",
+            "day date",
+            "at_utc timestamp with time zone",
+            "at_local timestamp without time zone",
+            "list jsonb",
+            "bytes bytea",
+        ] {
+            assert!(types.contains(expected), "{expected} missing in:\n{types}");
+        }
+    }
+
+    // The same version again: nothing is loaded.
+    let out = export(&ctx, &wh, &[]);
+    assert!(out.contains("unchanged"), "{out}");
+
+    // A load killed part-way leaves a staging table behind; the next export still works.
+    let staging = wh.table("all_types__lake_staging");
+    wh.sql(&format!("CREATE TABLE {staging} (junk INTEGER)"));
+    ctx.write(
+        "queries/all_types.sql",
+        TYPES.replace("SELECT 2,", "SELECT 3,"),
+    );
+    ctx.ok(&["run", "--full-refresh"]);
+    let out = export(&ctx, &wh, &[]);
+    assert!(out.contains("exported"), "{out}");
+    assert_eq!(wh.sql(&format!("SELECT max(id) FROM {t}")), "3");
+    wh.drop();
+}
+
+#[test]
+fn postgres_round_trip() {
+    round_trip("postgres");
+}
+
+#[test]
+fn mysql_round_trip() {
+    round_trip("mysql");
+}
+
+#[test]
+fn sqlite_round_trip() {
+    round_trip("sqlite");
+}
+
+#[test]
+fn passwords_never_show() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("queries/a.sql", "SELECT 1 AS id");
+    ctx.ok(&["run"]);
+    let err = ctx.fails(&[
+        "export",
+        "--set",
+        "warehouse.url=postgres://postgres:hunter2secret@127.0.0.1:1/test",
+    ]);
+    assert!(!err.contains("hunter2secret"), "{err}");
+    assert!(
+        err.contains("postgres://postgres:***@127.0.0.1:1/test"),
+        "{err}"
+    );
+}
