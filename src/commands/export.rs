@@ -103,7 +103,8 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
                 e.target, e.version
             ))?,
             Ok(e) => output::print(format!(
-                "exported      {table} -> {}  {} rows, version {}, {:.2}s",
+                "{:<13} {table} -> {}  {} rows, version {}, {:.2}s",
+                if e.upsert { "upserted" } else { "exported" },
                 e.target,
                 e.rows.unwrap_or(0),
                 e.version,
@@ -135,8 +136,11 @@ async fn tests_failed(lake: &std::sync::Arc<crate::lake::Lake>) -> Result<Vec<(S
     let batches = df.collect().await?;
     let mut out = Vec::new();
     for b in batches {
-        let models = arrow::array::AsArray::as_string::<i32>(b.column(0));
-        let runs = arrow::array::AsArray::as_string::<i32>(b.column(1));
+        // Strings read back from Parquet may come as views.
+        let models = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let runs = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
+        let models = arrow::array::AsArray::as_string::<i32>(&models);
+        let runs = arrow::array::AsArray::as_string::<i32>(&runs);
         for i in 0..b.num_rows() {
             out.push((models.value(i).to_string(), runs.value(i).to_string()));
         }

@@ -16,7 +16,9 @@ pub use warehouse::{Target, Warehouse};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -82,6 +84,33 @@ pub struct Exported {
     pub duration: Duration,
     /// Nothing was loaded: the warehouse holds this version already.
     pub unchanged: bool,
+    /// Only the rows new since the last export were upserted.
+    pub upsert: bool,
+}
+
+/// Column names, types and key, hashed: a change means the table is rebuilt through the
+/// staging-and-swap path.
+fn schema_hash(schema: &Schema, key: &[String]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for f in schema.fields() {
+        h.update(f.name().as_bytes());
+        h.update(b"\0");
+        h.update(
+            crate::lake::write::normalized_type(f.data_type())
+                .to_string()
+                .as_bytes(),
+        );
+        h.update(b"\n");
+    }
+    h.update(key.join(",").as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// What `_lake.exports` says of the last export of a table to a target.
+struct LastExport {
+    version: u64,
+    shape: String,
 }
 
 /// Exports the table `name` at its current version to `target`, unless the warehouse holds
@@ -97,8 +126,25 @@ pub async fn export_table(
     let table = lake.table(name, None, None).await?;
     let version = table.version().unwrap_or(0) as u64;
     let target_text = warehouse.describe(target);
-    if last_exported(lake, name, &target_text, &warehouse.redacted()).await? == Some(version)
-        && warehouse.exists(target).await?
+    let last = last_exported(lake, name, &target_text, &warehouse.redacted()).await?;
+    let exists = warehouse.exists(target).await?;
+    let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
+        table: name.clone(),
+        message: e.to_string(),
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let schema: SchemaRef = Arc::new(
+        ctx.read_table(table.table_provider().await.map_err(read_err)?)
+            .map_err(read_err)?
+            .schema()
+            .as_arrow()
+            .clone(),
+    );
+    let shape = schema_hash(&schema, key);
+    if exists
+        && last
+            .as_ref()
+            .is_some_and(|l| l.version == version && l.shape == shape)
     {
         return Ok(Exported {
             table: name.clone(),
@@ -107,16 +153,29 @@ pub async fn export_table(
             version,
             duration: started.elapsed(),
             unchanged: true,
+            upsert: false,
         });
     }
-    let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
-        table: name.clone(),
-        message: e.to_string(),
+    // An incremental model whose table only gained rows since the last export, with the same
+    // columns, is upserted with just those rows; anything else is reloaded whole and swapped.
+    let since = match &last {
+        Some(l) if exists && !key.is_empty() && l.shape == shape && l.version < version => {
+            crate::transform::inputs::added_files(&table, l.version, version)
+                .await
+                .ok()
+        }
+        _ => None,
     };
-    let ctx = datafusion::prelude::SessionContext::new();
-    let provider = table.table_provider().await.map_err(read_err)?;
+    let upsert = since.is_some();
+    let provider = match since {
+        Some(files) => table
+            .table_provider()
+            .with_file_paths(files)
+            .await
+            .map_err(read_err)?,
+        None => table.table_provider().await.map_err(read_err)?,
+    };
     let df = ctx.read_table(provider).map_err(read_err)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let stream = df.execute_stream().await.map_err(read_err)?;
     let name_for_err = name.clone();
     let batches = stream
@@ -127,7 +186,11 @@ pub async fn export_table(
             })
         })
         .boxed();
-    let rows = warehouse.replace(target, &schema, key, batches).await?;
+    let rows = if upsert {
+        warehouse.upsert(target, &schema, key, batches).await?
+    } else {
+        warehouse.replace(target, &schema, key, batches).await?
+    };
     let duration = started.elapsed();
     record(
         lake,
@@ -139,6 +202,8 @@ pub async fn export_table(
             version,
             duration,
             at: Utc::now(),
+            mode: if upsert { "upsert" } else { "replace" },
+            shape,
         },
     )
     .await?;
@@ -149,6 +214,7 @@ pub async fn export_table(
         version,
         duration,
         unchanged: false,
+        upsert,
     })
 }
 
@@ -165,6 +231,8 @@ struct ExportRecord {
     version: u64,
     duration: Duration,
     at: DateTime<Utc>,
+    mode: &'static str,
+    shape: String,
 }
 
 async fn record(lake: &Lake, r: &ExportRecord) -> Result<(), LakeError> {
@@ -180,6 +248,8 @@ async fn record(lake: &Lake, r: &ExportRecord) -> Result<(), LakeError> {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             false,
         ),
+        Field::new("mode", DataType::Utf8, false),
+        Field::new("schema_hash", DataType::Utf8, false),
     ]));
     let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v.to_string()])) };
     let int = |v: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![v as i64])) };
@@ -195,6 +265,8 @@ async fn record(lake: &Lake, r: &ExportRecord) -> Result<(), LakeError> {
             Arc::new(
                 TimestampMicrosecondArray::from(vec![r.at.timestamp_micros()]).with_timezone("UTC"),
             ),
+            text(r.mode),
+            text(&r.shape),
         ],
     )
     .map_err(|e| LakeError::Write {
@@ -209,13 +281,13 @@ async fn record(lake: &Lake, r: &ExportRecord) -> Result<(), LakeError> {
     Ok(())
 }
 
-/// The lake version last exported from `table` to `target` on this warehouse.
+/// The lake version last exported from `table` to `target` on this warehouse, and its shape.
 async fn last_exported(
     lake: &Lake,
     table: &TableName,
     target: &str,
     warehouse: &str,
-) -> Result<Option<u64>, ExportError> {
+) -> Result<Option<LastExport>, ExportError> {
     let exports = match lake.table(&exports_table(), None, None).await {
         Ok(t) => t,
         Err(LakeError::NotFound(_)) => return Ok(None),
@@ -231,7 +303,7 @@ async fn last_exported(
     let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let batches = ctx
         .sql(&format!(
-            "SELECT version FROM exports WHERE \"table\" = {} AND target = {} AND warehouse = {} ORDER BY exported_at DESC LIMIT 1",
+            "SELECT version, schema_hash FROM exports WHERE \"table\" = {} AND target = {} AND warehouse = {} ORDER BY exported_at DESC LIMIT 1",
             lit(&table.to_string()),
             lit(target),
             lit(warehouse)
@@ -241,9 +313,21 @@ async fn last_exported(
         .collect()
         .await
         .map_err(read_err)?;
-    Ok(batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
-        .map(|a| a.value(0) as u64))
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let version = batch
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    // Strings read back from Parquet may come as views.
+    let shape =
+        arrow::compute::cast(batch.column(1), &DataType::Utf8).map_err(|e| ExportError::Read {
+            table: exports_table(),
+            message: e.to_string(),
+        })?;
+    let shape = shape.as_string::<i32>();
+    Ok(Some(LastExport {
+        version: version.value(0) as u64,
+        shape: shape.value(0).to_string(),
+    }))
 }

@@ -307,35 +307,10 @@ impl Warehouse {
                 conn.execute(AssertSqlSafe(create))
                     .await
                     .map_err(load_err)?;
-                let rows = {
-                    let mut copy = conn
-                        .copy_in_raw(&format!("COPY {staging} ({column_list}) FROM STDIN"))
-                        .await
-                        .map_err(load_err)?;
-                    let mut batches = batches;
-                    let mut buf = Vec::with_capacity(1 << 20);
-                    let mut failed = None;
-                    while let Some(batch) = batches.next().await {
-                        let batch = match batch {
-                            Ok(b) => b,
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        };
-                        buf.clear();
-                        encode_copy(&batch, &mut buf).map_err(|e| ExportError::Encode {
-                            target: self.describe(target),
-                            message: e.to_string(),
-                        })?;
-                        copy.send(buf.as_slice()).await.map_err(load_err)?;
-                    }
-                    if let Some(e) = failed {
-                        let _ = copy.abort("the lake read failed").await;
-                        return Err(e);
-                    }
-                    copy.finish().await.map_err(load_err)?
-                };
+                let rows = copy_into(&mut conn, &staging, &column_list, batches, || {
+                    self.describe(target)
+                })
+                .await?;
                 let index = format!("{}__lake_key", target.name);
                 if !key.is_empty() {
                     conn.execute(AssertSqlSafe(format!(
@@ -394,40 +369,15 @@ impl Warehouse {
                 )))
                 .await
                 .map_err(load_err)?;
-                let per_insert = (self.batch_rows)
-                    .min(60_000 / schema.fields().len().max(1))
-                    .max(1);
-                let mut rows = 0u64;
-                let mut batches = batches;
-                while let Some(batch) = batches.next().await {
-                    let batch = batch?;
-                    let columns = batch_cells(&batch, self.describe(target))?;
-                    let mut start = 0;
-                    while start < batch.num_rows() {
-                        let end = (start + per_insert).min(batch.num_rows());
-                        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-                            "INSERT INTO {staging} ({column_list}) "
-                        ));
-                        q.push_values(start..end, |mut b, row| {
-                            for col in &columns {
-                                match col[row].clone() {
-                                    Cell::Null => b.push_bind(None::<String>),
-                                    Cell::Bool(v) => b.push_bind(v),
-                                    Cell::Int(v) => b.push_bind(v),
-                                    Cell::UInt(v) => b.push_bind(v),
-                                    Cell::Float(v) => b.push_bind(v),
-                                    Cell::Text(v) => b.push_bind(v),
-                                    Cell::Bytes(v) => b.push_bind(v),
-                                    Cell::Date(v) => b.push_bind(v),
-                                    Cell::Timestamp(v) => b.push_bind(v),
-                                };
-                            }
-                        });
-                        q.build().execute(&mut *conn).await.map_err(load_err)?;
-                        start = end;
-                    }
-                    rows += batch.num_rows() as u64;
-                }
+                let rows = mysql_insert(
+                    &mut conn,
+                    &format!("INSERT INTO {staging} ({column_list}) "),
+                    "",
+                    self.batch_rows,
+                    batches,
+                    &self.describe(target),
+                )
+                .await?;
                 let exists = self.exists(target).await?;
                 let swap = if exists {
                     let old = self.qualified(target_schema, &format!("{}__lake_old", target.name));
@@ -463,32 +413,7 @@ impl Warehouse {
                 let placeholders = vec!["?"; schema.fields().len()].join(", ");
                 let insert =
                     format!("INSERT INTO {final_name} ({column_list}) VALUES ({placeholders})");
-                let mut rows = 0u64;
-                let mut batches = batches;
-                while let Some(batch) = batches.next().await {
-                    let batch = batch?;
-                    let columns = batch_cells(&batch, self.describe(target))?;
-                    for row in 0..batch.num_rows() {
-                        let mut q = sqlx::query(AssertSqlSafe(insert.clone()));
-                        for col in &columns {
-                            q = match col[row].clone() {
-                                Cell::Null => q.bind(None::<String>),
-                                Cell::Bool(v) => q.bind(v),
-                                Cell::Int(v) => q.bind(v),
-                                Cell::UInt(v) => q.bind(v as i64),
-                                Cell::Float(v) => q.bind(v),
-                                Cell::Text(v) => q.bind(v),
-                                Cell::Bytes(v) => q.bind(v),
-                                Cell::Date(v) => q.bind(v.format("%Y-%m-%d").to_string()),
-                                Cell::Timestamp(v) => {
-                                    q.bind(v.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
-                                }
-                            };
-                        }
-                        q.execute(&mut *tx).await.map_err(load_err)?;
-                    }
-                    rows += batch.num_rows() as u64;
-                }
+                let rows = sqlite_insert(&mut tx, &insert, batches, &self.describe(target)).await?;
                 if !key.is_empty() {
                     tx.execute(AssertSqlSafe(format!(
                         "CREATE UNIQUE INDEX {} ON {} ({key_list})",
@@ -503,6 +428,238 @@ impl Warehouse {
             }
         }
     }
+    /// Upserts `batches` into `target` on `key`, in one transaction.
+    pub async fn upsert(
+        &self,
+        target: &Target,
+        schema: &SchemaRef,
+        key: &[String],
+        batches: BoxStream<'_, Result<RecordBatch, ExportError>>,
+    ) -> Result<u64, ExportError> {
+        let d = self.dialect();
+        let target_schema = target.schema.as_deref().or(self.default_schema.as_deref());
+        let table = self.qualified(target_schema, &target.name);
+        let names: Vec<String> = schema.fields().iter().map(|f| d.quote(f.name())).collect();
+        let column_list = names.join(", ");
+        let key_list: Vec<String> = key.iter().map(|k| d.quote(k)).collect();
+        let key_list = key_list.join(", ");
+        let others: Vec<String> = schema
+            .fields()
+            .iter()
+            .filter(|f| !key.contains(f.name()))
+            .map(|f| d.quote(f.name()))
+            .collect();
+        let load_err = |source| ExportError::Load {
+            target: self.describe(target),
+            source,
+        };
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(load_err)?;
+                let temp = d.quote(&format!("{}__lake_upsert", target.name));
+                conn.execute(AssertSqlSafe(format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}); TRUNCATE {temp}"
+                )))
+                .await
+                .map_err(load_err)?;
+                let rows = copy_into(&mut conn, &temp, &column_list, batches, || {
+                    self.describe(target)
+                })
+                .await?;
+                let set = if others.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    let s: Vec<String> = others
+                        .iter()
+                        .map(|c| format!("{c} = EXCLUDED.{c}"))
+                        .collect();
+                    format!("UPDATE SET {}", s.join(", "))
+                };
+                conn.execute(AssertSqlSafe(format!(
+                    "INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {temp} ON CONFLICT ({key_list}) DO {set}"
+                )))
+                .await
+                .map_err(load_err)?;
+                conn.execute(AssertSqlSafe(format!("DROP TABLE {temp}")))
+                    .await
+                    .map_err(load_err)?;
+                Ok(rows)
+            }
+            Pool::MySql(pool) => {
+                let mut conn = pool.acquire().await.map_err(load_err)?;
+                let set: Vec<String> = if others.is_empty() {
+                    names.iter().take(1).map(|c| format!("{c} = {c}")).collect()
+                } else {
+                    others
+                        .iter()
+                        .map(|c| format!("{c} = VALUES({c})"))
+                        .collect()
+                };
+                conn.execute("START TRANSACTION").await.map_err(load_err)?;
+                let result = mysql_insert(
+                    &mut conn,
+                    &format!("INSERT INTO {table} ({column_list}) "),
+                    &format!(" ON DUPLICATE KEY UPDATE {}", set.join(", ")),
+                    self.batch_rows,
+                    batches,
+                    &self.describe(target),
+                )
+                .await;
+                match result {
+                    Ok(rows) => {
+                        conn.execute("COMMIT").await.map_err(load_err)?;
+                        Ok(rows)
+                    }
+                    Err(e) => {
+                        let _ = conn.execute("ROLLBACK").await;
+                        Err(e)
+                    }
+                }
+            }
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(load_err)?;
+                let placeholders = vec!["?"; schema.fields().len()].join(", ");
+                let set = if others.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    let s: Vec<String> = others
+                        .iter()
+                        .map(|c| format!("{c} = excluded.{c}"))
+                        .collect();
+                    format!("UPDATE SET {}", s.join(", "))
+                };
+                let insert = format!(
+                    "INSERT INTO {table} ({column_list}) VALUES ({placeholders}) ON CONFLICT ({key_list}) DO {set}"
+                );
+                let rows = sqlite_insert(&mut tx, &insert, batches, &self.describe(target)).await?;
+                tx.commit().await.map_err(load_err)?;
+                Ok(rows)
+            }
+        }
+    }
+}
+
+/// Streams batches into a table with COPY (text format).
+async fn copy_into(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    column_list: &str,
+    mut batches: BoxStream<'_, Result<RecordBatch, ExportError>>,
+    target: impl Fn() -> String,
+) -> Result<u64, ExportError> {
+    let load_err = |source| ExportError::Load {
+        target: target(),
+        source,
+    };
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {table} ({column_list}) FROM STDIN"))
+        .await
+        .map_err(load_err)?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    while let Some(batch) = batches.next().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = copy.abort("the lake read failed").await;
+                return Err(e);
+            }
+        };
+        buf.clear();
+        if let Err(e) = encode_copy(&batch, &mut buf) {
+            let _ = copy.abort("a value could not be encoded").await;
+            return Err(ExportError::Encode {
+                target: target(),
+                message: e.to_string(),
+            });
+        }
+        copy.send(buf.as_slice()).await.map_err(load_err)?;
+    }
+    copy.finish().await.map_err(load_err)
+}
+
+/// Sends batches as multi-row INSERTs: `head` is `INSERT INTO t (cols) `, `tail` follows
+/// each statement's VALUES.
+async fn mysql_insert(
+    conn: &mut sqlx::MySqlConnection,
+    head: &str,
+    tail: &str,
+    batch_rows: usize,
+    mut batches: BoxStream<'_, Result<RecordBatch, ExportError>>,
+    target: &str,
+) -> Result<u64, ExportError> {
+    let load_err = |source| ExportError::Load {
+        target: target.to_string(),
+        source,
+    };
+    let mut rows = 0u64;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        let columns = batch_cells(&batch, target.to_string())?;
+        // MySQL takes at most 65,535 parameters a statement.
+        let per_insert = batch_rows.min(60_000 / columns.len().max(1)).max(1);
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let end = (start + per_insert).min(batch.num_rows());
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(head.to_string());
+            q.push_values(start..end, |mut b, row| {
+                for col in &columns {
+                    match col[row].clone() {
+                        Cell::Null => b.push_bind(None::<String>),
+                        Cell::Bool(v) => b.push_bind(v),
+                        Cell::Int(v) => b.push_bind(v),
+                        Cell::UInt(v) => b.push_bind(v),
+                        Cell::Float(v) => b.push_bind(v),
+                        Cell::Text(v) => b.push_bind(v),
+                        Cell::Bytes(v) => b.push_bind(v),
+                        Cell::Date(v) => b.push_bind(v),
+                        Cell::Timestamp(v) => b.push_bind(v),
+                    };
+                }
+            });
+            q.push(tail);
+            q.build().execute(&mut *conn).await.map_err(load_err)?;
+            start = end;
+        }
+        rows += batch.num_rows() as u64;
+    }
+    Ok(rows)
+}
+
+/// Sends batches row by row through one prepared INSERT, inside the caller's transaction.
+async fn sqlite_insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    insert: &str,
+    mut batches: BoxStream<'_, Result<RecordBatch, ExportError>>,
+    target: &str,
+) -> Result<u64, ExportError> {
+    let load_err = |source| ExportError::Load {
+        target: target.to_string(),
+        source,
+    };
+    let mut rows = 0u64;
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        let columns = batch_cells(&batch, target.to_string())?;
+        for row in 0..batch.num_rows() {
+            let mut q = sqlx::query(AssertSqlSafe(insert.to_string()));
+            for col in &columns {
+                q = match col[row].clone() {
+                    Cell::Null => q.bind(None::<String>),
+                    Cell::Bool(v) => q.bind(v),
+                    Cell::Int(v) => q.bind(v),
+                    Cell::UInt(v) => q.bind(v as i64),
+                    Cell::Float(v) => q.bind(v),
+                    Cell::Text(v) => q.bind(v),
+                    Cell::Bytes(v) => q.bind(v),
+                    Cell::Date(v) => q.bind(v.format("%Y-%m-%d").to_string()),
+                    Cell::Timestamp(v) => q.bind(v.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string()),
+                };
+            }
+            q.execute(&mut **tx).await.map_err(load_err)?;
+        }
+        rows += batch.num_rows() as u64;
+    }
+    Ok(rows)
 }
 
 /// Every column of a batch as cells.

@@ -418,6 +418,10 @@ fn storable(t: &DataType) -> DataType {
 
 /// The same type, ignoring representation: string and binary flavours, timestamp units,
 /// list field names and nullability.
+pub fn normalized_type(t: &DataType) -> DataType {
+    normalize(t)
+}
+
 fn normalize(t: &DataType) -> DataType {
     use DataType::*;
     match t {

@@ -283,3 +283,81 @@ fn passwords_never_show() {
         "{err}"
     );
 }
+
+/// New rows of an incremental model are upserted; a rewrite or a new column reloads the table
+/// through staging and swap.
+fn upserts(kind: &'static str) {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("e.csv", "id,name\n1,a\n2,b\n");
+    ctx.ok(&["ingest", "e.csv", "--table", "raw.e"]);
+    let model = "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\nexport = true\n*/\nSELECT id, name FROM raw.e";
+    ctx.write("queries/e.sql", model);
+    ctx.ok(&["run"]);
+    let wh = Wh::new(kind, &ctx);
+    let t = wh.table("e");
+    let out = export(&ctx, &wh, &[]);
+    assert!(out.contains("exported") && out.contains("2 rows"), "{out}");
+
+    ctx.write("f.csv", "id,name\n3,c\n");
+    ctx.ok(&["ingest", "f.csv", "--table", "raw.e"]);
+    ctx.ok(&["run"]);
+    let out = export(&ctx, &wh, &[]);
+    assert!(out.contains("upserted") && out.contains("1 rows"), "{out}");
+    assert_eq!(wh.sql(&format!("SELECT count(*) FROM {t}")), "3");
+
+    // An update rewrites files in the lake: the export reloads the whole table.
+    ctx.write("g.csv", "id,name\n2,B\n");
+    ctx.ok(&["ingest", "g.csv", "--table", "raw.e"]);
+    ctx.ok(&["run"]);
+    let out = export(&ctx, &wh, &[]);
+    assert!(out.contains("exported") && out.contains("3 rows"), "{out}");
+    assert_eq!(wh.sql(&format!("SELECT name FROM {t} WHERE id = 2")), "B");
+
+    // A new column: rebuilt through staging and swap, with the column.
+    ctx.write(
+        "queries/e.sql",
+        model.replace("SELECT id, name", "SELECT id, name, upper(name) AS shout"),
+    );
+    ctx.ok(&["run"]);
+    let out = export(&ctx, &wh, &[]);
+    assert!(out.contains("exported"), "{out}");
+    assert_eq!(wh.sql(&format!("SELECT shout FROM {t} WHERE id = 1")), "A");
+    wh.drop();
+}
+
+#[test]
+fn postgres_upserts() {
+    upserts("postgres");
+}
+
+#[test]
+fn mysql_upserts() {
+    upserts("mysql");
+}
+
+#[test]
+fn sqlite_upserts() {
+    upserts("sqlite");
+}
+
+#[test]
+fn models_whose_tests_failed_are_not_exported() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write(
+        "queries/a.sql",
+        "/* lake\n[[tests]]\nunique = [\"id\"]\n*/\nSELECT 1 AS id UNION ALL SELECT 1",
+    );
+    ctx.write("queries/b.sql", "SELECT 2 AS id");
+    let _ = crate::common::outcome(ctx.lake().args(["run"]));
+    let (ok, out, err) = crate::common::outcome(ctx.lake().args(["export"]));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("not exported  curated.a: its error-level tests failed in run"),
+        "{out}"
+    );
+    assert!(
+        out.contains("exported      curated.b -> b  1 rows"),
+        "{out}"
+    );
+    assert!(err.contains("failed to export: curated.a"), "{err}");
+}
