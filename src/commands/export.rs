@@ -31,7 +31,15 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
         )?)
     };
     let mut chosen: Vec<(TableName, Target, Vec<String>)> = Vec::new();
-    let candidates: Vec<TableName> = if marked.is_empty() {
+    // Selected models go whether marked or not (unless marked `export = false`).
+    let candidates: Vec<TableName> = if let Some(sel) = &selected {
+        tables
+            .iter()
+            .filter(|t| sel.contains(*t))
+            .filter(|t| project.model(t).is_none_or(|m| m.config.export != Some(false)))
+            .cloned()
+            .collect()
+    } else if marked.is_empty() {
         tables
             .iter()
             .filter(|t| t.schema() == CURATED)
