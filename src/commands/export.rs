@@ -36,7 +36,11 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
         tables
             .iter()
             .filter(|t| sel.contains(*t))
-            .filter(|t| project.model(t).is_none_or(|m| m.config.export != Some(false)))
+            .filter(|t| {
+                project
+                    .model(t)
+                    .is_none_or(|m| m.config.export != Some(false))
+            })
             .cloned()
             .collect()
     } else if marked.is_empty() {

@@ -313,9 +313,30 @@ impl Warehouse {
                 .await?;
                 let index = format!("{}__lake_key", target.name);
                 if !key.is_empty() {
+                    // Text keys are indexed byte-wise (COLLATE "C"): equality is the same, so
+                    // ON CONFLICT still finds the index, and the build takes half the time.
+                    let indexed: Vec<String> = key
+                        .iter()
+                        .map(|k| {
+                            let text = schema.field_with_name(k).is_ok_and(|f| {
+                                matches!(
+                                    f.data_type(),
+                                    arrow::datatypes::DataType::Utf8
+                                        | arrow::datatypes::DataType::LargeUtf8
+                                        | arrow::datatypes::DataType::Utf8View
+                                )
+                            });
+                            if text {
+                                format!("{} COLLATE \"C\"", d.quote(k))
+                            } else {
+                                d.quote(k)
+                            }
+                        })
+                        .collect();
                     conn.execute(AssertSqlSafe(format!(
-                        "CREATE UNIQUE INDEX {} ON {staging} ({key_list})",
-                        d.quote(&format!("{index}_new"))
+                        "CREATE UNIQUE INDEX {} ON {staging} ({})",
+                        d.quote(&format!("{index}_new")),
+                        indexed.join(", ")
                     )))
                     .await
                     .map_err(load_err)?;
@@ -555,26 +576,43 @@ async fn copy_into(
         .copy_in_raw(&format!("COPY {table} ({column_list}) FROM STDIN"))
         .await
         .map_err(load_err)?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    while let Some(batch) = batches.next().await {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = copy.abort("the lake read failed").await;
-                return Err(e);
-            }
-        };
-        buf.clear();
-        if let Err(e) = encode_copy(&batch, &mut buf) {
-            let _ = copy.abort("a value could not be encoded").await;
-            return Err(ExportError::Encode {
+    // Encoding the next batch overlaps with sending the last one: a small queue between a
+    // producer and the COPY.
+    let (mut tx, mut rx) = futures::channel::mpsc::channel::<Vec<u8>>(2);
+    let target = &target;
+    let producer = async move {
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let mut buf = Vec::with_capacity(1 << 20);
+            encode_copy(&batch, &mut buf).map_err(|e| ExportError::Encode {
                 target: target(),
                 message: e.to_string(),
-            });
+            })?;
+            if futures::SinkExt::send(&mut tx, buf).await.is_err() {
+                // The COPY stopped; its error is the one to report.
+                break;
+            }
         }
-        copy.send(buf.as_slice()).await.map_err(load_err)?;
+        Ok::<(), ExportError>(())
+    };
+    let consumer = async {
+        while let Some(buf) = rx.next().await {
+            copy.send(buf.as_slice()).await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    };
+    let (produced, consumed) = futures::join!(producer, consumer);
+    match (produced, consumed) {
+        (_, Err(e)) => {
+            let _ = copy.abort("the load failed").await;
+            Err(load_err(e))
+        }
+        (Err(e), _) => {
+            let _ = copy.abort("the lake read failed").await;
+            Err(e)
+        }
+        (Ok(()), Ok(())) => copy.finish().await.map_err(load_err),
     }
-    copy.finish().await.map_err(load_err)
 }
 
 /// Sends batches as multi-row INSERTs: `head` is `INSERT INTO t (cols) `, `tail` follows
@@ -675,40 +713,87 @@ fn batch_cells(batch: &RecordBatch, target: String) -> Result<Vec<Vec<Cell>>, Ex
         })
 }
 
-/// A batch in PostgreSQL's COPY text format.
+/// A batch in PostgreSQL's COPY text format, written straight into `out`: strings are
+/// escaped in place, other scalars formatted in place, nested values go as JSON.
 fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::error::ArrowError> {
-    let columns: Vec<TextColumn> = batch
+    use std::io::Write as _;
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+    use super::types::{binary_value, is_nested};
+
+    enum Col<'a> {
+        Str(&'a dyn Array),
+        Plain(&'a dyn Array, ArrayFormatter<'a>),
+        Json(TextColumn),
+        Binary(arrow::array::ArrayRef),
+    }
+    // Casts first (dictionaries decoded, time zones as +00:00), so the formatters can borrow.
+    let prepared: Vec<arrow::array::ArrayRef> = batch
         .columns()
         .iter()
-        .map(TextColumn::new)
-        .collect::<Result<_, _>>()?;
-    let binary: Vec<bool> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            matches!(
-                f.data_type(),
-                arrow::datatypes::DataType::Binary
-                    | arrow::datatypes::DataType::LargeBinary
-                    | arrow::datatypes::DataType::FixedSizeBinary(_)
-                    | arrow::datatypes::DataType::BinaryView
-            )
+        .map(|a| {
+            let a = match a.data_type() {
+                DataType::Dictionary(_, v) => arrow::compute::cast(a, v)?,
+                _ => a.clone(),
+            };
+            match a.data_type() {
+                DataType::Timestamp(unit, Some(_)) => arrow::compute::cast(
+                    &a,
+                    &DataType::Timestamp(*unit, Some(std::sync::Arc::from("+00:00"))),
+                ),
+                _ => Ok(a),
+            }
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
+    let options = FormatOptions::default()
+        .with_display_error(true)
+        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"));
+    let columns: Vec<Col> = prepared
+        .iter()
+        .map(|a| -> Result<Col, arrow::error::ArrowError> {
+            Ok(match a.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Col::Str(a.as_ref()),
+                DataType::Binary
+                | DataType::LargeBinary
+                | DataType::FixedSizeBinary(_)
+                | DataType::BinaryView => Col::Binary(a.clone()),
+                t if is_nested(t) => Col::Json(TextColumn::new(a)?),
+                _ => Col::Plain(a.as_ref(), ArrayFormatter::try_new(a.as_ref(), &options)?),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let io = |e: std::io::Error| arrow::error::ArrowError::ExternalError(Box::new(e));
     for row in 0..batch.num_rows() {
         for (i, col) in columns.iter().enumerate() {
             if i > 0 {
                 out.push(b'\t');
             }
-            match col.get(row) {
-                None => out.extend_from_slice(b"\\N"),
-                // bytea's hex input, `\x...`, with its backslash escaped for COPY.
-                Some(v) if binary[i] => {
-                    out.extend_from_slice(b"\\\\x");
-                    out.extend_from_slice(v.as_bytes());
+            match col {
+                Col::Str(a) if a.is_null(row) => out.extend_from_slice(b"\\N"),
+                Col::Str(a) => {
+                    let v = match a.data_type() {
+                        DataType::Utf8 => a.as_string::<i32>().value(row),
+                        DataType::LargeUtf8 => a.as_string::<i64>().value(row),
+                        _ => a.as_string_view().value(row),
+                    };
+                    copy_escape(out, v);
                 }
-                Some(v) => copy_escape(out, v),
+                Col::Plain(a, _) if a.is_null(row) => out.extend_from_slice(b"\\N"),
+                Col::Plain(_, f) => write!(out, "{}", f.value(row)).map_err(io)?,
+                Col::Json(t) => match t.get(row) {
+                    None => out.extend_from_slice(b"\\N"),
+                    Some(v) => copy_escape(out, v),
+                },
+                Col::Binary(a) if a.is_null(row) => out.extend_from_slice(b"\\N"),
+                // bytea's hex input, `\x...`, with its backslash escaped for COPY.
+                Col::Binary(a) => {
+                    out.extend_from_slice(b"\\\\x");
+                    out.extend_from_slice(hex::encode(binary_value(a, row)).as_bytes());
+                }
             }
         }
         out.push(b'\n');
