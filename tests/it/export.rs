@@ -148,9 +148,10 @@ SELECT 1 AS id, true AS flag, CAST(3 AS SMALLINT) AS small, CAST(2147483647 AS I
        arrow_cast('2024-01-01T12:34:56.123456Z', 'Timestamp(Microsecond, Some("UTC"))') AS at_utc,
        CAST('2024-01-01 12:34:56' AS TIMESTAMP) AS at_local,
        make_array(1, 2, 3) AS list, named_struct('a', 1, 'b', 'x') AS st,
-       arrow_cast('hi', 'Binary') AS bytes, 'x' AS "select", 'y' AS "a""b"
+       arrow_cast('hi', 'Binary') AS bytes, 'x' AS "select", 'y' AS "a""b",
+       repeat('long ', 40000) AS large
 UNION ALL
-SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 "#;
 
 fn round_trip(kind: &'static str) {
@@ -215,6 +216,11 @@ fn round_trip(kind: &'static str) {
         "SELECT count(*) FROM {t} WHERE id = 2 AND flag IS NULL AND {dec} IS NULL AND at_utc IS NULL AND list IS NULL AND bytes IS NULL AND text = ''"
     ));
     assert_eq!(nulls, "1");
+    // A 200 KB string arrives whole.
+    assert_eq!(
+        wh.sql(&format!("SELECT length(large) FROM {t} WHERE id = 1")),
+        "200000"
+    );
     // Column types, where the database says them plainly.
     if kind == "postgres" {
         let types = wh.sql(&format!(
@@ -493,4 +499,30 @@ fn mysql_killed_mid_load() {
 #[test]
 fn sqlite_killed_mid_load() {
     killed_mid_load("sqlite");
+}
+
+/// `export_to` names the target; a name full of quotes is a name, never SQL.
+#[test]
+fn export_to_names_the_target_and_cannot_inject() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write(
+        "queries/a.sql",
+        "/* lake\nexport = true\nexport_to = 'rep.x\"; DROP TABLE keep; --'\n*/\nSELECT 1 AS id",
+    );
+    ctx.ok(&["run"]);
+    let wh = Wh::new("postgres", &ctx);
+    let keep = format!("\"{}\".keep", wh.schema);
+    wh.sql(&format!(
+        "CREATE SCHEMA \"{}\"; CREATE TABLE {keep} (id int)",
+        wh.schema
+    ));
+    let out = ctx.ok(&["export", "--set", &format!("warehouse.url={}", wh.url)]);
+    assert!(out.contains("-> rep.x\"; DROP TABLE keep; --"), "{out}");
+    assert_eq!(
+        wh.sql("SELECT count(*) FROM \"rep\".\"x\"\"; DROP TABLE keep; --\""),
+        "1"
+    );
+    assert_eq!(wh.sql(&format!("SELECT count(*) FROM {keep}")), "0");
+    wh.sql("DROP SCHEMA rep CASCADE");
+    wh.drop();
 }
