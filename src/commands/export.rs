@@ -31,27 +31,22 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
         )?)
     };
     let mut chosen: Vec<(TableName, Target, Vec<String>)> = Vec::new();
+    let not_refused = |t: &TableName| {
+        project
+            .model(t)
+            .is_none_or(|m| m.config.export != Some(false))
+    };
     // Selected models go whether marked or not (unless marked `export = false`).
     let candidates: Vec<TableName> = if let Some(sel) = &selected {
         tables
             .iter()
-            .filter(|t| sel.contains(*t))
-            .filter(|t| {
-                project
-                    .model(t)
-                    .is_none_or(|m| m.config.export != Some(false))
-            })
+            .filter(|t| sel.contains(*t) && not_refused(t))
             .cloned()
             .collect()
     } else if marked.is_empty() {
         tables
             .iter()
-            .filter(|t| t.schema() == CURATED)
-            .filter(|t| {
-                project
-                    .model(t)
-                    .is_none_or(|m| m.config.export != Some(false))
-            })
+            .filter(|t| t.schema() == CURATED && not_refused(t))
             .cloned()
             .collect()
     } else {
