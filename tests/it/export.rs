@@ -526,3 +526,63 @@ fn export_to_names_the_target_and_cannot_inject() {
     wh.sql("DROP SCHEMA rep CASCADE");
     wh.drop();
 }
+
+/// TLS options reach the driver: `require` connects over TLS to the local PostgreSQL (Debian's
+/// self-signed certificate), and `verify-full` refuses that certificate.
+#[test]
+fn postgres_tls_modes() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write(
+        "queries/a.sql",
+        "/* lake\nexport_to = \"tls_probe\"\n*/\nSELECT 1 AS id",
+    );
+    ctx.ok(&["run"]);
+    let wh = Wh::new("postgres", &ctx);
+    let mut args = wh.args();
+    args.extend(["--set".to_string(), "warehouse.sslmode=require".to_string()]);
+    let mut cmd = vec!["export".to_string()];
+    cmd.extend(args.clone());
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = ctx.ok(&cmd);
+    assert!(out.contains("exported"), "{out}");
+    let mut cmd: Vec<String> = vec!["export".into()];
+    cmd.extend(wh.args());
+    cmd.extend([
+        "--set".to_string(),
+        "warehouse.sslmode=verify-full".to_string(),
+    ]);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let err = ctx.fails(&cmd);
+    assert!(err.contains("failed to connect to the warehouse"), "{err}");
+    let bad = ctx.fails(&[
+        "export",
+        "--set",
+        &format!("warehouse.url={}", wh.url),
+        "--set",
+        "warehouse.sslmode=sometimes",
+    ]);
+    assert!(bad.contains("sslmode `sometimes`"), "{bad}");
+    wh.sql("DROP TABLE IF EXISTS tls_probe");
+    wh.drop();
+}
+
+/// A password from LAKE_WAREHOUSE_PASSWORD is used (MariaDB's root has none, so a wrong one is
+/// refused) and never printed.
+#[test]
+fn password_from_the_environment() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("queries/a.sql", "SELECT 1 AS id");
+    ctx.ok(&["run"]);
+    let err = ctx.fails_with_env(
+        &[
+            ("LAKE_WAREHOUSE_URL", "mysql://root@127.0.0.1:3306/test"),
+            ("LAKE_WAREHOUSE_PASSWORD", "wrong-pw-xyzzy"),
+        ],
+        &["export"],
+    );
+    assert!(
+        err.contains("failed to connect to the warehouse mysql://root@127.0.0.1:3306/test"),
+        "{err}"
+    );
+    assert!(!err.contains("xyzzy"), "{err}");
+}
