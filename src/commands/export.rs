@@ -7,6 +7,7 @@ use crate::cli::ExportArgs;
 use crate::export::{Target, Warehouse, export_table};
 use crate::lake::{CURATED, TableName};
 use crate::output;
+use crate::progress;
 use crate::query::LakeSession;
 use crate::transform::{Materialized, Project, runs, select};
 
@@ -104,7 +105,11 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
             failed.push(table.to_string());
             continue;
         }
-        match export_table(&lake, &warehouse, table, target, key).await {
+        let bar = progress::spinner(ctx.quiet(), format!("exporting {table}"));
+        let shown = |rows: u64| bar.set_message(format!("exporting {table}: {rows} rows"));
+        let result = export_table(&lake, &warehouse, table, target, key, &shown).await;
+        bar.finish_and_clear();
+        match result {
             Ok(e) if e.unchanged => output::print(format!(
                 "unchanged     {table} -> {}  (version {} is there already)",
                 e.target, e.version

@@ -114,13 +114,14 @@ struct LastExport {
 }
 
 /// Exports the table `name` at its current version to `target`, unless the warehouse holds
-/// that version already (per `_lake.exports`).
+/// that version already (per `_lake.exports`). `progress` sees the rows read so far.
 pub async fn export_table(
     lake: &Lake,
     warehouse: &Warehouse,
     name: &TableName,
     target: &Target,
     key: &[String],
+    progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Exported, ExportError> {
     let started = Instant::now();
     let table = lake.table(name, None, None).await?;
@@ -178,12 +179,16 @@ pub async fn export_table(
     let df = ctx.read_table(provider).map_err(read_err)?;
     let stream = df.execute_stream().await.map_err(read_err)?;
     let name_for_err = name.clone();
+    let mut read = 0u64;
     let batches = stream
         .map(move |b| {
-            b.map_err(|e| ExportError::Read {
+            let b = b.map_err(|e| ExportError::Read {
                 table: name_for_err.clone(),
                 message: e.to_string(),
-            })
+            })?;
+            read += b.num_rows() as u64;
+            progress(read);
+            Ok(b)
         })
         .boxed();
     let rows = if upsert {
