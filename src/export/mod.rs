@@ -304,11 +304,17 @@ async fn last_exported(
     };
     let ctx = datafusion::prelude::SessionContext::new();
     let provider = exports.table_provider().await.map_err(read_err)?;
+    // Records written before the schema hash existed have none: such a table reloads whole.
+    let shape = if provider.schema().field_with_name("schema_hash").is_ok() {
+        "schema_hash"
+    } else {
+        "CAST(NULL AS VARCHAR)"
+    };
     ctx.register_table("exports", provider).map_err(read_err)?;
     let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let batches = ctx
         .sql(&format!(
-            "SELECT version, schema_hash FROM exports WHERE \"table\" = {} AND target = {} AND warehouse = {} ORDER BY exported_at DESC LIMIT 1",
+            "SELECT version, {shape} FROM exports WHERE \"table\" = {} AND target = {} AND warehouse = {} ORDER BY exported_at DESC LIMIT 1",
             lit(&table.to_string()),
             lit(target),
             lit(warehouse)
