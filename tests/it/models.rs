@@ -377,3 +377,30 @@ fn chained_incremental_partitioned(ctx: TestContext) {
     );
 }
 crate::on_both!(chained_incremental, chained_incremental_partitioned);
+
+/// An input rewritten since the last run (an overwrite) cannot say which rows are new: that
+/// input is read in full, the plan says so, and the merge absorbs the rows already there.
+#[test]
+fn a_rewritten_input_is_read_in_full() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("e.csv", "id,name\n1,a\n2,b\n");
+    ctx.ok(&["ingest", "e.csv", "--table", "raw.e"]);
+    ctx.write(
+        "queries/e.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n*/\nSELECT id, name FROM raw.e",
+    );
+    ctx.ok(&["run"]);
+    ctx.write("e.csv", "id,name\n1,a\n2,B\n3,c\n");
+    ctx.ok(&["ingest", "e.csv", "--table", "raw.e", "--mode", "overwrite"]);
+    let plan = ctx.ok(&["plan"]);
+    assert!(
+        plan.contains("raw.e@v1 (in full: version 1 rewrote or removed rows (WRITE))"),
+        "{plan}"
+    );
+    let out = ctx.ok(&["run"]);
+    assert!(out.contains("1 inserted, 2 updated"), "{out}");
+    assert_eq!(
+        ctx.csv("SELECT id, name FROM curated.e ORDER BY id"),
+        "id,name\n1,a\n2,B\n3,c\n"
+    );
+}
