@@ -180,6 +180,63 @@ pub struct WarehouseSettings {
     pub batch_rows: Option<u64>,
 }
 
+/// How a SQL source is read.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// Every row, each run; the target is replaced.
+    #[default]
+    Full,
+    /// Rows past the saved cursor (minus the lookback), merged on the primary key.
+    Incremental,
+}
+
+/// One `[sources.<name>]` table: a SQL database table or query landed in a raw table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// `postgres://`, `mysql://`, `sqlite://` or `mssql://`; may hold a password, so secret.
+    pub url: Option<SecretString>,
+    /// The password, when the URL has none; best as `LAKE_SOURCES_<NAME>_PASSWORD`.
+    pub password: Option<SecretString>,
+    /// A table (`schema.table` or `table`) to read whole.
+    pub table: Option<String>,
+    /// Or a query to read.
+    pub query: Option<String>,
+    /// The raw table it lands in [default: `raw.<name>`].
+    pub target: Option<String>,
+    /// `full` (default) or `incremental`.
+    #[serde(default)]
+    pub mode: SourceMode,
+    /// For incremental: the column that grows (an `updated_at` timestamp or an increasing id).
+    pub cursor: Option<String>,
+    /// For incremental: the columns the merge matches on.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// For incremental: how far behind the cursor to read again, for late rows: `30s`, `15m`,
+    /// `2h`, `1d`, or a number for an id cursor [default: none].
+    pub lookback: Option<String>,
+    /// Rows per Arrow batch [default: 8192].
+    pub batch_rows: Option<u64>,
+    /// Per-column casts for types lake does not map: `{ col = "text" }`.
+    #[serde(default)]
+    pub casts: std::collections::BTreeMap<String, String>,
+}
+
+/// The fields of a source that the environment and `--set` can set.
+pub const SOURCE_KEYS: &[&str] = &[
+    "url",
+    "password",
+    "table",
+    "query",
+    "target",
+    "mode",
+    "cursor",
+    "primary_key",
+    "lookback",
+    "batch_rows",
+];
+
 /// The file's shape. Every field is optional; defaults fill the gaps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +250,8 @@ struct FileSettings {
     spotify_export: SpotifyExportSettings,
     #[serde(default)]
     warehouse: WarehouseSettings,
+    #[serde(default)]
+    sources: std::collections::BTreeMap<String, SourceSettings>,
 }
 
 /// What the command line says about settings.
@@ -224,6 +283,8 @@ pub struct Settings {
     pub spotify_export: SpotifyExportSettings,
     /// The warehouse.
     pub warehouse: WarehouseSettings,
+    /// SQL sources, by name.
+    pub sources: std::collections::BTreeMap<String, SourceSettings>,
 }
 
 impl Settings {
@@ -285,6 +346,7 @@ impl Settings {
             spotify: file.spotify,
             spotify_export: file.spotify_export,
             warehouse: file.warehouse,
+            sources: file.sources,
         };
         for (var, key) in SPOTIFY_ENV {
             if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {
@@ -297,15 +359,24 @@ impl Settings {
             .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
             .collect();
         env_keys.sort();
+        // A source's keys are `sources.<name>.<field>`: LAKE_SOURCES_CRM_PASSWORD for a source
+        // named crm in lake.toml.
+        let source_keys: Vec<String> = settings
+            .sources
+            .keys()
+            .flat_map(|n| SOURCE_KEYS.iter().map(move |f| format!("sources.{n}.{f}")))
+            .collect();
         for (var, value) in env_keys {
             let key = KEYS
                 .iter()
+                .map(|k| k.to_string())
+                .chain(source_keys.iter().cloned())
                 .find(|key| env_name(key) == *var)
                 .ok_or_else(|| ConfigError::UnknownKey {
                     key: var.clone(),
                     origin: format!("environment variable {var}"),
                 })?;
-            settings.set(key, value, &format!("environment variable {var}"))?;
+            settings.set(&key, value, &format!("environment variable {var}"))?;
         }
         for pair in &overrides.set {
             let origin = format!("--set {pair}");
@@ -400,6 +471,50 @@ impl Settings {
             "warehouse.sslmode" => self.warehouse.sslmode = text(),
             "warehouse.ssl_root_cert" => self.warehouse.ssl_root_cert = Some(PathBuf::from(value)),
             "warehouse.batch_rows" => self.warehouse.batch_rows = Some(number()?),
+            source if source.starts_with("sources.") => {
+                let unknown = || ConfigError::UnknownKey {
+                    key: key.to_string(),
+                    origin: origin.to_string(),
+                };
+                let (name, field) = source["sources.".len()..]
+                    .rsplit_once('.')
+                    .ok_or_else(unknown)?;
+                if name.is_empty() || !SOURCE_KEYS.contains(&field) {
+                    return Err(unknown());
+                }
+                let batch_rows = if field == "batch_rows" {
+                    Some(number()?)
+                } else {
+                    None
+                };
+                let mode = match (field, value.to_ascii_lowercase().as_str()) {
+                    ("mode", "full") => Some(SourceMode::Full),
+                    ("mode", "incremental") => Some(SourceMode::Incremental),
+                    ("mode", _) => {
+                        return Err(ConfigError::BadValue {
+                            key: key.to_string(),
+                            origin: origin.to_string(),
+                            value: value.to_string(),
+                            expected: "full or incremental",
+                        });
+                    }
+                    _ => None,
+                };
+                let keys = list();
+                let src = self.sources.entry(name.to_string()).or_default();
+                match field {
+                    "url" => src.url = Some(SecretString::from(value.to_string())),
+                    "password" => src.password = Some(SecretString::from(value.to_string())),
+                    "table" => src.table = text(),
+                    "query" => src.query = text(),
+                    "target" => src.target = text(),
+                    "mode" => src.mode = mode.unwrap_or_default(),
+                    "cursor" => src.cursor = text(),
+                    "primary_key" => src.primary_key = keys,
+                    "lookback" => src.lookback = text(),
+                    _ => src.batch_rows = batch_rows,
+                }
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_string(),
@@ -432,6 +547,46 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn sources_take_env_and_flags_and_keep_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "[sources.crm_db]\nurl = \"postgres://reader@db/crm\"\ntable = \"public.customers\"\nmode = \"incremental\"\ncursor = \"updated_at\"\nprimary_key = [\"id\"]\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            set: vec!["sources.crm_db.lookback=2h".into()],
+            ..Default::default()
+        };
+        let s = Settings::resolve(
+            &flags,
+            env(&[("LAKE_SOURCES_CRM_DB_PASSWORD", "s3cret-pw")]),
+            dir.path(),
+        )
+        .unwrap();
+        let crm = &s.sources["crm_db"];
+        assert_eq!(crm.mode, SourceMode::Incremental);
+        assert_eq!(crm.primary_key, ["id"]);
+        assert_eq!(crm.lookback.as_deref(), Some("2h"));
+        assert!(crm.password.is_some());
+        assert!(!format!("{s:?}").contains("s3cret-pw"));
+        assert!(!format!("{s:?}").contains("reader@db"));
+        let err = Settings::resolve(
+            &Overrides::default(),
+            env(&[("LAKE_SOURCES_NOPE_PASSWORD", "x")]),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("LAKE_SOURCES_NOPE_PASSWORD"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join(FILE_NAME), "[sources.crm]\ntabel = \"x\"\n").unwrap();
+        let err = Settings::resolve(&Overrides::default(), env(&[]), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("tabel"), "{err}");
     }
 
     #[test]
