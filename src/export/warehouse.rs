@@ -111,6 +111,15 @@ impl Warehouse {
                 if let Some(cert) = &settings.ssl_root_cert {
                     o = o.ssl_root_cert(project_dir.join(cert));
                 }
+                // A direct connection first, so an unreachable host fails at once with its
+                // real cause rather than as a pool timeout.
+                sqlx::Connection::close(
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&o)
+                        .await
+                        .map_err(connect_err)?,
+                )
+                .await
+                .map_err(connect_err)?;
                 Pool::Postgres(
                     PgPoolOptions::new()
                         .max_connections(2)
@@ -143,6 +152,13 @@ impl Warehouse {
                 if let Some(cert) = &settings.ssl_root_cert {
                     o = o.ssl_ca(project_dir.join(cert));
                 }
+                sqlx::Connection::close(
+                    <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&o)
+                        .await
+                        .map_err(connect_err)?,
+                )
+                .await
+                .map_err(connect_err)?;
                 Pool::MySql(
                     MySqlPoolOptions::new()
                         .max_connections(2)

@@ -288,6 +288,10 @@ fn passwords_never_show() {
         err.contains("postgres://postgres:***@127.0.0.1:1/test"),
         "{err}"
     );
+    assert!(
+        err.contains("Connection refused"),
+        "the real cause is named: {err}"
+    );
 }
 
 /// New rows of an incremental model are upserted; a rewrite or a new column reloads the table
