@@ -212,6 +212,16 @@ pub struct ExtractArgs {
 pub enum ExtractSource {
     /// The Spotify Web API: each stream into raw.spotify_<stream>, one commit per stream
     Spotify(SpotifyArgs),
+    /// SQL databases: each [sources.<name>] of lake.toml into its raw table, one commit each
+    Sql(SqlArgs),
+}
+
+/// `lake extract sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The sources to run [default: every one in lake.toml]
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 /// `lake extract spotify`.

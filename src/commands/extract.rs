@@ -3,12 +3,15 @@
 use anyhow::{Result, bail};
 
 use super::Context;
-use crate::cli::{ExtractArgs, ExtractSource};
+use crate::cli::{ExtractArgs, ExtractSource, SqlArgs};
 use crate::extract::spotify::{self, Outcome};
 use crate::progress;
 
 pub async fn run(ctx: &Context, args: ExtractArgs) -> Result<()> {
-    let ExtractSource::Spotify(args) = args.source;
+    let args = match args.source {
+        ExtractSource::Spotify(a) => a,
+        ExtractSource::Sql(a) => return sql(ctx, a).await,
+    };
     let settings = ctx.settings()?;
     let streams = spotify::select(&settings, &args.streams)?;
     let lake = ctx.lake().await?;
@@ -51,6 +54,53 @@ pub async fn run(ctx: &Context, args: ExtractArgs) -> Result<()> {
             reports.len(),
             failed.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// `lake extract sql [NAME ...]`: every named source (all when none is named), one commit each;
+/// a failed source commits nothing and the others still land.
+async fn sql(ctx: &Context, args: SqlArgs) -> Result<()> {
+    let settings = ctx.settings()?;
+    if settings.sources.is_empty() {
+        bail!("failed to extract: lake.toml has no [sources.<name>]");
+    }
+    for n in &args.names {
+        if !settings.sources.contains_key(n) {
+            let known: Vec<&str> = settings.sources.keys().map(String::as_str).collect();
+            bail!(
+                "failed to extract {n}: no [sources.{n}] in lake.toml (there are: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let lake = ctx.lake().await?;
+    let mut failed = Vec::new();
+    for (name, src) in &settings.sources {
+        if !args.names.is_empty() && !args.names.contains(name) {
+            continue;
+        }
+        let bar = progress::spinner(ctx.quiet(), format!("{name}: connecting"));
+        let shown = {
+            let bar = bar.clone();
+            let name = name.clone();
+            std::sync::Arc::new(move |rows: u64| bar.set_message(format!("{name}: {rows} rows")))
+        };
+        let result = crate::extract::sql::extract(&lake, name, src, shown).await;
+        bar.finish_and_clear();
+        match result {
+            Ok(r) => crate::output::print(format!(
+                "{name} -> {} version {}: {} rows",
+                r.table, r.version, r.rows
+            ))?,
+            Err(e) => {
+                crate::output::print(format!("{name}: failed, nothing committed: {e}"))?;
+                failed.push(name.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("failed to extract: {}", failed.join(", "));
     }
     Ok(())
 }

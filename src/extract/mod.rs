@@ -5,6 +5,7 @@
 pub mod files;
 pub mod spotify;
 pub mod spotify_export;
+pub mod sql;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,14 @@ pub enum ExtractError {
     #[error("failed to authorize with Spotify: {message}")]
     Auth {
         /// What is wrong and what to do.
+        message: String,
+    },
+    /// A SQL source that could not be read; the message never holds its password.
+    #[error("failed to extract source {name}: {message}")]
+    Sql {
+        /// The source's name.
+        name: String,
+        /// What went wrong.
         message: String,
     },
     /// Settings that cannot be used.

@@ -15,3 +15,4 @@ mod models;
 mod query;
 mod spotify;
 mod spotify_export;
+mod sql_sources;
