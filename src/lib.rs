@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod export;
 pub mod extract;
 pub mod lake;

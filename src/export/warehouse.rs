@@ -8,8 +8,8 @@ use arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use secrecy::ExposeSecret;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 
@@ -49,19 +49,6 @@ impl std::fmt::Debug for Warehouse {
     }
 }
 
-/// The URL with its password replaced, for messages and records.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => url.split('@').next_back().unwrap_or_default().to_string(),
-    }
-}
-
 impl Warehouse {
     /// Connects as the settings say; `project_dir` anchors a relative SQLite path.
     pub async fn connect(
@@ -73,7 +60,7 @@ impl Warehouse {
             .as_ref()
             .map(|u| u.expose_secret().to_string())
             .unwrap_or_else(|| "sqlite://warehouse.db".to_string());
-        let redacted = redact(&url);
+        let redacted = crate::db::redact_url(&url);
         let connect_err = |source| ExportError::Connect {
             warehouse: redacted.clone(),
             source,
@@ -111,22 +98,7 @@ impl Warehouse {
                 if let Some(cert) = &settings.ssl_root_cert {
                     o = o.ssl_root_cert(project_dir.join(cert));
                 }
-                // A direct connection first, so an unreachable host fails at once with its
-                // real cause rather than as a pool timeout.
-                sqlx::Connection::close(
-                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&o)
-                        .await
-                        .map_err(connect_err)?,
-                )
-                .await
-                .map_err(connect_err)?;
-                Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(2)
-                        .connect_with(o)
-                        .await
-                        .map_err(connect_err)?,
-                )
+                Pool::Postgres(crate::db::pool(o, 2).await.map_err(connect_err)?)
             }
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb:", "mysql:", 1);
@@ -152,20 +124,7 @@ impl Warehouse {
                 if let Some(cert) = &settings.ssl_root_cert {
                     o = o.ssl_ca(project_dir.join(cert));
                 }
-                sqlx::Connection::close(
-                    <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&o)
-                        .await
-                        .map_err(connect_err)?,
-                )
-                .await
-                .map_err(connect_err)?;
-                Pool::MySql(
-                    MySqlPoolOptions::new()
-                        .max_connections(2)
-                        .connect_with(o)
-                        .await
-                        .map_err(connect_err)?,
-                )
+                Pool::MySql(crate::db::pool(o, 2).await.map_err(connect_err)?)
             }
             "sqlite" => {
                 let path = url

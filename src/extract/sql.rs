@@ -36,7 +36,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
 use super::ExtractError;
@@ -61,19 +61,6 @@ fn fail(source: &str, message: impl std::fmt::Display) -> ExtractError {
     ExtractError::Sql {
         name: source.to_string(),
         message: message.to_string(),
-    }
-}
-
-/// The URL with its password replaced, for messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "(an unparsable URL)".into(),
     }
 }
 
@@ -108,7 +95,7 @@ pub async fn extract(
         .as_ref()
         .map(|u| u.expose_secret().to_string())
         .ok_or_else(|| fail(name, "no `url`"))?;
-    let redacted = redact(&url);
+    let redacted = crate::db::redact_url(&url);
     let scheme = url
         .split(':')
         .next()
@@ -125,21 +112,9 @@ pub async fn extract(
     if let Some(p) = &src.password {
         options = options.password(p.expose_secret());
     }
-    // One direct connection first: a refused or unreachable host fails at once with the real
-    // cause, where a pool would retry until its timeout and report only that.
-    let connect_err = |e: sqlx::Error| fail(name, format!("failed to connect to {redacted}: {e}"));
-    sqlx::Connection::close(
-        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .map_err(connect_err)?,
-    )
-    .await
-    .map_err(connect_err)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
+    let pool: PgPool = crate::db::pool(options, 2)
         .await
-        .map_err(connect_err)?;
+        .map_err(|e| fail(name, format!("failed to connect to {redacted}: {e}")))?;
     let base = match (&src.table, &src.query) {
         (Some(t), None) => format!(
             "SELECT * FROM {}",

@@ -271,3 +271,28 @@ macro_rules! snapshot {
         });
     }};
 }
+
+/// Runs SQL on the PostgreSQL of this machine (database test) and returns its rows, columns
+/// separated by tabs.
+pub fn psql(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-qAt", "-F", "\t", "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}

@@ -55,21 +55,10 @@ impl Wh {
     }
 
     fn sql(&self, sql: &str) -> String {
+        if self.kind == "postgres" {
+            return crate::common::psql(sql);
+        }
         let out = match self.kind {
-            "postgres" => Command::new("psql")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "test",
-                    "-AtF",
-                    "\t",
-                    "-c",
-                    sql,
-                ])
-                .output(),
             "mysql" => Command::new("mariadb")
                 .args([
                     "-h",
@@ -83,8 +72,11 @@ impl Wh {
                     sql,
                 ])
                 .output(),
+            // A reader waits out the writer's lock as a BI tool would, instead of failing.
             _ => Command::new("sqlite3")
                 .args([
+                    "-cmd",
+                    ".timeout 10000",
                     "-separator",
                     "\t",
                     self.file.as_ref().unwrap().to_str().unwrap(),

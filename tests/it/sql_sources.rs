@@ -1,33 +1,7 @@
 //! `lake extract sql`: SQL database sources into raw tables, against the PostgreSQL on this
 //! machine.
 
-use std::process::Command;
-
-use crate::common::{Backend, TestContext};
-
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qAtc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
+use crate::common::{Backend, TestContext, psql};
 
 fn schema() -> String {
     format!("src_it_{}", std::process::id())
