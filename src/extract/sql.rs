@@ -346,11 +346,12 @@ async fn read(
     tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, SourceError>>,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), SourceError> {
-    let mut conn = pool.acquire().await?;
-    // One consistent snapshot for the whole read.
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    // One consistent snapshot for the whole read; a transaction that is dropped on an error
+    // rolls back.
+    let mut snapshot = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
-    let mut rows = sqlx::query(AssertSqlSafe(sql.to_string())).fetch(&mut *conn);
+    let mut rows = sqlx::query(AssertSqlSafe(sql.to_string())).fetch(&mut *snapshot);
     let mut builders = new_builders(schema);
     let mut in_batch = 0;
     let mut total = 0u64;
@@ -375,7 +376,7 @@ async fn read(
         progress(total);
         let _ = tx.send(Ok(batch)).await;
     }
-    conn.execute("COMMIT").await?;
+    snapshot.commit().await?;
     Ok(())
 }
 
