@@ -47,14 +47,6 @@ impl Dialect {
         }
     }
 
-    /// A string literal.
-    pub fn literal(self, text: &str) -> String {
-        match self {
-            Dialect::MySql => format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''")),
-            _ => format!("'{}'", text.replace('\'', "''")),
-        }
-    }
-
     /// The column type for an Arrow type; `key` for a column of the unique key (MySQL cannot
     /// index LONGTEXT).
     pub fn column_type(self, t: &DataType, key: bool) -> String {
@@ -123,35 +115,15 @@ pub struct TextColumn {
 impl TextColumn {
     /// The column's values as text. Nested values become JSON.
     pub fn new(array: &ArrayRef) -> Result<Self, arrow::error::ArrowError> {
-        let array = match array.data_type() {
-            DataType::Dictionary(_, v) => arrow::compute::cast(array, v)?,
-            _ => array.clone(),
-        };
+        let array = for_text(array)?;
         if is_nested(array.data_type()) {
             return Ok(Self {
                 values: json_values(&array)?,
             });
         }
-        let array = match array.data_type() {
-            // Microseconds with an explicit UTC offset, which every database parses.
-            DataType::Timestamp(unit, Some(_)) => arrow::compute::cast(
-                &array,
-                &DataType::Timestamp(*unit, Some(Arc::from("+00:00"))),
-            )?,
-            _ => array,
-        };
-        let options = FormatOptions::default()
-            .with_display_error(true)
-            .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.f"))
-            .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"));
+        let options = text_options();
         let formatter = ArrayFormatter::try_new(array.as_ref(), &options)?;
-        let binary = matches!(
-            array.data_type(),
-            DataType::Binary
-                | DataType::LargeBinary
-                | DataType::FixedSizeBinary(_)
-                | DataType::BinaryView
-        );
+        let binary = is_binary(array.data_type());
         let values = (0..array.len())
             .map(|i| {
                 if array.is_null(i) {
@@ -170,6 +142,46 @@ impl TextColumn {
     pub fn get(&self, row: usize) -> Option<&str> {
         self.values[row].as_deref()
     }
+}
+
+/// Whether a type is one of the binary kinds.
+pub fn is_binary(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary
+            | DataType::LargeBinary
+            | DataType::FixedSizeBinary(_)
+            | DataType::BinaryView
+    )
+}
+
+/// The values of a dictionary, decoded; any other array as it is.
+pub fn decode_dictionary(array: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
+    match array.data_type() {
+        DataType::Dictionary(_, v) => arrow::compute::cast(array, v),
+        _ => Ok(array.clone()),
+    }
+}
+
+/// An array ready to be formatted as text: dictionaries decoded, and timestamps with a time
+/// zone moved to an explicit UTC offset, which every database parses.
+pub fn for_text(array: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
+    let array = decode_dictionary(array)?;
+    match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => arrow::compute::cast(
+            &array,
+            &DataType::Timestamp(*unit, Some(Arc::from("+00:00"))),
+        ),
+        _ => Ok(array),
+    }
+}
+
+/// How values are written as text: ISO 8601 times, UTC ones ending in `Z`.
+pub fn text_options() -> FormatOptions<'static> {
+    FormatOptions::default()
+        .with_display_error(true)
+        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"))
 }
 
 /// The bytes of a binary value.
@@ -217,11 +229,6 @@ fn json_values(array: &ArrayRef) -> Result<Vec<Option<String>>, arrow::error::Ar
         .collect())
 }
 
-/// Whether the unit keeps sub-microsecond digits that the databases would round.
-pub fn finer_than_micros(t: &DataType) -> bool {
-    matches!(t, DataType::Timestamp(TimeUnit::Nanosecond, _))
-}
-
 /// Escapes a value for PostgreSQL's COPY text format.
 pub fn copy_escape(out: &mut Vec<u8>, value: &str) {
     for b in value.bytes() {
@@ -245,7 +252,6 @@ mod tests {
     fn quoting() {
         assert_eq!(Dialect::Postgres.quote("a\"b"), "\"a\"\"b\"");
         assert_eq!(Dialect::MySql.quote("a`b"), "`a``b`");
-        assert_eq!(Dialect::MySql.literal("it's \\"), "'it''s \\\\'");
     }
 
     #[test]
@@ -304,10 +310,7 @@ pub fn cells(array: &ArrayRef) -> Result<Vec<Cell>, arrow::error::ArrowError> {
     use arrow::datatypes::{
         Date32Type, Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type,
     };
-    let array = match array.data_type() {
-        DataType::Dictionary(_, v) => cast(array, v)?,
-        _ => array.clone(),
-    };
+    let array = decode_dictionary(array)?;
     let nulls = |i: usize| array.is_null(i);
     let n = array.len();
     let out: Vec<Cell> = match array.data_type() {
@@ -368,10 +371,7 @@ pub fn cells(array: &ArrayRef) -> Result<Vec<Cell>, arrow::error::ArrowError> {
                 })
                 .collect()
         }
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::FixedSizeBinary(_)
-        | DataType::BinaryView => (0..n)
+        t if is_binary(t) => (0..n)
             .map(|i| {
                 if nulls(i) {
                     Cell::Null

@@ -695,9 +695,9 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
 
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::DataType;
-    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use arrow::util::display::ArrayFormatter;
 
-    use super::types::{binary_value, is_nested};
+    use super::types::{binary_value, for_text, is_binary, is_nested, text_options};
 
     enum Col<'a> {
         Str(&'a dyn Array),
@@ -705,37 +705,19 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
         Json(TextColumn),
         Binary(arrow::array::ArrayRef),
     }
-    // Casts first (dictionaries decoded, time zones as +00:00), so the formatters can borrow.
+    // Prepared first, so the formatters can borrow.
     let prepared: Vec<arrow::array::ArrayRef> = batch
         .columns()
         .iter()
-        .map(|a| {
-            let a = match a.data_type() {
-                DataType::Dictionary(_, v) => arrow::compute::cast(a, v)?,
-                _ => a.clone(),
-            };
-            match a.data_type() {
-                DataType::Timestamp(unit, Some(_)) => arrow::compute::cast(
-                    &a,
-                    &DataType::Timestamp(*unit, Some(std::sync::Arc::from("+00:00"))),
-                ),
-                _ => Ok(a),
-            }
-        })
+        .map(for_text)
         .collect::<Result<_, _>>()?;
-    let options = FormatOptions::default()
-        .with_display_error(true)
-        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.f"))
-        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"));
+    let options = text_options();
     let columns: Vec<Col> = prepared
         .iter()
         .map(|a| -> Result<Col, arrow::error::ArrowError> {
             Ok(match a.data_type() {
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Col::Str(a.as_ref()),
-                DataType::Binary
-                | DataType::LargeBinary
-                | DataType::FixedSizeBinary(_)
-                | DataType::BinaryView => Col::Binary(a.clone()),
+                t if is_binary(t) => Col::Binary(a.clone()),
                 t if is_nested(t) => Col::Json(TextColumn::new(a)?),
                 _ => Col::Plain(a.as_ref(), ArrayFormatter::try_new(a.as_ref(), &options)?),
             })
