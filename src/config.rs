@@ -476,6 +476,18 @@ impl Settings {
                     key: key.to_string(),
                     origin: origin.to_string(),
                 };
+                // `sources.<name>.casts.<column>`: one column's cast.
+                if let Some((name, column)) = source["sources.".len()..]
+                    .split_once(".casts.")
+                    .filter(|(n, c)| !n.is_empty() && !c.is_empty())
+                {
+                    self.sources
+                        .entry(name.to_string())
+                        .or_default()
+                        .casts
+                        .insert(column.to_string(), value.to_string());
+                    return Ok(());
+                }
                 let (name, field) = source["sources.".len()..]
                     .rsplit_once('.')
                     .ok_or_else(unknown)?;
