@@ -222,6 +222,10 @@ pub struct SqlArgs {
     /// The sources to run [default: every one in lake.toml]
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
+    /// For incremental sources: read every key at the source and set `_deleted_at` on the rows
+    /// whose key is gone
+    #[arg(long)]
+    pub detect_deletes: bool,
 }
 
 /// `lake extract spotify`.

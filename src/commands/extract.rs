@@ -58,6 +58,25 @@ pub async fn run(ctx: &Context, args: ExtractArgs) -> Result<()> {
     Ok(())
 }
 
+/// One line per source: `crm -> raw.crm version 3: 120 rows (cursor 2024-01-01 .. 2024-01-02)`.
+fn sql_summary(r: &crate::extract::sql::SqlReport) -> String {
+    let mut line = match r.version {
+        Some(v) => format!("{} -> {} version {v}: {} rows", r.source, r.table, r.rows),
+        None => format!(
+            "{} -> {}: no new rows, nothing committed",
+            r.source, r.table
+        ),
+    };
+    if let Some((before, after)) = &r.cursor {
+        let shown = |c: &Option<String>| c.clone().unwrap_or_else(|| "start".into());
+        line.push_str(&format!(", cursor {} -> {}", shown(before), shown(after)));
+    }
+    if let Some(d) = r.deleted {
+        line.push_str(&format!(", {d} newly deleted at the source"));
+    }
+    line
+}
+
 /// `lake extract sql [NAME ...]`: every named source (all when none is named), one commit each;
 /// a failed source commits nothing and the others still land.
 async fn sql(ctx: &Context, args: SqlArgs) -> Result<()> {
@@ -86,21 +105,23 @@ async fn sql(ctx: &Context, args: SqlArgs) -> Result<()> {
             let name = name.clone();
             std::sync::Arc::new(move |rows: u64| bar.set_message(format!("{name}: {rows} rows")))
         };
-        let result = crate::extract::sql::extract(&lake, name, src, shown).await;
+        let options = crate::extract::sql::RunOptions {
+            detect_deletes: args.detect_deletes,
+            project_dir: settings.project_dir.clone(),
+        };
+        let result = crate::extract::sql::extract(&lake, name, src, options, shown).await;
         bar.finish_and_clear();
         match result {
-            Ok(r) => crate::output::print(format!(
-                "{name} -> {} version {}: {} rows",
-                r.table, r.version, r.rows
-            ))?,
+            Ok(r) => crate::output::print(sql_summary(&r))?,
             Err(e) => {
-                crate::output::print(format!("{name}: failed, nothing committed: {e}"))?;
-                failed.push(name.clone());
+                crate::output::print(format!("{name}: failed: {e}"))?;
+                failed.push(format!("{e}"));
             }
         }
     }
-    if !failed.is_empty() {
-        bail!("failed to extract: {}", failed.join(", "));
+    match failed.len() {
+        0 => Ok(()),
+        1 => bail!("{}", failed[0]),
+        n => bail!("{n} sources failed:\n{}", failed.join("\n")),
     }
-    Ok(())
 }

@@ -1,0 +1,197 @@
+//! MySQL and MariaDB sources: one `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` at
+//! REPEATABLE READ per read (InnoDB's snapshot), session time zone UTC, rows streamed.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use arrow::datatypes::DataType;
+use chrono::DateTime;
+use futures::StreamExt;
+use sqlx::mysql::{MySqlColumn, MySqlConnectOptions, MySqlPool};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, SqlSafeStr, Statement, TypeInfo};
+use tokio::sync::OnceCell;
+
+use super::{Col, Driver, Kind, Sink, append_sqlx, cast_col, unmapped};
+use crate::lake::write::SourceError;
+
+pub(crate) struct Mysql {
+    url: String,
+    password: Option<String>,
+    pool: OnceCell<MySqlPool>,
+}
+
+impl Mysql {
+    pub fn new(url: &str, password: Option<String>) -> Self {
+        Mysql {
+            url: url.replacen("mariadb://", "mysql://", 1),
+            password,
+            pool: OnceCell::new(),
+        }
+    }
+
+    async fn pool(&self) -> Result<&MySqlPool, String> {
+        self.pool
+            .get_or_try_init(|| async {
+                // sqlx sets the session time zone to UTC, so TIMESTAMP columns read as UTC.
+                let mut options = MySqlConnectOptions::from_str(&self.url)
+                    .map_err(|_| "the URL does not parse".to_string())?;
+                if let Some(p) = &self.password {
+                    options = options.password(p);
+                }
+                crate::db::pool(options, 2)
+                    .await
+                    .map_err(|e| format!("failed to connect: {e}"))
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for Mysql {
+    fn quote(&self, ident: &str) -> String {
+        format!("`{}`", ident.replace('`', "``"))
+    }
+
+    fn text_type(&self) -> &'static str {
+        "CHAR"
+    }
+
+    fn timestamp_literal(&self, micros: i64, _utc: bool) -> String {
+        // The session is in UTC; MariaDB takes no offset in a literal.
+        let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
+    }
+
+    async fn plan(
+        &self,
+        source: &str,
+        base: &str,
+        casts: &BTreeMap<String, String>,
+    ) -> Result<Vec<Col>, String> {
+        let pool = self.pool().await?;
+        let described = pool
+            .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
+            .await
+            .map_err(|e| format!("failed to read the columns: {e}"))?;
+        let mut cols = Vec::new();
+        for column in described.columns() {
+            let name = column.name();
+            let q = format!("q.{}", self.quote(name));
+            if let Some(cast) = casts.get(name) {
+                // Spatial values have no CAST to text; their text is WKT.
+                let col = if column.type_info().name() == "GEOMETRY"
+                    && cast.eq_ignore_ascii_case("text")
+                {
+                    Col::plain(name, Kind::Text, format!("ST_AsText({q})"))
+                } else {
+                    cast_col(self, name, &q, cast)?
+                };
+                cols.push(col);
+                continue;
+            }
+            let signed = format!("CAST({q} AS SIGNED)");
+            let text = format!("CAST({q} AS CHAR)");
+            let type_name = column.type_info().name();
+            let col = match type_name {
+                "BOOLEAN" => Col::plain(name, Kind::Bool, q.clone()),
+                "TINYINT" => Col::new(name, Kind::Int, DataType::Int8, signed),
+                "TINYINT UNSIGNED" | "SMALLINT" | "YEAR" => {
+                    Col::new(name, Kind::Int, DataType::Int16, signed)
+                }
+                "SMALLINT UNSIGNED" | "MEDIUMINT" | "MEDIUMINT UNSIGNED" | "INT" => {
+                    Col::new(name, Kind::Int, DataType::Int32, signed)
+                }
+                "INT UNSIGNED" | "BIGINT" | "BIT" => Col::plain(name, Kind::Int, signed),
+                "BIGINT UNSIGNED" => Col::new(name, Kind::Text, DataType::Decimal128(20, 0), text),
+                "FLOAT" => Col::new(
+                    name,
+                    Kind::Float,
+                    DataType::Float32,
+                    format!("CAST({q} AS DOUBLE)"),
+                ),
+                "DOUBLE" => Col::plain(name, Kind::Float, format!("CAST({q} AS DOUBLE)")),
+                "DECIMAL" => {
+                    let t = match origin_of(pool, column).await {
+                        Some(Origin {
+                            precision: Some(p),
+                            scale: Some(s),
+                            ..
+                        }) if (1..=38).contains(&p) => DataType::Decimal128(p as u8, s as i8),
+                        _ => DataType::Utf8,
+                    };
+                    Col::new(name, Kind::Text, t, text)
+                }
+                "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+                | "SET" | "JSON" | "TIME" => Col::plain(name, Kind::Text, text),
+                "DATE" => Col::plain(name, Kind::Date, q.clone()),
+                "DATETIME" => Col::plain(name, Kind::Timestamp, q.clone()),
+                "TIMESTAMP" => Col::plain(name, Kind::TimestampUtc, q.clone()),
+                "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                    // Text in a `_bin` collation (MariaDB's JSON is one) carries the binary
+                    // flag too; the table's column says whether it has a character set.
+                    match origin_of(pool, column).await {
+                        Some(info) if info.charset.is_some() => Col::plain(name, Kind::Text, text),
+                        _ => Col::plain(name, Kind::Bytes, q.clone()),
+                    }
+                }
+                other => return Err(unmapped(source, name, other)),
+            };
+            cols.push(col);
+        }
+        Ok(cols)
+    }
+
+    async fn read(&self, sql: &str, sink: &mut Sink) -> Result<(), SourceError> {
+        let pool = self.pool().await?;
+        let mut conn = pool.acquire().await?;
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await?;
+        let mut snapshot = conn
+            .begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await?;
+        {
+            let mut rows = sqlx::query(AssertSqlSafe(sql.to_string())).fetch(&mut *snapshot);
+            while let Some(row) = rows.next().await {
+                append_sqlx(&row?, sink.row())?;
+                if !sink.end_row().await? {
+                    return Ok(());
+                }
+            }
+        }
+        snapshot.commit().await?;
+        Ok(())
+    }
+}
+
+/// What information_schema says of a column that comes straight from a table.
+struct Origin {
+    precision: Option<u64>,
+    scale: Option<u64>,
+    charset: Option<String>,
+}
+
+async fn origin_of(pool: &MySqlPool, column: &MySqlColumn) -> Option<Origin> {
+    let sqlx::ColumnOrigin::Table(origin) = column.origin() else {
+        return None;
+    };
+    let (schema, table) = match origin.table.split_once('.') {
+        Some((s, t)) => (Some(s.to_string()), t.to_string()),
+        None => (None, origin.table.to_string()),
+    };
+    let row: (Option<u64>, Option<u64>, Option<String>) = sqlx::query_as(
+        "SELECT CAST(NUMERIC_PRECISION AS UNSIGNED), CAST(NUMERIC_SCALE AS UNSIGNED), CHARACTER_SET_NAME
+         FROM information_schema.COLUMNS
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+    )
+    .bind(schema)
+    .bind(table)
+    .bind(origin.name.to_string())
+    .fetch_one(pool)
+    .await
+    .ok()?;
+    Some(Origin {
+        precision: row.0,
+        scale: row.1,
+        charset: row.2,
+    })
+}
