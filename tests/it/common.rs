@@ -296,3 +296,37 @@ pub fn psql(sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
+
+/// Runs SQL on a database of this machine: `postgres` and `mysql` (database test, or `db`),
+/// or the SQLite file `file`; returns its rows, columns separated by tabs.
+pub fn db_sql(kind: &str, target: Option<&Path>, sql: &str) -> String {
+    let out = match kind {
+        "postgres" => return psql(sql),
+        "mysql" => std::process::Command::new("mariadb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "-N",
+                "-B",
+                "test",
+                "-e",
+                sql,
+            ])
+            .output(),
+        // A reader waits out a writer's lock, as a BI tool would, instead of failing.
+        _ => std::process::Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000", "-separator", "\t"])
+            .arg(target.expect("a SQLite file"))
+            .arg(sql)
+            .output(),
+    }
+    .expect("the database client runs");
+    assert!(
+        out.status.success(),
+        "{sql} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}

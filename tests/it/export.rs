@@ -1,6 +1,5 @@
 //! `lake export` against the real PostgreSQL and MariaDB on this machine, and SQLite.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::common::{Backend, TestContext};
@@ -55,43 +54,7 @@ impl Wh {
     }
 
     fn sql(&self, sql: &str) -> String {
-        if self.kind == "postgres" {
-            return crate::common::psql(sql);
-        }
-        let out = match self.kind {
-            "mysql" => Command::new("mariadb")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-u",
-                    "root",
-                    "-N",
-                    "-B",
-                    "test",
-                    "-e",
-                    sql,
-                ])
-                .output(),
-            // A reader waits out the writer's lock as a BI tool would, instead of failing.
-            _ => Command::new("sqlite3")
-                .args([
-                    "-cmd",
-                    ".timeout 10000",
-                    "-separator",
-                    "\t",
-                    self.file.as_ref().unwrap().to_str().unwrap(),
-                    sql,
-                ])
-                .output(),
-        }
-        .expect("the database client runs");
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            sql,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+        crate::common::db_sql(self.kind, self.file.as_deref(), sql)
     }
 
     fn args(&self) -> Vec<String> {

@@ -4,6 +4,7 @@
 mod common;
 mod s3_server;
 mod spotify_server;
+mod tds_mock;
 
 mod cli;
 mod concurrency;

@@ -1,10 +1,100 @@
-//! `lake extract sql`: SQL database sources into raw tables, against the PostgreSQL on this
-//! machine.
+//! `lake extract sql`: SQL database sources into raw tables, against the PostgreSQL and
+//! MariaDB on this machine, a SQLite file, and the TDS mock of `mssql-testing`.
 
-use crate::common::{Backend, TestContext, psql};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::common::{Backend, TestContext, db_sql, outcome, psql};
+
+static N: AtomicUsize = AtomicUsize::new(0);
 
 fn schema() -> String {
     format!("src_it_{}", std::process::id())
+}
+
+/// A source database for one test: a PostgreSQL schema, a MariaDB database or a SQLite file.
+struct Src {
+    kind: &'static str,
+    /// The schema or database.
+    space: String,
+    file: Option<std::path::PathBuf>,
+}
+
+impl Src {
+    fn new(kind: &'static str, ctx: &TestContext) -> Self {
+        let space = format!(
+            "src_it_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let src = Src {
+            kind,
+            space,
+            file: (kind == "sqlite").then(|| ctx.path("source.db")),
+        };
+        match kind {
+            "postgres" => {
+                src.sql(&format!(
+                    "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
+                    src.space
+                ));
+            }
+            "mysql" => {
+                src.sql(&format!(
+                    "DROP DATABASE IF EXISTS {0}; CREATE DATABASE {0}",
+                    src.space
+                ));
+            }
+            _ => {}
+        }
+        src
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            "postgres" => "postgres://postgres@127.0.0.1:5432/test".into(),
+            "mysql" => format!("mysql://root@127.0.0.1:3306/{}", self.space),
+            _ => "sqlite://source.db".into(),
+        }
+    }
+
+    /// A table's name as lake.toml and SQL name it.
+    fn table(&self, name: &str) -> String {
+        match self.kind {
+            "postgres" | "mysql" => format!("{}.{name}", self.space),
+            _ => name.to_string(),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        db_sql(self.kind, self.file.as_deref(), sql)
+    }
+
+    /// A timestamp column type.
+    fn timestamp(&self) -> &'static str {
+        match self.kind {
+            "mysql" => "DATETIME(6)",
+            "sqlite" => "DATETIME",
+            _ => "timestamp",
+        }
+    }
+}
+
+impl Drop for Src {
+    fn drop(&mut self) {
+        let _ = match self.kind {
+            "postgres" => std::panic::catch_unwind(|| {
+                psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.space))
+            }),
+            "mysql" => std::panic::catch_unwind(|| {
+                db_sql(
+                    "mysql",
+                    None,
+                    &format!("DROP DATABASE IF EXISTS {}", self.space),
+                )
+            }),
+            _ => Ok(String::new()),
+        };
+    }
 }
 
 #[test]
@@ -71,8 +161,7 @@ fn postgres_queries_and_bad_sources() {
         "{out}"
     );
     assert!(
-        out.contains("down: failed, nothing committed")
-            && out.contains("postgres://postgres:***@127.0.0.1:1/test"),
+        out.contains("down: failed:") && out.contains("postgres://postgres:***@127.0.0.1:1/test"),
         "{out}"
     );
     assert!(
@@ -89,4 +178,302 @@ fn postgres_queries_and_bad_sources() {
     );
     let err = ctx.fails(&["extract", "sql", "nope"]);
     assert!(err.contains("no [sources.nope] in lake.toml"), "{err}");
+}
+
+/// Incremental extracts: inserts and updates merge on the key, a late row inside the lookback
+/// is caught, and deleted keys are marked.
+fn incremental(kind: &'static str) {
+    let ctx = TestContext::new(Backend::Local);
+    let src = Src::new(kind, &ctx);
+    let t = src.table("items");
+    src.sql(&format!(
+        "CREATE TABLE {t} (id INTEGER PRIMARY KEY, name VARCHAR(20), updated_at {});
+         INSERT INTO {t} VALUES (1, 'a', '2024-01-01 08:00:00'), (2, 'b', '2024-01-01 09:00:00'), (3, 'c', '2024-01-01 10:00:00')",
+        src.timestamp()
+    ));
+    ctx.configure(&format!(
+        "[sources.items]\nurl = \"{}\"\ntable = \"{t}\"\nmode = \"incremental\"\ncursor = \"updated_at\"\nprimary_key = [\"id\"]\nlookback = \"1m\"\n",
+        src.url()
+    ));
+    let out = ctx.ok(&["extract", "sql", "items"]);
+    assert!(
+        out.contains("items -> raw.items version 0: 3 rows, cursor start -> 2024-01-01 10:00:00"),
+        "{out}"
+    );
+    // An insert and an update: read from the cursor minus the lookback (row 3 again), merged.
+    src.sql(&format!(
+        "INSERT INTO {t} VALUES (4, 'd', '2024-01-01 11:00:00');
+         UPDATE {t} SET name = 'a2', updated_at = '2024-01-01 12:00:00' WHERE id = 1"
+    ));
+    let out = ctx.ok(&["extract", "sql", "items"]);
+    assert!(
+        out.contains("version 1: 3 rows, cursor 2024-01-01 10:00:00 -> 2024-01-01 12:00:00"),
+        "{out}"
+    );
+    assert_eq!(
+        ctx.csv("SELECT id, name FROM raw.items ORDER BY id"),
+        "id,name\n1,a2\n2,b\n3,c\n4,d\n"
+    );
+    // A row that commits late, 30 s before the saved cursor, is inside the lookback.
+    src.sql(&format!(
+        "INSERT INTO {t} VALUES (5, 'late', '2024-01-01 11:59:30')"
+    ));
+    let out = ctx.ok(&["extract", "sql", "items"]);
+    assert!(out.contains("version 2: 2 rows"), "{out}");
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.items"), "5");
+    assert_eq!(
+        ctx.scalar("SELECT count(*) - count(DISTINCT id) FROM raw.items"),
+        "0"
+    );
+    // Deletes: the row stays, marked.
+    src.sql(&format!("DELETE FROM {t} WHERE id = 2"));
+    let out = ctx.ok(&["extract", "sql", "items", "--detect-deletes"]);
+    assert!(out.contains("1 newly deleted at the source"), "{out}");
+    assert_eq!(
+        ctx.csv("SELECT id FROM raw.items WHERE _deleted_at IS NOT NULL"),
+        "id\n2\n"
+    );
+    let out = ctx.ok(&["extract", "sql", "items", "--detect-deletes"]);
+    assert!(out.contains(", 0 newly deleted at the source"), "{out}");
+    // The cursor survives the delete commit: nothing new is read past it.
+    assert!(
+        out.contains("cursor 2024-01-01 12:00:00 -> 2024-01-01 12:00:00"),
+        "{out}"
+    );
+    // A cursor column that does not exist is named, with the columns there are.
+    let err = ctx.fails(&[
+        "--set",
+        "sources.items.cursor=changed_at",
+        "extract",
+        "sql",
+        "items",
+    ]);
+    assert!(
+        err.contains("the cursor column `changed_at` is not a column of table")
+            && err.contains("its columns are: id, name, updated_at"),
+        "{err}"
+    );
+}
+
+#[test]
+fn postgres_incremental() {
+    incremental("postgres");
+}
+
+#[test]
+fn mysql_incremental() {
+    incremental("mysql");
+}
+
+#[test]
+fn sqlite_incremental() {
+    incremental("sqlite");
+}
+
+#[test]
+fn mysql_types_land_exactly() {
+    let ctx = TestContext::new(Backend::Local);
+    let src = Src::new("mysql", &ctx);
+    let t = src.table("t");
+    src.sql(&format!(
+        "CREATE TABLE {t} (id BIGINT PRIMARY KEY, flag BOOLEAN, tiny TINYINT, utiny TINYINT UNSIGNED, small SMALLINT,
+           i INT, ui INT UNSIGNED, big BIGINT UNSIGNED, r FLOAT, d DOUBLE, amount DECIMAL(12,3), name VARCHAR(20),
+           body TEXT, day DATE, at DATETIME(6), at_utc TIMESTAMP(6) NULL, tm TIME, blob_col VARBINARY(10), doc JSON,
+           mood ENUM('happy','sad'), yr YEAR, spot POINT NULL);
+         INSERT INTO {t} VALUES (1, true, -5, 250, -300, 70000, 4000000000, 18446744073709551615, 1.5, 2.25,
+           12345.678, 'a''b', 'ünïcode', '2024-02-29', '2024-01-01 12:34:56.123456', '2024-01-01 12:34:56.123456',
+           '13:14:15', X'00FF', '{{\"k\": [1, 2]}}', 'sad', 2024, POINT(1, 2)),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    ));
+    ctx.configure(&format!(
+        "[sources.m]\nurl = \"{}\"\ntable = \"{t}\"\n",
+        src.url()
+    ));
+    let (ok, out, _) = outcome(ctx.lake().args(["extract", "sql", "m"]));
+    assert!(
+        !ok && out.contains("column `spot` has type GEOMETRY"),
+        "{out}"
+    );
+    let out = ctx.ok(&["--set", "sources.m.casts.spot=text", "extract", "sql", "m"]);
+    assert!(out.contains("m -> raw.m version 0: 2 rows"), "{out}");
+    let types = ctx.ok(&["describe", "raw.m"]);
+    for t in [
+        "Int8",
+        "Int16",
+        "Int32",
+        "Decimal128(20, 0)",
+        "Decimal128(12, 3)",
+        "Float32",
+        "Timestamp(µs, \"UTC\")",
+        "Date32",
+        "Binary",
+    ] {
+        assert!(types.contains(t), "{t} missing:\n{types}");
+    }
+    assert_eq!(
+        ctx.csv("SELECT flag, tiny, utiny, small, i, ui, CAST(big AS VARCHAR) AS big, r, d, CAST(amount AS VARCHAR) AS amount, name, body, day, at, at_utc, tm, blob_col, doc, mood, yr, spot FROM raw.m WHERE id = 1"),
+        "flag,tiny,utiny,small,i,ui,big,r,d,amount,name,body,day,at,at_utc,tm,blob_col,doc,mood,yr,spot\ntrue,-5,250,-300,70000,4000000000,18446744073709551615,1.5,2.25,12345.678,a'b,ünïcode,2024-02-29,2024-01-01T12:34:56.123456,2024-01-01T12:34:56.123456Z,13:14:15,00ff,\"{\"\"k\"\": [1, 2]}\",sad,2024,POINT(1 2)\n"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.m WHERE id = 2 AND flag IS NULL AND big IS NULL AND amount IS NULL AND at_utc IS NULL AND doc IS NULL"),
+        "1"
+    );
+}
+
+#[test]
+fn sqlite_types_land_exactly() {
+    let ctx = TestContext::new(Backend::Local);
+    let src = Src::new("sqlite", &ctx);
+    src.sql(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, flag BOOLEAN, n BIGINT, r REAL, amount DECIMAL(12,3), loose NUMERIC,
+           name TEXT, code VARCHAR(5), day DATE, at DATETIME, blob_col BLOB, doc JSON);
+         INSERT INTO t VALUES (1, 1, 9007199254740993, 1.5, 12345.678, 2.5, 'a''b', 'xy', '2024-02-29',
+           '2024-01-01 12:34:56.123456', X'00FF', '{\"k\": [1, 2]}'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    ctx.configure("[sources.s]\nurl = \"sqlite://source.db\"\ntable = \"t\"\n");
+    let out = ctx.ok(&["extract", "sql", "s"]);
+    assert!(out.contains("s -> raw.s version 0: 2 rows"), "{out}");
+    let types = ctx.ok(&["describe", "raw.s"]);
+    for t in [
+        "Decimal128(12, 3)",
+        "Boolean",
+        "Date32",
+        "Timestamp(µs)",
+        "Binary",
+        "Float64",
+    ] {
+        assert!(types.contains(t), "{t} missing:\n{types}");
+    }
+    assert_eq!(
+        ctx.csv("SELECT flag, n, r, CAST(amount AS VARCHAR) AS amount, loose, name, code, day, at, blob_col, doc FROM raw.s WHERE id = 1"),
+        "flag,n,r,amount,loose,name,code,day,at,blob_col,doc\ntrue,9007199254740993,1.5,12345.678,2.5,a'b,xy,2024-02-29,2024-01-01T12:34:56.123456,00ff,\"{\"\"k\"\": [1, 2]}\"\n"
+    );
+    // A value that is not what its column declares is an error naming the column.
+    src.sql("INSERT INTO t (id, n) VALUES (3, 'not a number')");
+    let (ok, out, _) = outcome(ctx.lake().args(["extract", "sql", "s"]));
+    assert!(!ok && out.contains("column `n`"), "{out}");
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.s"),
+        "2",
+        "the table is as it was"
+    );
+}
+
+#[test]
+fn bad_sources_are_named() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.configure(
+        "[sources.wrong_password]\nurl = \"mysql://root:hunter2secret@127.0.0.1:3306/test\"\ntable = \"x\"\n\n[sources.missing]\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"no_such_table\"\n\n[sources.no_file]\nurl = \"sqlite://nothing.db\"\ntable = \"t\"\n",
+    );
+    let (ok, out, err) = outcome(ctx.lake().args(["extract", "sql"]));
+    assert!(!ok);
+    assert!(
+        out.contains("wrong_password: failed:")
+            && out.contains("Access denied for user 'root'")
+            && out.contains("mysql://root:***@127.0.0.1:3306/test"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2secret") && !err.contains("hunter2secret"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("missing: failed")
+            && out.contains("relation \"no_such_table\" does not exist")
+            && out.contains("reading table no_such_table"),
+        "{out}"
+    );
+    assert!(
+        out.contains("no_file: failed") && out.contains("nothing.db: no such file"),
+        "{out}"
+    );
+}
+
+/// A process killed in the middle of an incremental extract leaves the table as it was; the
+/// rerun lands every row once.
+#[test]
+fn killed_mid_extract_then_rerun() {
+    let ctx = TestContext::new(Backend::Local);
+    let src = Src::new("postgres", &ctx);
+    let t = src.table("big");
+    src.sql(&format!(
+        "CREATE TABLE {t} (id int8 PRIMARY KEY, v int8, updated_at timestamptz);
+         INSERT INTO {t} SELECT g, g, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, 50000) g"
+    ));
+    ctx.configure(&format!(
+        "[sources.big]\nurl = \"{}\"\ntable = \"{t}\"\nmode = \"incremental\"\ncursor = \"updated_at\"\nprimary_key = [\"id\"]\nbatch_rows = 500\n",
+        src.url()
+    ));
+    ctx.ok(&["extract", "sql", "big"]);
+    assert_eq!(ctx.version("raw.big"), 0);
+    src.sql(&format!(
+        "UPDATE {t} SET v = -v, updated_at = updated_at + interval '1 day' WHERE id % 10 = 0;
+         INSERT INTO {t} SELECT g, g, '2024-03-01'::timestamptz + g * interval '1 second' FROM generate_series(50001, 400000) g"
+    ));
+    let mut child = ctx
+        .std_command()
+        .args(["--quiet", "extract", "sql", "big"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        running,
+        "the extract ended before it was killed; make the table larger"
+    );
+    // Nothing half-written: the table is at its first version.
+    assert_eq!(ctx.version("raw.big"), 0);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.big"), "50000");
+    let out = ctx.ok(&["extract", "sql", "big"]);
+    assert!(out.contains("version 1: 355000 rows"), "{out}");
+    assert_eq!(
+        ctx.csv("SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(v) AS v FROM raw.big"),
+        format!(
+            "n,ids,v\n400000,400000,{}\n",
+            (1..=400000i64)
+                .map(|g| if g <= 50000 && g % 10 == 0 { -g } else { g })
+                .sum::<i64>()
+        )
+    );
+}
+
+/// SQL Server over the real TDS protocol, against the mock: several types, several batches.
+#[test]
+fn mssql_query_over_tds() {
+    use crate::tds_mock::{Response, TdsMock, listens_columns, listens_rows};
+    let query = "SELECT id, plays, ratio, score, liked, name, art FROM dbo.listens";
+    let read = format!(
+        "SELECT {} FROM ({query}) AS q",
+        ["id", "plays", "ratio", "score", "liked", "name", "art"]
+            .map(|c| format!("q.[{c}] AS [{c}]"))
+            .join(", ")
+    );
+    let mock = TdsMock::start(vec![
+        (
+            format!("SELECT TOP 0 * FROM ({query}) AS q"),
+            Response::rows(listens_columns(), vec![]),
+        ),
+        (read, Response::rows(listens_columns(), listens_rows())),
+    ]);
+    let ctx = TestContext::new(Backend::Local);
+    ctx.configure(&format!(
+        "[sources.crm]\nurl = \"mssql://lake:pw-secret@127.0.0.1:{}/crm?encrypt=no_tls\"\nquery = \"{query}\"\nbatch_rows = 3\n",
+        mock.port
+    ));
+    let out = ctx.ok(&["extract", "sql", "crm"]);
+    assert!(out.contains("crm -> raw.crm version 0: 7 rows"), "{out}");
+    let types = ctx.ok(&["describe", "raw.crm"]);
+    for t in [
+        "Int64", "Int32", "Float64", "Float32", "Boolean", "Utf8", "Binary",
+    ] {
+        assert!(types.contains(t), "{t} missing:\n{types}");
+    }
+    assert_eq!(
+        ctx.csv("SELECT id, plays, ratio, score, liked, name, art FROM raw.crm ORDER BY id"),
+        "id,plays,ratio,score,liked,name,art\n1,10,0.25,0.5,false,track 1,01ff\n2,20,0.5,1.0,true,track 2,02ff\n3,30,0.75,1.5,false,track 3,03ff\n4,,,,,naïve ☕,\n5,50,1.25,2.5,false,track 5,05ff\n6,60,1.5,3.0,true,track 6,06ff\n7,70,1.75,3.5,false,track 7,07ff\n"
+    );
+    assert!(!out.contains("pw-secret"), "{out}");
 }
