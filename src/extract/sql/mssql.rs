@@ -76,11 +76,11 @@ impl Mssql {
     }
 }
 
+/// A URL's user or password as written, `%40` and all, decoded.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[async_trait::async_trait]
@@ -200,7 +200,6 @@ impl Driver for Mssql {
         let mut tx = client
             .begin_transaction_with_isolation(IsolationLevel::Snapshot)
             .await?;
-        let rows_read;
         {
             let mut stream = match tx.query_stream(sql, &[]).await {
                 Ok(s) => s,
@@ -212,7 +211,6 @@ impl Driver for Mssql {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let mut n = 0u64;
             while let Some(row) = stream.try_next().await? {
                 let b = sink.row();
                 let cols = b.cols().to_vec();
@@ -242,16 +240,50 @@ impl Driver for Mssql {
                         Kind::List(_) => return Err("SQL Server has no arrays".into()),
                     }
                 }
-                n += 1;
                 if !sink.end_row().await? {
                     return Ok(());
                 }
             }
-            rows_read = n;
         }
-        tracing::debug!(rows = rows_read, "read from SQL Server");
         let client = tx.commit().await?;
         let _ = client.close().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_configs() {
+        let c = Mssql::new(
+            "mssql://lake%40corp:p%2Bw+d@sql.internal:1444/crm?encrypt=no_tls",
+            None,
+        )
+        .config()
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("sql.internal", 1444));
+        assert_eq!(c.database.as_deref(), Some("crm"));
+        assert!(c.no_tls);
+        let Credentials::SqlServer { username, password } = &c.credentials else {
+            panic!("SQL Server credentials");
+        };
+        assert_eq!(
+            (username.as_ref(), password.as_ref()),
+            ("lake@corp", "p+w+d")
+        );
+        // The configured password wins over the URL's.
+        let c = Mssql::new("mssql://lake:old@h/db", Some("new".into()))
+            .config()
+            .unwrap();
+        assert!(
+            matches!(&c.credentials, Credentials::SqlServer { password, .. } if password.as_ref() == "new")
+        );
+        assert!(!c.no_tls, "TLS unless the URL turns it off");
+        let err = Mssql::new("mssql://h/db?encryption=off", None)
+            .config()
+            .unwrap_err();
+        assert!(err.contains("`encryption` is not known"), "{err}");
     }
 }
