@@ -1,8 +1,11 @@
 //! Database connections shared by the SQL sources and the warehouse: URLs shown without their
 //! password, and pools that fail fast.
 
+use std::str::FromStr;
+
 use sqlx::pool::{Pool, PoolOptions};
 use sqlx::{Connection, Database};
+use tokio::sync::OnceCell;
 
 /// The URL with its password replaced by `***`, for messages and records.
 pub fn redact_url(url: &str) -> String {
@@ -32,6 +35,54 @@ pub async fn pool<DB: Database>(
         .max_connections(max)
         .connect_with(options)
         .await
+}
+
+/// The file of a `sqlite://file.db` URL, as written: a relative path stays relative.
+pub fn sqlite_path(url: &str) -> &str {
+    url.trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+}
+
+/// A pool made on first use from a URL and a password kept apart from it (the password, when
+/// given, replaces the URL's).
+pub struct LazyPool<DB: Database> {
+    url: String,
+    password: Option<String>,
+    pool: OnceCell<Pool<DB>>,
+}
+
+impl<DB: Database> LazyPool<DB>
+where
+    <DB::Connection as Connection>::Options: FromStr,
+{
+    /// Nothing connects until [`LazyPool::get`].
+    pub fn new(url: &str, password: Option<String>) -> Self {
+        LazyPool {
+            url: url.to_string(),
+            password,
+            pool: OnceCell::new(),
+        }
+    }
+
+    /// The pool, connecting (at most `max` connections) the first time.
+    pub async fn get(&self, max: u32) -> Result<&Pool<DB>, String> {
+        self.pool
+            .get_or_try_init(|| async {
+                let unparsable = || "the URL does not parse".to_string();
+                let mut url = url::Url::parse(&self.url).map_err(|_| unparsable())?;
+                if let Some(p) = &self.password {
+                    url.set_password(Some(p)).map_err(|()| unparsable())?;
+                }
+                let options = url.as_str().parse().map_err(|_| unparsable())?;
+                pool(options, max)
+                    .await
+                    .map_err(|e| format!("failed to connect: {e}"))
+            })
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -127,12 +127,7 @@ impl Warehouse {
                 Pool::MySql(crate::db::pool(o, 2).await.map_err(connect_err)?)
             }
             "sqlite" => {
-                let path = url
-                    .trim_start_matches("sqlite:")
-                    .trim_start_matches("//")
-                    .split('?')
-                    .next()
-                    .unwrap_or_default();
+                let path = crate::db::sqlite_path(&url);
                 if path.is_empty() {
                     return Err(ExportError::Config(format!(
                         "the URL {redacted} names no database file"

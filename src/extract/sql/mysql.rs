@@ -2,47 +2,31 @@
 //! REPEATABLE READ per read (InnoDB's snapshot), session time zone UTC, rows streamed.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
+use crate::db::LazyPool;
 use arrow::datatypes::DataType;
 use chrono::DateTime;
 use futures::StreamExt;
-use sqlx::mysql::{MySqlColumn, MySqlConnectOptions, MySqlPool};
+use sqlx::mysql::{MySqlColumn, MySqlPool};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, SqlSafeStr, Statement, TypeInfo};
-use tokio::sync::OnceCell;
 
 use super::{Col, Driver, Kind, Sink, append_sqlx, cast_col, unmapped};
 use crate::lake::write::SourceError;
 
+/// sqlx sets each session's time zone to UTC, so TIMESTAMP columns read as UTC.
 pub(crate) struct Mysql {
-    url: String,
-    password: Option<String>,
-    pool: OnceCell<MySqlPool>,
+    pool: LazyPool<sqlx::MySql>,
 }
 
 impl Mysql {
     pub fn new(url: &str, password: Option<String>) -> Self {
         Mysql {
-            url: url.replacen("mariadb://", "mysql://", 1),
-            password,
-            pool: OnceCell::new(),
+            pool: LazyPool::new(&url.replacen("mariadb://", "mysql://", 1), password),
         }
     }
 
     async fn pool(&self) -> Result<&MySqlPool, String> {
-        self.pool
-            .get_or_try_init(|| async {
-                // sqlx sets the session time zone to UTC, so TIMESTAMP columns read as UTC.
-                let mut options = MySqlConnectOptions::from_str(&self.url)
-                    .map_err(|_| "the URL does not parse".to_string())?;
-                if let Some(p) = &self.password {
-                    options = options.password(p);
-                }
-                crate::db::pool(options, 2)
-                    .await
-                    .map_err(|e| format!("failed to connect: {e}"))
-            })
-            .await
+        self.pool.get(2).await
     }
 }
 

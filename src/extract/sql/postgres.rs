@@ -2,45 +2,29 @@
 //! from the server as they come.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
+use crate::db::LazyPool;
 use arrow::datatypes::DataType;
 use futures::StreamExt;
-use sqlx::postgres::{PgColumn, PgConnectOptions, PgPool, PgTypeKind};
+use sqlx::postgres::{PgColumn, PgPool, PgTypeKind};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo};
-use tokio::sync::OnceCell;
 
 use super::{Col, Driver, Item, Kind, Sink, append_sqlx, cast_col, unmapped};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Postgres {
-    url: String,
-    password: Option<String>,
-    pool: OnceCell<PgPool>,
+    pool: LazyPool<sqlx::Postgres>,
 }
 
 impl Postgres {
     pub fn new(url: &str, password: Option<String>) -> Self {
         Postgres {
-            url: url.to_string(),
-            password,
-            pool: OnceCell::new(),
+            pool: LazyPool::new(url, password),
         }
     }
 
     async fn pool(&self) -> Result<&PgPool, String> {
-        self.pool
-            .get_or_try_init(|| async {
-                let mut options = PgConnectOptions::from_str(&self.url)
-                    .map_err(|_| "the URL does not parse".to_string())?;
-                if let Some(p) = &self.password {
-                    options = options.password(p);
-                }
-                crate::db::pool(options, 2)
-                    .await
-                    .map_err(|e| format!("failed to connect: {e}"))
-            })
-            .await
+        self.pool.get(2).await
     }
 }
 

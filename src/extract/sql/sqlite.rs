@@ -22,14 +22,8 @@ pub(crate) struct Sqlite {
 impl Sqlite {
     /// `sqlite://file.db`, relative to the project folder.
     pub fn new(url: &str, project_dir: &std::path::Path) -> Self {
-        let path = url
-            .trim_start_matches("sqlite:")
-            .trim_start_matches("//")
-            .split('?')
-            .next()
-            .unwrap_or_default();
         Sqlite {
-            path: project_dir.join(path),
+            path: project_dir.join(crate::db::sqlite_path(url)),
             pool: OnceCell::new(),
         }
     }
