@@ -364,7 +364,7 @@ fn sqlite_types_land_exactly() {
 fn bad_sources_are_named() {
     let ctx = TestContext::new(Backend::Local);
     ctx.configure(
-        "[sources.wrong_password]\nurl = \"mysql://root:hunter2secret@127.0.0.1:3306/test\"\ntable = \"x\"\n\n[sources.missing]\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"no_such_table\"\n\n[sources.no_file]\nurl = \"sqlite://nothing.db\"\ntable = \"t\"\n",
+        "[sources.wrong_password]\nurl = \"mysql://root:hunter2secret@127.0.0.1:3306/test\"\ntable = \"x\"\n\n[sources.missing]\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"no_such_table\"\n\n[sources.no_file]\nurl = \"sqlite://nothing.db\"\ntable = \"t\"\n\n[sources.repeats]\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\nquery = \"SELECT g % 3 AS k, g AS c FROM generate_series(1, 10) AS g\"\nmode = \"incremental\"\ncursor = \"c\"\nprimary_key = [\"k\"]\n",
     );
     let (ok, out, err) = outcome(ctx.lake().args(["extract", "sql"]));
     assert!(!ok);
@@ -392,25 +392,53 @@ fn bad_sources_are_named() {
 
 /// A process killed in the middle of an incremental extract leaves the table as it was; the
 /// rerun lands every row once.
-#[test]
-fn killed_mid_extract_then_rerun() {
+fn killed_mid_extract_then_rerun(kind: &'static str) {
     let ctx = TestContext::new(Backend::Local);
-    let src = Src::new("postgres", &ctx);
+    let src = Src::new(kind, &ctx);
     let t = src.table("big");
-    src.sql(&format!(
-        "CREATE TABLE {t} (id int8 PRIMARY KEY, v int8, updated_at timestamptz);
-         INSERT INTO {t} SELECT g, g, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, 50000) g"
-    ));
+    // 50,000 rows; then every tenth updated and 350,000 inserted.
+    let (create, update) = match kind {
+        "postgres" => (
+            format!(
+                "CREATE TABLE {t} (id int8 PRIMARY KEY, v int8, updated_at timestamptz);
+                 INSERT INTO {t} SELECT g, g, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, 50000) g"
+            ),
+            format!(
+                "UPDATE {t} SET v = -v, updated_at = updated_at + interval '1 day' WHERE id % 10 = 0;
+                 INSERT INTO {t} SELECT g, g, '2024-03-01'::timestamptz + g * interval '1 second' FROM generate_series(50001, 400000) g"
+            ),
+        ),
+        "mysql" => (
+            format!(
+                "CREATE TABLE {t} (id BIGINT PRIMARY KEY, v BIGINT, updated_at DATETIME(6));
+                 INSERT INTO {t} SELECT seq, seq, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_50000"
+            ),
+            format!(
+                "UPDATE {t} SET v = -v, updated_at = updated_at + INTERVAL 1 DAY WHERE id % 10 = 0;
+                 INSERT INTO {t} SELECT seq, seq, TIMESTAMP '2024-03-01 00:00:00' + INTERVAL seq SECOND FROM seq_50001_to_400000"
+            ),
+        ),
+        _ => (
+            format!(
+                "CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER, updated_at DATETIME);
+                 WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 50000)
+                 INSERT INTO {t} SELECT x, x, datetime('2024-01-01', '+' || x || ' seconds') FROM g"
+            ),
+            format!(
+                "UPDATE {t} SET v = -v, updated_at = datetime(updated_at, '+1 day') WHERE id % 10 = 0;
+                 WITH RECURSIVE g(x) AS (SELECT 50001 UNION ALL SELECT x + 1 FROM g WHERE x < 400000)
+                 INSERT INTO {t} SELECT x, x, datetime('2024-03-01', '+' || x || ' seconds') FROM g"
+            ),
+        ),
+    };
+    src.sql(&create);
     ctx.configure(&format!(
         "[sources.big]\nurl = \"{}\"\ntable = \"{t}\"\nmode = \"incremental\"\ncursor = \"updated_at\"\nprimary_key = [\"id\"]\nbatch_rows = 500\n",
         src.url()
     ));
     ctx.ok(&["extract", "sql", "big"]);
     assert_eq!(ctx.version("raw.big"), 0);
-    src.sql(&format!(
-        "UPDATE {t} SET v = -v, updated_at = updated_at + interval '1 day' WHERE id % 10 = 0;
-         INSERT INTO {t} SELECT g, g, '2024-03-01'::timestamptz + g * interval '1 second' FROM generate_series(50001, 400000) g"
-    ));
+    src.sql(&update);
     let mut child = ctx
         .std_command()
         .args(["--quiet", "extract", "sql", "big"])
@@ -438,6 +466,21 @@ fn killed_mid_extract_then_rerun() {
                 .sum::<i64>()
         )
     );
+}
+
+#[test]
+fn postgres_killed_mid_extract_then_rerun() {
+    killed_mid_extract_then_rerun("postgres");
+}
+
+#[test]
+fn mysql_killed_mid_extract_then_rerun() {
+    killed_mid_extract_then_rerun("mysql");
+}
+
+#[test]
+fn sqlite_killed_mid_extract_then_rerun() {
+    killed_mid_extract_then_rerun("sqlite");
 }
 
 /// SQL Server over the real TDS protocol, against the mock: several types, several batches.

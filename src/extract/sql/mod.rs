@@ -224,7 +224,12 @@ pub(crate) trait Driver: Send + Sync + 'static {
         }
     }
 
-    /// `SELECT ... FROM (base) AS q`, as this database writes a row limit of zero.
+    /// `sql` limited to its first row.
+    fn first_row(&self, sql: &str) -> String {
+        format!("{sql} LIMIT 1")
+    }
+
+    /// `SELECT exprs FROM (base) AS q [WHERE filter]`.
     fn select(&self, exprs: &str, base: &str, filter: Option<&str>) -> String {
         match filter {
             Some(f) => format!("SELECT {exprs} FROM ({base}) AS q WHERE {f}"),
@@ -501,11 +506,17 @@ struct QuerySource {
     schema: SchemaRef,
     batch_rows: usize,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
+    /// Whether the database has said the merge keys are unique in what is read.
+    keys_unique: bool,
 }
 
 impl BatchSource for QuerySource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn keys_unique(&self) -> bool {
+        self.keys_unique
     }
 
     fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>> {
@@ -553,6 +564,7 @@ async fn read_all(
         schema,
         batch_rows: 65536,
         progress: Arc::new(|_| {}),
+        keys_unique: false,
     };
     source
         .stream()
@@ -785,6 +797,7 @@ pub async fn extract(
             schema,
             batch_rows,
             progress,
+            keys_unique: false,
         });
         let outcome = write(lake, &table, source, &WriteMode::Overwrite, &metadata)
             .await
@@ -878,6 +891,10 @@ pub async fn extract(
             CURSOR_KEY.to_string(),
             serde_json::to_value(after).expect("json"),
         ));
+        // The database checks that the key is unique in what is read, so the merge need not
+        // dedupe (which would hold the whole read in memory), and a key that is not one is an
+        // error, not rows silently dropped.
+        unique_keys(&driver, name, &base, &keys, filter.as_deref()).await?;
         let source = Arc::new(QuerySource {
             driver: driver.clone(),
             sql: driver.select(&exprs, &base, filter.as_deref()),
@@ -885,6 +902,7 @@ pub async fn extract(
             schema,
             batch_rows,
             progress,
+            keys_unique: true,
         });
         let outcome = write(
             lake,
@@ -932,6 +950,51 @@ fn max_value(batches: &[RecordBatch]) -> Option<i64> {
         any.downcast_ref::<TimestampMicrosecondArray>()
             .map(|a| a.value(0))
     }
+}
+
+/// Fails, naming a repeated key, unless `keys` are unique among the rows `filter` selects.
+async fn unique_keys(
+    driver: &Arc<dyn Driver>,
+    name: &str,
+    base: &str,
+    keys: &[Col],
+    filter: Option<&str>,
+) -> Result<(), ExtractError> {
+    let selected: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{} AS {}", k.expr, driver.quote(&k.name)))
+        .collect();
+    let grouped: Vec<&str> = keys.iter().map(|k| k.expr.as_str()).collect();
+    let sql = driver.first_row(&format!(
+        "{} GROUP BY {} HAVING COUNT(*) > 1",
+        driver.select(&selected.join(", "), base, filter),
+        grouped.join(", ")
+    ));
+    let repeated = read_all(driver, sql, keys.to_vec())
+        .await
+        .map_err(|e| fail(name, format!("failed to check the primary key: {e}")))?;
+    let Some(batch) = repeated.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(());
+    };
+    let example = keys
+        .iter()
+        .zip(batch.columns())
+        .map(|(k, c)| {
+            let v = arrow::util::display::array_value_to_string(c, 0).unwrap_or_default();
+            format!("{} = {v}", k.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(fail(
+        name,
+        format!(
+            "the primary key ({}) is not unique at the source: {example} is on more than one row; set `primary_key` to the columns that identify a row",
+            keys.iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
 }
 
 /// Reads the source's keys and marks the table's rows whose key is gone: their `_deleted_at`

@@ -93,6 +93,10 @@ impl Driver for Mssql {
         "NVARCHAR(MAX)"
     }
 
+    fn first_row(&self, sql: &str) -> String {
+        format!("SELECT TOP 1 * FROM ({sql}) AS d")
+    }
+
     fn timestamp_literal(&self, micros: i64, utc: bool) -> String {
         let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
         if utc {
