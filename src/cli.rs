@@ -46,7 +46,8 @@ pub enum Command {
     /// `lake ingest PATH... --table schema.name` lands files; `lake ingest spotify-export PATH`
     /// lands the Spotify personal data export (a folder or my_spotify_data.zip).
     Ingest(IngestArgs),
-    /// Pull from a source's API into raw tables: `lake extract spotify`
+    /// Pull from the Spotify API or SQL databases into raw tables: `lake extract spotify`,
+    /// `lake extract sql`
     Extract(ExtractArgs),
     /// Authorize lake with a service: `lake auth spotify`
     Auth(AuthArgs),
