@@ -520,3 +520,36 @@ fn mssql_query_over_tds() {
     );
     assert!(!out.contains("pw-secret"), "{out}");
 }
+
+/// An increasing id as the cursor: the lookback is a number of ids.
+#[test]
+fn integer_cursor_with_lookback() {
+    let ctx = TestContext::new(Backend::Local);
+    let src = Src::new("sqlite", &ctx);
+    src.sql("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e');");
+    ctx.configure("[sources.events]\nurl = \"sqlite://source.db\"\ntable = \"events\"\nmode = \"incremental\"\ncursor = \"id\"\nprimary_key = [\"id\"]\nlookback = \"2\"\n");
+    let out = ctx.ok(&["extract", "sql", "events"]);
+    assert!(
+        out.contains("version 0: 5 rows, cursor start -> 5"),
+        "{out}"
+    );
+    src.sql("INSERT INTO events VALUES (6, 'f'), (7, 'g')");
+    // From 5 - 2: ids 3 to 7.
+    let out = ctx.ok(&["extract", "sql", "events"]);
+    assert!(out.contains("version 1: 5 rows, cursor 5 -> 7"), "{out}");
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.events"), "7");
+    // Nothing new: the lookback's rows are merged again and the cursor stays.
+    let out = ctx.ok(&["extract", "sql", "events"]);
+    assert!(out.contains("cursor 7 -> 7"), "{out}");
+    let (ok, out, _) = outcome(ctx.lake().args([
+        "--set",
+        "sources.events.lookback=2h",
+        "extract",
+        "sql",
+        "events",
+    ]));
+    assert!(
+        !ok && out.contains("lookback = \"2h\": an integer cursor takes a number of ids"),
+        "{out}"
+    );
+}

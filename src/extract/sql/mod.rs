@@ -871,7 +871,10 @@ pub async fn extract(
                 format!("failed to read the largest `{}`: {e}", cursor_col.name),
             )
         })?;
-    let after = max_value(&max).and_then(|v| Cursor::of(&cursor_col, v));
+    // Never backwards: when the rows at the saved cursor are gone, it stays where it was.
+    let after = max_value(&max)
+        .map(|v| before.as_ref().map_or(v, |b| v.max(b.value)))
+        .and_then(|v| Cursor::of(&cursor_col, v));
     let mut report = SqlReport {
         source: name.to_string(),
         table: table.clone(),
