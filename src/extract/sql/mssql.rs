@@ -3,7 +3,8 @@
 //! socket as they are read.
 //!
 //! URL: `mssql://user@host:1433/database?encrypt=mandatory&trust_server_certificate=false`;
-//! `encrypt` is `strict` (TDS 8), `mandatory` (the default), `optional` or `no_tls`.
+//! `encrypt` is `strict` (TDS 8), `mandatory` (the default), `optional` or `no_tls`;
+//! `isolation=read_committed` reads without a snapshot where SNAPSHOT is not allowed.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,12 @@ pub(crate) struct Mssql {
     password: Option<String>,
 }
 
+/// The connection and how reads are isolated.
+struct Settings {
+    config: Config,
+    isolation: IsolationLevel,
+}
+
 impl Mssql {
     pub fn new(url: &str, password: Option<String>) -> Self {
         Mssql {
@@ -27,20 +34,28 @@ impl Mssql {
         }
     }
 
-    fn config(&self) -> Result<Config, String> {
+    fn config(&self) -> Result<Settings, String> {
         let url = url::Url::parse(&self.url).map_err(|_| "the URL does not parse".to_string())?;
         let host = url.host_str().ok_or("the URL names no host")?;
         let port = url.port().unwrap_or(1433);
         let database = url.path().trim_start_matches('/');
         let mut encrypt = "mandatory".to_string();
         let mut trust = "false".to_string();
+        let mut isolation = IsolationLevel::Snapshot;
         for (k, v) in url.query_pairs() {
-            match k.as_ref() {
-                "encrypt" => encrypt = v.to_string(),
-                "trust_server_certificate" => trust = v.to_string(),
-                other => {
+            match (k.as_ref(), v.as_ref()) {
+                ("encrypt", v) => encrypt = v.to_string(),
+                ("trust_server_certificate", v) => trust = v.to_string(),
+                ("isolation", "snapshot") => isolation = IsolationLevel::Snapshot,
+                ("isolation", "read_committed") => isolation = IsolationLevel::ReadCommitted,
+                ("isolation", other) => {
                     return Err(format!(
-                        "the URL option `{other}` is not known; use encrypt or trust_server_certificate"
+                        "isolation={other}: use snapshot (the default) or read_committed"
+                    ));
+                }
+                (other, _) => {
+                    return Err(format!(
+                        "the URL option `{other}` is not known; use encrypt, trust_server_certificate or isolation"
                     ));
                 }
             }
@@ -65,14 +80,18 @@ impl Mssql {
             (None, None) => String::new(),
         };
         let config = Config::from_connection_string(&conn).map_err(|e| e.to_string())?;
-        Ok(config.credentials(Credentials::sql_server(user, password)))
+        Ok(Settings {
+            config: config.credentials(Credentials::sql_server(user, password)),
+            isolation,
+        })
     }
 
-    async fn connect(&self) -> Result<Client<Ready>, String> {
-        let config = self.config()?;
-        Client::connect(config)
+    async fn connect(&self) -> Result<(Client<Ready>, IsolationLevel), String> {
+        let settings = self.config()?;
+        let client = Client::connect(settings.config)
             .await
-            .map_err(|e| format!("failed to connect: {e}"))
+            .map_err(|e| format!("failed to connect: {e}"))?;
+        Ok((client, settings.isolation))
     }
 }
 
@@ -115,7 +134,7 @@ impl Driver for Mssql {
         base: &str,
         casts: &BTreeMap<String, String>,
     ) -> Result<Vec<Col>, String> {
-        let mut client = self.connect().await?;
+        let (mut client, _) = self.connect().await?;
         let sql = format!("SELECT TOP 0 * FROM ({base}) AS q");
         let columns = {
             let mut stream = client
@@ -198,18 +217,16 @@ impl Driver for Mssql {
     }
 
     async fn read(&self, sql: &str, sink: &mut Sink) -> Result<(), SourceError> {
-        let client = self.connect().await?;
+        let (client, isolation) = self.connect().await?;
         // SNAPSHOT reads one consistent version without blocking writers, where the database
-        // allows it (ALLOW_SNAPSHOT_ISOLATION ON); otherwise READ COMMITTED.
-        let mut tx = client
-            .begin_transaction_with_isolation(IsolationLevel::Snapshot)
-            .await?;
+        // allows it (ALLOW_SNAPSHOT_ISOLATION ON).
+        let mut tx = client.begin_transaction_with_isolation(isolation).await?;
         {
             let mut stream = match tx.query_stream(sql, &[]).await {
                 Ok(s) => s,
                 Err(e) if e.to_string().contains("napshot isolation") => {
                     return Err(format!(
-                        "{e}; turn on ALLOW_SNAPSHOT_ISOLATION for a consistent snapshot"
+                        "{e}; turn on ALLOW_SNAPSHOT_ISOLATION for a consistent snapshot, or add isolation=read_committed to the URL to read without one"
                     )
                     .into());
                 }
@@ -261,12 +278,13 @@ mod tests {
 
     #[test]
     fn urls_become_configs() {
-        let c = Mssql::new(
-            "mssql://lake%40corp:p%2Bw+d@sql.internal:1444/crm?encrypt=no_tls",
+        let Settings { config: c, isolation } = Mssql::new(
+            "mssql://lake%40corp:p%2Bw+d@sql.internal:1444/crm?encrypt=no_tls&isolation=read_committed",
             None,
         )
         .config()
         .unwrap();
+        assert_eq!(isolation, IsolationLevel::ReadCommitted);
         assert_eq!((c.host.as_str(), c.port), ("sql.internal", 1444));
         assert_eq!(c.database.as_deref(), Some("crm"));
         assert!(c.no_tls);
@@ -278,16 +296,20 @@ mod tests {
             ("lake@corp", "p+w+d")
         );
         // The configured password wins over the URL's.
-        let c = Mssql::new("mssql://lake:old@h/db", Some("new".into()))
+        let Settings {
+            config: c,
+            isolation,
+        } = Mssql::new("mssql://lake:old@h/db", Some("new".into()))
             .config()
             .unwrap();
+        assert_eq!(isolation, IsolationLevel::Snapshot);
         assert!(
             matches!(&c.credentials, Credentials::SqlServer { password, .. } if password.as_ref() == "new")
         );
         assert!(!c.no_tls, "TLS unless the URL turns it off");
-        let err = Mssql::new("mssql://h/db?encryption=off", None)
-            .config()
-            .unwrap_err();
+        let Err(err) = Mssql::new("mssql://h/db?encryption=off", None).config() else {
+            panic!("an unknown option is refused");
+        };
         assert!(err.contains("`encryption` is not known"), "{err}");
     }
 }
