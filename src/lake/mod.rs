@@ -4,6 +4,7 @@
 //! This module knows where tables live and how to open, list and describe them. Writing is in
 //! [`write`]; reading with SQL is in [`crate::query`].
 
+pub mod lease;
 mod name;
 pub mod write;
 
@@ -104,6 +105,22 @@ pub enum LakeError {
         name: String,
         /// Why.
         source: object_store::Error,
+    },
+    /// A lease could not be read or written.
+    #[error("failed to read or write lease {name}: {source}")]
+    Lease {
+        /// The lease.
+        name: String,
+        /// Why.
+        source: object_store::Error,
+    },
+    /// Another process took a lease this process held, after it expired.
+    #[error("failed to keep lease {name}: it expired and was taken by {holder}")]
+    LeaseLost {
+        /// The lease.
+        name: String,
+        /// Who holds it now.
+        holder: String,
     },
     /// The write itself failed; nothing was committed.
     #[error("failed to write {table}: {source}; the table is unchanged")]
@@ -601,6 +618,19 @@ fn is_missing(e: &DeltaTableError) -> bool {
             text.contains("does not exist") || text.contains("No files in log segment")
         }
     }
+}
+
+/// The names of the objects directly under `prefix`.
+async fn list_names(
+    store: &dyn ObjectStore,
+    prefix: &StorePath,
+) -> Result<Vec<String>, object_store::Error> {
+    let listing = store.list_with_delimiter(Some(prefix)).await?;
+    Ok(listing
+        .objects
+        .iter()
+        .filter_map(|o| o.location.filename().map(str::to_string))
+        .collect())
 }
 
 /// The names of the folders directly under `prefix`.

@@ -12,6 +12,7 @@ mod config;
 mod errors;
 mod export;
 mod ingest;
+mod lease;
 mod models;
 mod query;
 mod spotify;
