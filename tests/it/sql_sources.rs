@@ -140,10 +140,18 @@ fn postgres_types_land_exactly() {
         "flag,small,i,r,d,amount,free,name,code,day,at,at_tz,tm,tags,nums,doc,u,m,spot\ntrue,2,3,1.5,2.25,12345.678,1.000000000001,a'b,xy,2024-02-29,2024-01-01T12:34:56.123456,2024-01-01T10:34:56.123456Z,13:14:15.5,a|NULL|c,1|2,\"{\"\"k\"\": [1, 2]}\",a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,sad,\"(1,2)\"\n"
     );
     assert_eq!(ctx.scalar("SELECT count(*) FROM raw.crm WHERE id = 2 AND flag IS NULL AND amount IS NULL AND tags IS NULL AND at_tz IS NULL"), "1");
-    // A second full extract replaces the table in one commit.
-    psql(&format!("INSERT INTO {s}.t (id) VALUES (3)"));
+    // A second full extract replaces the table in one commit, its columns too: a type that
+    // changed at the source changes in the lake, a dropped column goes.
+    psql(&format!(
+        "INSERT INTO {s}.t (id) VALUES (3); ALTER TABLE {s}.t ALTER COLUMN small TYPE int8, DROP COLUMN blob"
+    ));
     let out = ctx.ok(&["extract", "sql", "crm"]);
     assert!(out.contains("version 1: 3 rows"), "{out}");
+    let types = ctx.ok(&["describe", "raw.crm"]);
+    assert!(
+        types.contains("small") && !types.contains("blob") && !types.contains("Int16"),
+        "{types}"
+    );
     psql(&format!("DROP SCHEMA {s} CASCADE"));
 }
 

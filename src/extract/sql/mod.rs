@@ -799,7 +799,9 @@ pub async fn extract(
             progress,
             keys_unique: false,
         });
-        let outcome = write(lake, &table, source, &WriteMode::Overwrite, &metadata)
+        // The table mirrors the source: its rows and its columns, even when a column's type
+        // changed or a column was dropped at the source.
+        let outcome = write(lake, &table, source, &WriteMode::Rebuild(vec![]), &metadata)
             .await
             .map_err(|e| fail(name, e))?;
         return Ok(SqlReport {
