@@ -469,6 +469,17 @@ async fn build(
         sql: hash,
         inputs: inputs.versions(),
     };
+    // A table built from the same SQL over the same input versions would come out the same.
+    if model.config.materialized == Materialized::Table
+        && !options.full_refresh
+        && let Ok(table) = lake.table(&model.name, None, None).await
+        && cursor(&table).await.as_ref() == Some(&new_cursor)
+    {
+        outcome.status = Status::Unchanged;
+        outcome.rows = Some(0);
+        outcome.note = Some("its SQL and inputs are as they were".into());
+        return Ok(());
+    }
     let metadata = vec![
         ("lake.command".to_string(), json!(options.command)),
         ("lake.run_id".to_string(), json!(run_id)),

@@ -202,8 +202,9 @@ fn a_failing_model_stops_only_its_dependents_and_keeps_its_table() {
         out.contains("skipped      curated.c") && out.contains("curated.b did not pass"),
         "{out}"
     );
+    // The others still run; unchanged inputs and SQL leave them as they are.
     assert!(
-        out.contains("ok           curated.d") && out.contains("ok           curated.a"),
+        out.contains("unchanged    curated.d") && out.contains("unchanged    curated.a"),
         "{out}"
     );
     assert!(
