@@ -889,7 +889,10 @@ pub async fn extract(
         deleted: None,
     };
     let saved = after.clone().or(before.clone());
-    if let Some(after) = &after {
+    // A cursor that has not moved, with no lookback to re-read, means nothing new: the rows at
+    // the cursor itself were read last time.
+    let nothing_new = lookback == 0 && before.is_some() && after == before;
+    if let Some(after) = after.as_ref().filter(|_| !nothing_new) {
         fields.push(Field::new(DELETED_AT, Kind::TimestampUtc.read_type(), true));
         let schema = Arc::new(Schema::new(fields.clone()));
         metadata.push((
