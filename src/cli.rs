@@ -63,6 +63,12 @@ pub enum Command {
     Runs(RunsArgs),
     /// Load curated tables into the warehouse (PostgreSQL, MySQL, or SQLite by default)
     Export(ExportArgs),
+    /// The scheduled job: extract the SQL sources, run the models and tests, export what
+    /// passed, under a lock on the lake
+    ///
+    /// Exit codes: 0 all succeeded; 1 a stage failed; 3 tests failed, the rest ran; 4 it could
+    /// not start (settings, or another refresh holds the lake).
+    Refresh(RefreshArgs),
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake
@@ -129,6 +135,31 @@ pub struct ExportArgs {
     /// Which models.
     #[command(flatten)]
     pub selection: Selection,
+}
+
+/// `lake refresh`.
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// Which models to run and export.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Leave out extracting the SQL sources
+    #[arg(long)]
+    pub skip_extract: bool,
+    /// Leave out the export to the warehouse
+    #[arg(long)]
+    pub skip_export: bool,
+    /// When another refresh holds the lake, wait up to this long for it (`90s`, `10m`)
+    /// [default: exit at once]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
+    /// How long the lock lasts unless renewed (it is renewed while the refresh runs): a
+    /// refresh that crashed blocks others this long at most
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// Models built at once [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// `lake runs`.

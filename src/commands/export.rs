@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use super::Context;
-use crate::cli::ExportArgs;
+use crate::cli::{ExportArgs, Selection};
 use crate::export::{Target, Warehouse, export_table};
 use crate::lake::{CURATED, TableName};
 use crate::output;
@@ -12,6 +12,30 @@ use crate::query::LakeSession;
 use crate::transform::{Materialized, Project, runs, select};
 
 pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
+    let outcome = export(ctx, &args.selection).await?;
+    let failed: Vec<String> = outcome.blocked.into_iter().chain(outcome.failed).collect();
+    if !failed.is_empty() {
+        bail!("failed to export: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// What an export did, table by table.
+#[derive(Debug, Default)]
+pub(super) struct Exported {
+    /// Loaded or upserted.
+    pub loaded: Vec<String>,
+    /// Already in the warehouse at their current version.
+    pub unchanged: Vec<String>,
+    /// Not exported because their error-level tests failed.
+    pub blocked: Vec<String>,
+    /// Failed to load; the warehouse keeps their previous version.
+    pub failed: Vec<String>,
+}
+
+/// Exports the selected tables (the models marked `export`, or every curated table), a line
+/// each; an error only when nothing could start.
+pub(super) async fn export(ctx: &Context, selection: &Selection) -> Result<Exported> {
     let settings = ctx.settings()?;
     let lake = ctx.lake().await?;
     let tables = lake.list_tables().await?;
@@ -22,13 +46,13 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
         .iter()
         .filter(|m| m.config.export == Some(true))
         .collect();
-    let selected = if args.selection.select.is_empty() && args.selection.exclude.is_empty() {
+    let selected = if selection.select.is_empty() && selection.exclude.is_empty() {
         None
     } else {
         Some(select::resolve(
             &project,
-            &args.selection.select,
-            &args.selection.exclude,
+            &selection.select,
+            &selection.exclude,
         )?)
     };
     let mut chosen: Vec<(TableName, Target, Vec<String>)> = Vec::new();
@@ -95,14 +119,14 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
     }
     let blocked = tests_failed(&lake).await?;
     let warehouse = Warehouse::connect(&settings.warehouse, &settings.project_dir).await?;
-    let mut failed = Vec::new();
+    let mut outcome = Exported::default();
     for (table, target, key) in &chosen {
         if let Some(run) = blocked.iter().find(|(m, _)| m == &table.to_string()) {
             output::print(format!(
                 "not exported  {table}: its error-level tests failed in run {}",
                 run.1
             ))?;
-            failed.push(table.to_string());
+            outcome.blocked.push(table.to_string());
             continue;
         }
         let bar = progress::spinner(ctx.quiet(), format!("exporting {table}"));
@@ -110,28 +134,31 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
         let result = export_table(&lake, &warehouse, table, target, key, &shown).await;
         bar.finish_and_clear();
         match result {
-            Ok(e) if e.unchanged => output::print(format!(
-                "unchanged     {table} -> {}  (version {} is there already)",
-                e.target, e.version
-            ))?,
-            Ok(e) => output::print(format!(
-                "{:<13} {table} -> {}  {} rows, version {}, {:.2}s",
-                if e.upsert { "upserted" } else { "exported" },
-                e.target,
-                e.rows.unwrap_or(0),
-                e.version,
-                e.duration.as_secs_f64()
-            ))?,
+            Ok(e) if e.unchanged => {
+                output::print(format!(
+                    "unchanged     {table} -> {}  (version {} is there already)",
+                    e.target, e.version
+                ))?;
+                outcome.unchanged.push(table.to_string());
+            }
+            Ok(e) => {
+                output::print(format!(
+                    "{:<13} {table} -> {}  {} rows, version {}, {:.2}s",
+                    if e.upsert { "upserted" } else { "exported" },
+                    e.target,
+                    e.rows.unwrap_or(0),
+                    e.version,
+                    e.duration.as_secs_f64()
+                ))?;
+                outcome.loaded.push(table.to_string());
+            }
             Err(err) => {
                 output::print(format!("failed        {table}: {err}"))?;
-                failed.push(table.to_string());
+                outcome.failed.push(table.to_string());
             }
         }
     }
-    if !failed.is_empty() {
-        bail!("failed to export: {}", failed.join(", "));
-    }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Models whose latest run ended with failed error-level tests, with that run's id.

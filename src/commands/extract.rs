@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use super::Context;
 use crate::cli::{ExtractArgs, ExtractSource, SqlArgs};
 use crate::extract::spotify::{self, Outcome};
+use crate::extract::sql::SqlReport;
 use crate::progress;
 
 pub async fn run(ctx: &Context, args: ExtractArgs) -> Result<()> {
@@ -59,7 +60,7 @@ pub async fn run(ctx: &Context, args: ExtractArgs) -> Result<()> {
 }
 
 /// One line per source: `crm -> raw.crm version 3: 120 rows (cursor 2024-01-01 .. 2024-01-02)`.
-fn sql_summary(r: &crate::extract::sql::SqlReport) -> String {
+fn sql_summary(r: &SqlReport) -> String {
     let mut line = match r.version {
         Some(v) => format!("{} -> {} version {v}: {} rows", r.source, r.table, r.rows),
         None => format!(
@@ -80,11 +81,33 @@ fn sql_summary(r: &crate::extract::sql::SqlReport) -> String {
 /// `lake extract sql [NAME ...]`: every named source (all when none is named), one commit each;
 /// a failed source commits nothing and the others still land.
 async fn sql(ctx: &Context, args: SqlArgs) -> Result<()> {
+    let failed: Vec<String> = sql_sources(ctx, &args.names, args.detect_deletes)
+        .await?
+        .into_iter()
+        .filter_map(|(_, r)| r.err())
+        .collect();
+    match failed.len() {
+        0 => Ok(()),
+        1 => bail!("{}", failed[0]),
+        n => bail!("{n} sources failed:\n{}", failed.join("\n")),
+    }
+}
+
+/// What each source's extract did, or why it failed.
+pub(super) type SourceResults = Vec<(String, std::result::Result<SqlReport, String>)>;
+
+/// Extracts the named sources (all when none is named), a line each; an error only when
+/// nothing could start.
+pub(super) async fn sql_sources(
+    ctx: &Context,
+    names: &[String],
+    detect_deletes: bool,
+) -> Result<SourceResults> {
     let settings = ctx.settings()?;
     if settings.sources.is_empty() {
         bail!("failed to extract: lake.toml has no [sources.<name>]");
     }
-    for n in &args.names {
+    for n in names {
         if !settings.sources.contains_key(n) {
             let known: Vec<&str> = settings.sources.keys().map(String::as_str).collect();
             bail!(
@@ -94,9 +117,9 @@ async fn sql(ctx: &Context, args: SqlArgs) -> Result<()> {
         }
     }
     let lake = ctx.lake().await?;
-    let mut failed = Vec::new();
+    let mut results = Vec::new();
     for (name, src) in &settings.sources {
-        if !args.names.is_empty() && !args.names.contains(name) {
+        if !names.is_empty() && !names.contains(name) {
             continue;
         }
         let bar = progress::spinner(ctx.quiet(), format!("{name}: connecting"));
@@ -106,22 +129,21 @@ async fn sql(ctx: &Context, args: SqlArgs) -> Result<()> {
             std::sync::Arc::new(move |rows: u64| bar.set_message(format!("{name}: {rows} rows")))
         };
         let options = crate::extract::sql::RunOptions {
-            detect_deletes: args.detect_deletes,
+            detect_deletes,
             project_dir: settings.project_dir.clone(),
         };
         let result = crate::extract::sql::extract(&lake, name, src, options, shown).await;
         bar.finish_and_clear();
         match result {
-            Ok(r) => crate::output::print(sql_summary(&r))?,
+            Ok(r) => {
+                crate::output::print(sql_summary(&r))?;
+                results.push((name.clone(), Ok(r)));
+            }
             Err(e) => {
                 crate::output::print(format!("{name}: failed: {e}"))?;
-                failed.push(format!("{e}"));
+                results.push((name.clone(), Err(e.to_string())));
             }
         }
     }
-    match failed.len() {
-        0 => Ok(()),
-        1 => bail!("{}", failed[0]),
-        n => bail!("{n} sources failed:\n{}", failed.join("\n")),
-    }
+    Ok(results)
 }

@@ -10,6 +10,7 @@ mod ingest;
 mod init;
 mod plan;
 mod query;
+mod refresh;
 mod run;
 mod runs;
 mod shell;
@@ -51,6 +52,26 @@ impl Context {
     }
 }
 
+/// Exit codes a scheduler can alert on (`lake refresh`); 2 is clap's, for bad usage.
+pub mod exit {
+    /// A stage (or any other command) failed.
+    pub const FAILED: u8 = 1;
+    /// Error-level tests failed; the other stages ran.
+    pub const TESTS_FAILED: u8 = 3;
+    /// Nothing ran: bad settings, or another process holds the lake.
+    pub const CANNOT_START: u8 = 4;
+}
+
+/// A failure that exits with its own code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// The exit code.
+    pub code: u8,
+    /// What happened.
+    pub message: String,
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let ctx = Context { global: cli.global };
@@ -65,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan::run(&ctx, args).await,
         Command::Runs(args) => runs::run(&ctx, args).await,
         Command::Export(args) => export::run(&ctx, args).await,
+        Command::Refresh(args) => refresh::run(&ctx, args).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

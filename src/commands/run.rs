@@ -29,6 +29,36 @@ async fn execute(
     build: bool,
     full_refresh: bool,
 ) -> Result<()> {
+    let summary = models(ctx, selection, threads, build, full_refresh).await?;
+    if !summary.ok() {
+        bail!(
+            "failed to {}: {}",
+            if build { "run models" } else { "pass tests" },
+            failed(&summary).join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The models that failed or whose error-level tests failed.
+fn failed(summary: &RunSummary) -> Vec<String> {
+    summary
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.status, Status::Failed | Status::TestsFailed))
+        .map(|o| o.model.to_string())
+        .collect()
+}
+
+/// Builds (or only tests) the selected models, a line per model as it finishes; an error only
+/// when nothing could run.
+pub(super) async fn models(
+    ctx: &Context,
+    selection: &Selection,
+    threads: Option<usize>,
+    build: bool,
+    full_refresh: bool,
+) -> Result<RunSummary> {
     let settings = ctx.settings()?;
     let lake = ctx.lake().await?;
     let tables = lake.list_tables().await?;
@@ -85,20 +115,7 @@ async fn execute(
     if !ctx.quiet() {
         eprintln!("{}", totals(&summary));
     }
-    if !summary.ok() {
-        let failed: Vec<String> = summary
-            .outcomes
-            .iter()
-            .filter(|o| matches!(o.status, Status::Failed | Status::TestsFailed))
-            .map(|o| o.model.to_string())
-            .collect();
-        bail!(
-            "failed to {}: {}",
-            if build { "run models" } else { "pass tests" },
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    Ok(summary)
 }
 
 /// One model's line, with its failing tests below it.

@@ -15,6 +15,7 @@ mod ingest;
 mod lease;
 mod models;
 mod query;
+mod refresh;
 mod spotify;
 mod spotify_export;
 mod sql_sources;

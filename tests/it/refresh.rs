@@ -1,0 +1,133 @@
+//! `lake refresh`: the stages in order under the lease, idempotent reruns, and the exit codes
+//! a scheduler alerts on.
+
+use std::time::Duration;
+
+use lake::config::{Overrides, Settings};
+use lake::lake::Lake;
+
+use crate::common::{Backend, TestContext, db_sql};
+
+/// A project with a SQLite source, a model marked for export with a test, and the default
+/// SQLite warehouse.
+fn project() -> TestContext {
+    let ctx = TestContext::new(Backend::Local);
+    db_sql(
+        "sqlite",
+        Some(&ctx.path("source.db")),
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER, updated_at DATETIME);
+         INSERT INTO orders VALUES (1, 10, '2024-01-01 08:00:00'), (2, 20, '2024-01-01 09:00:00');",
+    );
+    ctx.configure(
+        "[sources.orders]\nurl = \"sqlite://source.db\"\ntable = \"orders\"\nmode = \"incremental\"\ncursor = \"updated_at\"\nprimary_key = [\"id\"]\n",
+    );
+    ctx.write(
+        "queries/order_totals.sql",
+        "/* lake\nexport = true\n[[tests]]\nrow_count = { max = 2 }\n*/\nSELECT count(*) AS orders, sum(amount) AS amount FROM raw.orders WHERE _deleted_at IS NULL",
+    );
+    ctx
+}
+
+fn warehouse(ctx: &TestContext, sql: &str) -> String {
+    db_sql("sqlite", Some(&ctx.path("warehouse.db")), sql)
+}
+
+#[test]
+fn stages_run_in_order_and_a_rerun_does_little() {
+    let ctx = project();
+    let out = ctx.lake().args(["refresh"]).assert().success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    for stage in ["extract", "run", "export"] {
+        assert!(
+            err.contains(stage),
+            "{stage} missing from the summary:\n{err}"
+        );
+    }
+    assert!(
+        err.contains("orders -> raw.orders") && err.contains("curated.order_totals"),
+        "{err}"
+    );
+    assert_eq!(
+        warehouse(&ctx, "SELECT orders, amount FROM order_totals"),
+        "1\t30".replace('1', "2")
+    );
+    // Again: no new rows, the model is unchanged, the warehouse has its version.
+    let out = ctx.ok(&["refresh"]);
+    assert!(out.contains("no new rows, nothing committed"), "{out}");
+    assert!(out.contains("unchanged"), "{out}");
+    assert_eq!(ctx.version("raw.orders"), 0);
+}
+
+#[test]
+fn a_held_lake_is_named_and_exits_4() {
+    let ctx = project();
+    let settings = Settings::resolve(&Overrides::default(), Vec::new(), ctx.dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lake = rt.block_on(Lake::open(&settings)).unwrap();
+    let lease = rt
+        .block_on(lake.try_lease("refresh", Duration::from_secs(600), "refresh"))
+        .unwrap()
+        .unwrap();
+    let out = ctx.lake().args(["refresh"]).assert().code(4);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains("another one holds the lake: refresh on ")
+            && err.contains(&format!("(pid {})", std::process::id()))
+            && err.contains("--wait"),
+        "{err}"
+    );
+    // Waiting a little is not enough either; nothing ran.
+    ctx.lake()
+        .args(["refresh", "--wait", "1s"])
+        .assert()
+        .code(4);
+    assert!(!ctx.path("lake/raw/orders").exists());
+    // Released, the next refresh runs.
+    rt.block_on(lease.release()).unwrap();
+    ctx.lake()
+        .args(["refresh", "--skip-export"])
+        .assert()
+        .success();
+    assert!(ctx.path("lake/raw/orders").exists());
+    assert!(!ctx.path("warehouse.db").exists(), "--skip-export exported");
+}
+
+#[test]
+fn failed_tests_exit_3_and_hold_back_the_export() {
+    let ctx = project();
+    db_sql(
+        "sqlite",
+        Some(&ctx.path("source.db")),
+        "INSERT INTO orders VALUES (3, 30, '2024-01-01 10:00:00')",
+    );
+    ctx.write(
+        "queries/order_totals.sql",
+        "/* lake\nexport = true\n[[tests]]\nrow_count = { min = 5 }\n*/\nSELECT count(*) AS orders FROM raw.orders",
+    );
+    let out = ctx.lake().args(["refresh"]).assert().code(3);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains("error-level tests failed in curated.order_totals")
+            && err.contains("held back"),
+        "{err}"
+    );
+    assert!(
+        !ctx.path("warehouse.db").exists()
+            || warehouse(
+                &ctx,
+                "SELECT count(*) FROM sqlite_master WHERE name = 'order_totals'"
+            ) == "0"
+    );
+    // A source that fails is a failed stage: exit 1, and the rest still runs.
+    let out = ctx
+        .lake()
+        .args(["--set", "sources.orders.table=nope", "refresh"])
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("failed to refresh: extract failed"), "{err}");
+    assert!(
+        err.contains("curated.order_totals"),
+        "the models ran:\n{err}"
+    );
+}
