@@ -131,3 +131,66 @@ fn failed_tests_exit_3_and_hold_back_the_export() {
         "the models ran:\n{err}"
     );
 }
+
+/// kill -9 at several points of a real refresh, then a rerun: the lake and the warehouse end as
+/// a clean run leaves them. The killed holder's lease expires (`--lease-ttl 2s`) and the rerun
+/// waits for it.
+#[test]
+fn killed_at_any_point_then_rerun_matches_a_clean_run() {
+    fn big_project() -> TestContext {
+        let ctx = project();
+        db_sql(
+            "sqlite",
+            Some(&ctx.path("source.db")),
+            "WITH RECURSIVE g(x) AS (SELECT 3 UNION ALL SELECT x + 1 FROM g WHERE x < 200000)
+             INSERT INTO orders SELECT x, x % 100, datetime('2024-01-02', '+' || x || ' seconds') FROM g;",
+        );
+        ctx.write(
+            "queries/order_totals.sql",
+            "/* lake\nexport = true\n*/\nSELECT count(*) AS orders, sum(amount) AS amount FROM raw.orders WHERE _deleted_at IS NULL",
+        );
+        ctx.write(
+            "queries/by_amount.sql",
+            "/* lake\nexport = true\n*/\nSELECT amount, count(*) AS orders FROM raw.orders GROUP BY amount",
+        );
+        ctx
+    }
+    let args = ["refresh", "--lease-ttl", "2s", "--wait", "60s"];
+    let clean = big_project();
+    clean.lake().args(args).assert().success();
+
+    let ctx = big_project();
+    let mut killed_running = 0;
+    for ms in [250u64, 700, 1200, 2000] {
+        let mut child = ctx
+            .std_command()
+            .args(["--quiet"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(
+        killed_running >= 2,
+        "only {killed_running} kills landed mid-run"
+    );
+    ctx.lake().args(args).assert().success();
+    for sql in [
+        "SELECT orders, amount FROM order_totals",
+        "SELECT amount, orders FROM by_amount ORDER BY amount",
+    ] {
+        assert_eq!(warehouse(&ctx, sql), warehouse(&clean, sql), "{sql}");
+    }
+    assert_eq!(
+        ctx.scalar("SELECT count(*), count(DISTINCT id), sum(amount) FROM raw.orders"),
+        clean.scalar("SELECT count(*), count(DISTINCT id), sum(amount) FROM raw.orders")
+    );
+    assert_eq!(warehouse(&ctx, "SELECT orders FROM order_totals"), "200000");
+}
