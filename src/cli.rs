@@ -34,6 +34,19 @@ pub struct GlobalArgs {
     /// Print no progress or summaries, only results and errors
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Logs on stderr: `text`, or `json` (one object per line, lake's events from info level
+    /// up) for log collectors. LAKE_LOG sets the levels, as `lake=debug`
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, warnings and errors only unless LAKE_LOG says more.
+    Text,
+    /// JSON lines.
+    Json,
 }
 
 /// The subcommands.

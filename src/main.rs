@@ -7,16 +7,29 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = lake::cli::Cli::parse();
+    let json = cli.global.log_format == lake::cli::LogFormat::Json;
+    let default = if json {
+        "off,lake=info"
+    } else {
+        "off,lake=warn"
+    };
     let mut filter =
-        EnvFilter::try_from_env("LAKE_LOG").unwrap_or_else(|_| EnvFilter::new("off,lake=warn"));
+        EnvFilter::try_from_env("LAKE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // rspotify logs request headers, bearer tokens included, at debug level: never let it.
     for quiet in ["rspotify=off", "rspotify_http=off"] {
         filter = filter.add_directive(quiet.parse().expect("a valid directive"));
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -46,9 +46,14 @@ impl Context {
         Ok(Arc::new(Lake::open(&self.settings()?).await?))
     }
 
-    /// Whether to keep stderr free of progress and summaries.
+    /// Whether to keep stderr free of progress and summaries: `--quiet`, or JSON logs there.
     pub fn quiet(&self) -> bool {
-        self.global.quiet
+        self.global.quiet || self.json_logs()
+    }
+
+    /// Whether stderr carries JSON logs, which nothing else should interleave with.
+    pub fn json_logs(&self) -> bool {
+        self.global.log_format == crate::cli::LogFormat::Json
     }
 }
 

@@ -46,6 +46,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     let settings = ctx.settings().map_err(cannot_start)?;
     let lake = ctx.lake().await.map_err(cannot_start)?;
     let lease = acquire(ctx, &lake, &args).await?;
+    tracing::info!(owner = %lease.info().owner, expires_at = %lease.info().expires_at, "refresh started");
     let lost = Arc::new(AtomicBool::new(false));
     let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
     let renewer = tokio::spawn(renew(lease.clone(), args.lease_ttl, lost.clone()));
@@ -56,14 +57,15 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
 
     // 1. Extract.
     if args.skip_extract {
-        rows.push(stage_row("extract", "skipped", None, "--skip-extract"));
+        push(
+            &mut rows,
+            stage_row("extract", "skipped", None, "--skip-extract"),
+        );
     } else if settings.sources.is_empty() {
-        rows.push(stage_row(
-            "extract",
-            "skipped",
-            None,
-            "no [sources] in lake.toml",
-        ));
+        push(
+            &mut rows,
+            stage_row("extract", "skipped", None, "no [sources] in lake.toml"),
+        );
     } else {
         let t = Instant::now();
         match extract::sql_sources(ctx, &[], false).await {
@@ -73,45 +75,49 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
                     failed_stages.push("extract");
                 }
                 for (name, r) in &results {
-                    rows.push(match r {
-                        Ok(report) => Row {
-                            stage: "extract",
-                            item: format!("{name} -> {}", report.table),
-                            status: if report.version.is_some() {
-                                "ok"
-                            } else {
-                                "unchanged"
-                            }
-                            .into(),
-                            rows: report.rows.to_string(),
-                            duration: None,
-                            detail: String::new(),
+                    push(
+                        &mut rows,
+                        match r {
+                            Ok(report) => Row {
+                                stage: "extract",
+                                item: format!("{name} -> {}", report.table),
+                                status: if report.version.is_some() {
+                                    "ok"
+                                } else {
+                                    "unchanged"
+                                }
+                                .into(),
+                                rows: report.rows.to_string(),
+                                duration: None,
+                                detail: String::new(),
+                            },
+                            Err(e) => Row {
+                                stage: "extract",
+                                item: name.clone(),
+                                status: "failed".into(),
+                                rows: String::new(),
+                                duration: None,
+                                detail: e.clone(),
+                            },
                         },
-                        Err(e) => Row {
-                            stage: "extract",
-                            item: name.clone(),
-                            status: "failed".into(),
-                            rows: String::new(),
-                            duration: None,
-                            detail: e.clone(),
-                        },
-                    });
+                    );
                 }
-                rows.push(stage_row(
-                    "extract",
-                    if failed > 0 { "failed" } else { "ok" },
-                    Some(t.elapsed()),
-                    &format!("{} sources, {failed} failed", results.len()),
-                ));
+                push(
+                    &mut rows,
+                    stage_row(
+                        "extract",
+                        if failed > 0 { "failed" } else { "ok" },
+                        Some(t.elapsed()),
+                        &format!("{} sources, {failed} failed", results.len()),
+                    ),
+                );
             }
             Err(e) => {
                 failed_stages.push("extract");
-                rows.push(stage_row(
-                    "extract",
-                    "failed",
-                    Some(t.elapsed()),
-                    &format!("{e:#}"),
-                ));
+                push(
+                    &mut rows,
+                    stage_row("extract", "failed", Some(t.elapsed()), &format!("{e:#}")),
+                );
             }
         }
     }
@@ -130,41 +136,45 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
                 if o.status == Status::TestsFailed {
                     tests_failed.push(o.model.to_string());
                 }
-                rows.push(Row {
-                    stage: "run",
-                    item: o.model.to_string(),
-                    status: o.status.name().to_string(),
-                    rows: match (o.merged, o.rows) {
-                        (Some((i, u)), _) => format!("+{i} ~{u}"),
-                        (None, Some(r)) => r.to_string(),
-                        (None, None) => String::new(),
+                push(
+                    &mut rows,
+                    Row {
+                        stage: "run",
+                        item: o.model.to_string(),
+                        status: o.status.name().to_string(),
+                        rows: match (o.merged, o.rows) {
+                            (Some((i, u)), _) => format!("+{i} ~{u}"),
+                            (None, Some(r)) => r.to_string(),
+                            (None, None) => String::new(),
+                        },
+                        duration: Some(o.duration),
+                        detail: o.error.clone().unwrap_or_default(),
                     },
-                    duration: Some(o.duration),
-                    detail: o.error.clone().unwrap_or_default(),
-                });
+                );
             }
             failed_stages.dedup();
-            rows.push(stage_row(
-                "run",
-                if failed_stages.contains(&"run") {
-                    "failed"
-                } else if !tests_failed.is_empty() {
-                    "tests_failed"
-                } else {
-                    "ok"
-                },
-                Some(t.elapsed()),
-                &format!("{} models, run {}", summary.outcomes.len(), summary.run_id),
-            ));
+            push(
+                &mut rows,
+                stage_row(
+                    "run",
+                    if failed_stages.contains(&"run") {
+                        "failed"
+                    } else if !tests_failed.is_empty() {
+                        "tests_failed"
+                    } else {
+                        "ok"
+                    },
+                    Some(t.elapsed()),
+                    &format!("{} models, run {}", summary.outcomes.len(), summary.run_id),
+                ),
+            );
         }
         Err(e) => {
             failed_stages.push("run");
-            rows.push(stage_row(
-                "run",
-                "failed",
-                Some(t.elapsed()),
-                &format!("{e:#}"),
-            ));
+            push(
+                &mut rows,
+                stage_row("run", "failed", Some(t.elapsed()), &format!("{e:#}")),
+            );
         }
     }
 
@@ -173,7 +183,10 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         return lost_lease(ctx, &rows, started);
     }
     if args.skip_export {
-        rows.push(stage_row("export", "skipped", None, "--skip-export"));
+        push(
+            &mut rows,
+            stage_row("export", "skipped", None, "--skip-export"),
+        );
     } else {
         let t = Instant::now();
         match export::export(ctx, &args.selection).await {
@@ -188,25 +201,26 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
                     done.blocked.len(),
                     done.failed.len()
                 );
-                rows.push(stage_row(
-                    "export",
-                    if done.failed.is_empty() {
-                        "ok"
-                    } else {
-                        "failed"
-                    },
-                    Some(t.elapsed()),
-                    &detail,
-                ));
+                push(
+                    &mut rows,
+                    stage_row(
+                        "export",
+                        if done.failed.is_empty() {
+                            "ok"
+                        } else {
+                            "failed"
+                        },
+                        Some(t.elapsed()),
+                        &detail,
+                    ),
+                );
             }
             Err(e) => {
                 failed_stages.push("export");
-                rows.push(stage_row(
-                    "export",
-                    "failed",
-                    Some(t.elapsed()),
-                    &format!("{e:#}"),
-                ));
+                push(
+                    &mut rows,
+                    stage_row("export", "failed", Some(t.elapsed()), &format!("{e:#}")),
+                );
             }
         }
     }
@@ -221,7 +235,9 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         return lost_lease(ctx, &rows, started);
     }
     summary(ctx, &rows, started);
+    let duration_ms = started.elapsed().as_millis() as u64;
     if !failed_stages.is_empty() {
+        tracing::error!(duration_ms, exit_code = exit::FAILED, "refresh finished");
         failed_stages.dedup();
         return Err(Exit {
             code: exit::FAILED,
@@ -230,6 +246,11 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         .into());
     }
     if !tests_failed.is_empty() {
+        tracing::warn!(
+            duration_ms,
+            exit_code = exit::TESTS_FAILED,
+            "refresh finished"
+        );
         return Err(Exit {
             code: exit::TESTS_FAILED,
             message: format!(
@@ -239,7 +260,35 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         }
         .into());
     }
+    tracing::info!(duration_ms, exit_code = 0, "refresh finished");
     Ok(())
+}
+
+/// Adds a line to the summary, and logs it: with `--log-format json` each is one JSON object.
+fn push(rows: &mut Vec<Row>, row: Row) {
+    let duration_ms = row.duration.map(|d| d.as_millis() as u64);
+    if row.status == "failed" {
+        tracing::error!(
+            stage = row.stage,
+            item = %row.item,
+            status = %row.status,
+            rows = %row.rows,
+            duration_ms,
+            detail = %row.detail,
+            "refresh step"
+        );
+    } else {
+        tracing::info!(
+            stage = row.stage,
+            item = %row.item,
+            status = %row.status,
+            rows = %row.rows,
+            duration_ms,
+            detail = %row.detail,
+            "refresh step"
+        );
+    }
+    rows.push(row);
 }
 
 fn stage_row(stage: &'static str, status: &str, duration: Option<Duration>, detail: &str) -> Row {
@@ -323,7 +372,7 @@ fn lost_lease(ctx: &Context, rows: &[Row], started: Instant) -> Result<()> {
     .into())
 }
 
-/// The summary table on stderr, unless quiet.
+/// The summary table on stderr, unless quiet or the logs are JSON (which carry the same).
 fn summary(ctx: &Context, rows: &[Row], started: Instant) {
     if ctx.quiet() {
         return;

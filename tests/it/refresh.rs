@@ -51,8 +51,30 @@ fn stages_run_in_order_and_a_rerun_does_little() {
         warehouse(&ctx, "SELECT orders, amount FROM order_totals"),
         "1\t30".replace('1', "2")
     );
-    // Again: no new rows, the model is unchanged, the warehouse has its version.
-    let out = ctx.ok(&["refresh"]);
+    // Again, logging JSON for a collector: no new rows, the model is unchanged, the warehouse
+    // has its version.
+    let done = ctx
+        .lake()
+        .args(["--log-format", "json", "refresh"])
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&done.get_output().stdout).to_string();
+    let logs = String::from_utf8_lossy(&done.get_output().stderr).to_string();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let finished = events
+        .iter()
+        .find(|e| e["message"] == "refresh finished")
+        .expect(&logs);
+    assert_eq!(finished["exit_code"], 0, "{logs}");
+    assert!(
+        events.iter().any(|e| e["message"] == "refresh step"
+            && e["stage"] == "export"
+            && e["status"] == "ok"),
+        "{logs}"
+    );
     assert!(out.contains("no new rows, nothing committed"), "{out}");
     assert!(out.contains("unchanged"), "{out}");
     assert_eq!(ctx.version("raw.orders"), 0);
