@@ -34,18 +34,17 @@ pub struct GlobalArgs {
     /// Print no progress or summaries, only results and errors
     #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// Logs on stderr: `text`, or `json` (one object per line, lake's events from info level
-    /// up) for log collectors. LAKE_LOG sets the levels, as `lake=debug`
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    /// Logs on stderr: text, or json lines for log collectors (LAKE_LOG sets levels)
+    #[arg(long, global = true, value_enum, default_value = "text", value_name = "FORMAT")]
     pub log_format: LogFormat,
 }
 
-/// `--log-format`.
+/// `--log-format`: human-readable lines (warnings and errors unless LAKE_LOG says more), or
+/// JSON lines from info level up.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable lines, warnings and errors only unless LAKE_LOG says more.
     Text,
-    /// JSON lines.
     Json,
 }
 
