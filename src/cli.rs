@@ -35,7 +35,13 @@ pub struct GlobalArgs {
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// Logs on stderr: text, or json lines for log collectors (LAKE_LOG sets levels)
-    #[arg(long, global = true, value_enum, default_value = "text", value_name = "FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
     pub log_format: LogFormat,
 }
 

@@ -194,6 +194,30 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
                 if !done.failed.is_empty() {
                     failed_stages.push("export");
                 }
+                for (names, status, detail) in [
+                    (&done.loaded, "ok", ""),
+                    (&done.unchanged, "unchanged", ""),
+                    (&done.blocked, "held_back", "its error-level tests failed"),
+                    (
+                        &done.failed,
+                        "failed",
+                        "the warehouse keeps its previous version",
+                    ),
+                ] {
+                    for name in names {
+                        push(
+                            &mut rows,
+                            Row {
+                                stage: "export",
+                                item: name.clone(),
+                                status: status.into(),
+                                rows: String::new(),
+                                duration: None,
+                                detail: detail.into(),
+                            },
+                        );
+                    }
+                }
                 let detail = format!(
                     "{} loaded, {} unchanged, {} held back (tests failed), {} failed",
                     done.loaded.len(),
