@@ -40,6 +40,9 @@ pub const KEYS: &[&str] = &[
     "warehouse.sslmode",
     "warehouse.ssl_root_cert",
     "warehouse.batch_rows",
+    "maintain.after_refresh",
+    "maintain.vacuum_retention",
+    "maintain.target_file_size",
 ];
 
 /// The environment variables Spotify's own tools read, honoured like the AWS ones: above
@@ -180,6 +183,19 @@ pub struct WarehouseSettings {
     pub batch_rows: Option<u64>,
 }
 
+/// The `[maintain]` table: what `lake maintain` does, and whether a refresh ends with it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainSettings {
+    /// Run `lake maintain` at the end of every `lake refresh` [default: false].
+    pub after_refresh: Option<bool>,
+    /// How long removed data files are kept for readers and time travel before vacuum deletes
+    /// them: `168h` [default: 7 days, Delta's own; less than 1 hour is refused].
+    pub vacuum_retention: Option<String>,
+    /// The size compaction aims for, in bytes [default: the table's, else 100 MiB].
+    pub target_file_size: Option<u64>,
+}
+
 /// How a SQL source is read.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -252,6 +268,8 @@ struct FileSettings {
     warehouse: WarehouseSettings,
     #[serde(default)]
     sources: std::collections::BTreeMap<String, SourceSettings>,
+    #[serde(default)]
+    maintain: MaintainSettings,
 }
 
 /// What the command line says about settings.
@@ -283,6 +301,8 @@ pub struct Settings {
     pub spotify_export: SpotifyExportSettings,
     /// The warehouse.
     pub warehouse: WarehouseSettings,
+    /// Table maintenance.
+    pub maintain: MaintainSettings,
     /// SQL sources, by name.
     pub sources: std::collections::BTreeMap<String, SourceSettings>,
 }
@@ -347,6 +367,7 @@ impl Settings {
             spotify_export: file.spotify_export,
             warehouse: file.warehouse,
             sources: file.sources,
+            maintain: file.maintain,
         };
         for (var, key) in SPOTIFY_ENV {
             if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {
@@ -471,6 +492,9 @@ impl Settings {
             "warehouse.sslmode" => self.warehouse.sslmode = text(),
             "warehouse.ssl_root_cert" => self.warehouse.ssl_root_cert = Some(PathBuf::from(value)),
             "warehouse.batch_rows" => self.warehouse.batch_rows = Some(number()?),
+            "maintain.after_refresh" => self.maintain.after_refresh = flag()?,
+            "maintain.vacuum_retention" => self.maintain.vacuum_retention = text(),
+            "maintain.target_file_size" => self.maintain.target_file_size = Some(number()?),
             source if source.starts_with("sources.") => {
                 let unknown = || ConfigError::UnknownKey {
                     key: key.to_string(),
