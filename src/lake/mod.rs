@@ -5,6 +5,7 @@
 //! [`write`]; reading with SQL is in [`crate::query`].
 
 pub mod lease;
+pub mod maintain;
 mod name;
 pub mod write;
 
@@ -105,6 +106,14 @@ pub enum LakeError {
         name: String,
         /// Why.
         source: object_store::Error,
+    },
+    /// A maintenance step failed; what it had committed before stays.
+    #[error("failed to maintain {table}: {why}")]
+    Maintain {
+        /// The table.
+        table: TableName,
+        /// The step and why.
+        why: String,
     },
     /// A lease could not be read or written.
     #[error("failed to read or write lease {name}: {source}")]
