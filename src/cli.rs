@@ -87,6 +87,8 @@ pub enum Command {
     /// Exit codes: 0 all succeeded; 1 a stage failed; 3 tests failed, the rest ran; 4 it could
     /// not start (settings, or another refresh holds the lake).
     Refresh(RefreshArgs),
+    /// Compact small files, checkpoint long logs and vacuum old files, under the lake's lock
+    Maintain(MaintainArgs),
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake
@@ -369,6 +371,24 @@ pub struct QueryArgs {
 pub struct TableArg {
     /// The table, as schema.name
     pub table: String,
+}
+
+/// `lake maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// The tables, as schema.name [default: every table in the lake]
+    #[arg(value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Say what vacuum would delete; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep removed files this long for readers and time travel (`168h`, `30d`; 1h at least)
+    /// [default: maintain.vacuum_retention, else 7 days]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retention: Option<std::time::Duration>,
+    /// When a refresh holds the lake, wait up to this long for it [default: exit at once]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
 }
 
 /// `lake history`.

@@ -8,6 +8,7 @@ mod extract;
 mod history;
 mod ingest;
 mod init;
+mod maintain;
 mod plan;
 mod query;
 mod refresh;
@@ -92,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Runs(args) => runs::run(&ctx, args).await,
         Command::Export(args) => export::run(&ctx, args).await,
         Command::Refresh(args) => refresh::run(&ctx, args).await,
+        Command::Maintain(args) => maintain::run(&ctx, args).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

@@ -15,14 +15,14 @@ use anyhow::Result;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use super::run as models;
-use super::{Context, Exit, exit, export, extract};
+use super::{Context, Exit, exit, export, extract, maintain};
 use crate::cli::RefreshArgs;
 use crate::lake::Lake;
 use crate::lake::lease::Lease;
 use crate::transform::run::Status;
 
-/// The lease every refresh takes.
-const LEASE: &str = "refresh";
+/// The lease a refresh or a standalone maintenance takes: one of them at a time per lake.
+pub const LEASE: &str = "lake";
 
 /// One line of the summary.
 struct Row {
@@ -45,7 +45,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     };
     let settings = ctx.settings().map_err(cannot_start)?;
     let lake = ctx.lake().await.map_err(cannot_start)?;
-    let lease = acquire(ctx, &lake, &args).await?;
+    let lease = acquire(ctx, &lake, "refresh", args.wait, args.lease_ttl).await?;
     tracing::info!(owner = %lease.info().owner, expires_at = %lease.info().expires_at, "refresh started");
     let lost = Arc::new(AtomicBool::new(false));
     let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
@@ -249,6 +249,61 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         }
     }
 
+    // 4. Maintenance, when lake.toml asks for it after each refresh.
+    if lost.load(Ordering::SeqCst) {
+        return lost_lease(ctx, &rows, started);
+    }
+    if settings.maintain.after_refresh == Some(true) {
+        let t = Instant::now();
+        let maintained = match maintain::options(&settings) {
+            Ok(options) => match lake.list_tables().await {
+                Ok(tables) => Ok(maintain::maintain_tables(ctx, &lake, &tables, &options).await),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match maintained {
+            Ok(results) => {
+                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                for (table, r) in &results {
+                    push(
+                        &mut rows,
+                        Row {
+                            stage: "maintain",
+                            item: table.to_string(),
+                            status: if r.is_ok() { "ok" } else { "failed" }.into(),
+                            rows: String::new(),
+                            duration: r.as_ref().ok().map(|r| r.duration),
+                            detail: match r {
+                                Ok(r) => maintain::describe(r, false),
+                                Err(e) => e.clone(),
+                            },
+                        },
+                    );
+                }
+                if failed > 0 {
+                    failed_stages.push("maintain");
+                }
+                push(
+                    &mut rows,
+                    stage_row(
+                        "maintain",
+                        if failed > 0 { "failed" } else { "ok" },
+                        Some(t.elapsed()),
+                        &format!("{} tables, {failed} failed", results.len()),
+                    ),
+                );
+            }
+            Err(e) => {
+                failed_stages.push("maintain");
+                push(
+                    &mut rows,
+                    stage_row("maintain", "failed", Some(t.elapsed()), &e),
+                );
+            }
+        }
+    }
+
     renewer.abort();
     if let Some(lease) = lease.lock().await.take()
         && let Err(e) = lease.release().await
@@ -326,17 +381,23 @@ fn stage_row(stage: &'static str, status: &str, duration: Option<Duration>, deta
     }
 }
 
-/// Takes the refresh lease, waiting up to `--wait` for another holder to finish.
-async fn acquire(ctx: &Context, lake: &Lake, args: &RefreshArgs) -> Result<Lease> {
-    let deadline = Instant::now() + args.wait.unwrap_or_default();
+/// Takes the lake's lease for `command`, waiting up to `wait` for another holder to finish.
+pub(super) async fn acquire(
+    ctx: &Context,
+    lake: &Lake,
+    command: &str,
+    wait: Option<Duration>,
+    ttl: Duration,
+) -> Result<Lease> {
+    let deadline = Instant::now() + wait.unwrap_or_default();
     let mut spinner = None;
     loop {
         let tried = lake
-            .try_lease(LEASE, args.lease_ttl, "refresh")
+            .try_lease(LEASE, ttl, command)
             .await
             .map_err(|e| Exit {
                 code: exit::CANNOT_START,
-                message: format!("failed to start the refresh: {e}"),
+                message: format!("failed to start the {command}: {e}"),
             })?;
         let holder = match tried {
             Ok(lease) => return Ok(lease),
@@ -347,9 +408,9 @@ async fn acquire(ctx: &Context, lake: &Lake, args: &RefreshArgs) -> Result<Lease
             return Err(Exit {
                 code: exit::CANNOT_START,
                 message: format!(
-                    "failed to start the refresh: another one holds the lake: {}{}",
+                    "failed to start the {command}: another process holds the lake: {}{}",
                     holder.describe(),
-                    if args.wait.is_none() {
+                    if wait.is_none() {
                         "; pass --wait 30m to wait for it"
                     } else {
                         ""

@@ -13,6 +13,7 @@ mod errors;
 mod export;
 mod ingest;
 mod lease;
+mod maintain;
 mod models;
 mod query;
 mod refresh;

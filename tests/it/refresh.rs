@@ -78,6 +78,17 @@ fn stages_run_in_order_and_a_rerun_does_little() {
     assert!(out.contains("no new rows, nothing committed"), "{out}");
     assert!(out.contains("unchanged"), "{out}");
     assert_eq!(ctx.version("raw.orders"), 0);
+    // Maintenance at the end, when lake.toml asks for it: every table, in the summary.
+    let done = ctx
+        .lake()
+        .args(["--set", "maintain.after_refresh=true", "refresh"])
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&done.get_output().stderr).to_string();
+    assert!(
+        err.contains("maintain") && err.contains("raw.orders") && err.contains("_lake.runs"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -87,13 +98,13 @@ fn a_held_lake_is_named_and_exits_4() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let lake = rt.block_on(Lake::open(&settings)).unwrap();
     let lease = rt
-        .block_on(lake.try_lease("refresh", Duration::from_secs(600), "refresh"))
+        .block_on(lake.try_lease("lake", Duration::from_secs(600), "refresh"))
         .unwrap()
         .unwrap();
     let out = ctx.lake().args(["refresh"]).assert().code(4);
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
-        err.contains("another one holds the lake: refresh on ")
+        err.contains("another process holds the lake: refresh on ")
             && err.contains(&format!("(pid {})", std::process::id()))
             && err.contains("--wait"),
         "{err}"

@@ -1,0 +1,48 @@
+//! `lake maintain`: compaction, a checkpoint after many commits, vacuum within a safe retention;
+//! on a folder and on S3. And a refresh that ends with maintenance.
+
+use crate::common::{Backend, TestContext};
+
+fn many_small_commits(backend: Backend) {
+    let ctx = TestContext::new(backend);
+    for i in 0..12 {
+        let file = ctx.write(&format!("part{i}.csv"), format!("id,v\n{i},{}\n", i * 10));
+        ctx.ok(&[
+            "ingest",
+            file.to_str().unwrap(),
+            "--table",
+            "raw.t",
+            "--mode",
+            "append",
+        ]);
+    }
+    let before = ctx.csv("SELECT id, v FROM raw.t ORDER BY id");
+    // A retention short enough to hurt running queries is refused.
+    let err = ctx.fails(&["maintain", "raw.t", "--retention", "10m"]);
+    assert!(err.contains("use 1h or more"), "{err}");
+    let out = ctx.ok(&["maintain", "raw.t"]);
+    assert!(
+        out.contains("raw.t: compacted 12 files into 1, checkpoint at version 12"),
+        "{out}"
+    );
+    // The same rows; older versions still read (vacuum kept the files, within 7 days).
+    assert_eq!(ctx.csv("SELECT id, v FROM raw.t ORDER BY id"), before);
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.\"t@v3\""), "4");
+    let history = ctx.ok(&["history", "raw.t", "-n", "1"]);
+    assert!(history.contains("OPTIMIZE"), "{history}");
+    // Again: nothing to compact, no checkpoint due.
+    let out = ctx.ok(&["maintain"]);
+    assert!(out.contains("raw.t: nothing to do"), "{out}");
+    let out = ctx.ok(&["maintain", "--dry-run", "--retention", "1h"]);
+    assert!(out.contains("would vacuum 0 old files"), "{out}");
+}
+
+#[test]
+fn many_small_commits_local() {
+    many_small_commits(Backend::Local);
+}
+
+#[test]
+fn many_small_commits_s3() {
+    many_small_commits(Backend::S3);
+}
