@@ -89,6 +89,10 @@ pub enum Command {
     Refresh(RefreshArgs),
     /// Compact small files, checkpoint long logs and vacuum old files, under the lake's lock
     Maintain(MaintainArgs),
+    /// Each table's freshness: its last update and age against warn_after / error_after
+    ///
+    /// Exits 1 when a table is older than its error_after.
+    Status,
     /// Run SQL over every table in the lake
     Query(QueryArgs),
     /// An interactive SQL shell over the lake

@@ -237,6 +237,10 @@ pub struct SourceSettings {
     /// Per-column casts for types lake does not map: `{ col = "text" }`.
     #[serde(default)]
     pub casts: std::collections::BTreeMap<String, String>,
+    /// `lake status` warns when the target's last update is older than this (`26h`).
+    pub warn_after: Option<String>,
+    /// `lake status` fails when the target's last update is older than this (`50h`).
+    pub error_after: Option<String>,
 }
 
 /// The fields of a source that the environment and `--set` can set.
@@ -251,6 +255,8 @@ pub const SOURCE_KEYS: &[&str] = &[
     "primary_key",
     "lookback",
     "batch_rows",
+    "warn_after",
+    "error_after",
 ];
 
 /// The file's shape. Every field is optional; defaults fill the gaps.
@@ -548,6 +554,8 @@ impl Settings {
                     "cursor" => src.cursor = text(),
                     "primary_key" => src.primary_key = keys,
                     "lookback" => src.lookback = text(),
+                    "warn_after" => src.warn_after = text(),
+                    "error_after" => src.error_after = text(),
                     _ => src.batch_rows = batch_rows,
                 }
             }

@@ -16,6 +16,7 @@ mod run;
 mod runs;
 mod shell;
 mod spotify_export;
+mod status;
 mod tables;
 
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export::run(&ctx, args).await,
         Command::Refresh(args) => refresh::run(&ctx, args).await,
         Command::Maintain(args) => maintain::run(&ctx, args).await,
+        Command::Status => status::run(&ctx).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

@@ -87,6 +87,10 @@ pub struct ModelConfig {
     /// Data tests, run after the model is built.
     #[serde(default)]
     pub tests: Vec<toml::Spanned<TestSpec>>,
+    /// `lake status` warns when the table's last update is older than this (`26h`).
+    pub warn_after: Option<String>,
+    /// `lake status` fails when the table's last update is older than this (`50h`).
+    pub error_after: Option<String>,
 }
 
 /// How a failing test counts.

@@ -227,3 +227,47 @@ fn killed_at_any_point_then_rerun_matches_a_clean_run() {
     );
     assert_eq!(warehouse(&ctx, "SELECT orders FROM order_totals"), "200000");
 }
+
+/// `lake status`: freshness against the thresholds of sources and models; exit 1 past an
+/// error_after.
+#[test]
+fn status_shows_freshness() {
+    let ctx = project();
+    ctx.ok(&["refresh"]);
+    let out = ctx.ok(&[
+        "--set",
+        "sources.orders.warn_after=1h",
+        "--set",
+        "sources.orders.error_after=2h",
+        "status",
+    ]);
+    let line = |table: &str| {
+        out.lines()
+            .find(|l| l.contains(table))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("raw.orders").contains("1h") && line("raw.orders").contains("ok"),
+        "{out}"
+    );
+    assert!(line("_lake.runs").contains(" - "), "no thresholds:\n{out}");
+    // A model whose table must be fresher than a second, a second and a half later.
+    ctx.write(
+        "queries/order_totals.sql",
+        "/* lake\nexport = true\nwarn_after = \"1s\"\nerror_after = \"1s\"\n*/\nSELECT count(*) AS orders, sum(amount) AS amount FROM raw.orders WHERE _deleted_at IS NULL",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let done = ctx.lake().args(["status"]).assert().code(1);
+    let out = String::from_utf8_lossy(&done.get_output().stdout).to_string();
+    let err = String::from_utf8_lossy(&done.get_output().stderr).to_string();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("curated.order_totals") && l.contains("error")),
+        "{out}"
+    );
+    assert!(
+        err.contains("stale past error_after: curated.order_totals"),
+        "{err}"
+    );
+}
