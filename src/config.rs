@@ -196,6 +196,28 @@ pub struct MaintainSettings {
     pub target_file_size: Option<u64>,
 }
 
+/// One `[[schedule]]` job for `lake schedule`: a refresh on a cron expression (UTC).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleJob {
+    /// The job's name, in logs.
+    pub name: String,
+    /// When: `0 3 * * *` (minute hour day month weekday, UTC), or six fields with seconds.
+    pub cron: String,
+    /// The models to run and export, as `--select` takes them [default: all].
+    #[serde(default)]
+    pub select: Vec<String>,
+    /// Models to leave out, as `--exclude` takes them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Leave out the extract.
+    #[serde(default)]
+    pub skip_extract: bool,
+    /// Leave out the export.
+    #[serde(default)]
+    pub skip_export: bool,
+}
+
 /// How a SQL source is read.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -276,6 +298,8 @@ struct FileSettings {
     sources: std::collections::BTreeMap<String, SourceSettings>,
     #[serde(default)]
     maintain: MaintainSettings,
+    #[serde(default)]
+    schedule: Vec<ScheduleJob>,
 }
 
 /// What the command line says about settings.
@@ -309,6 +333,8 @@ pub struct Settings {
     pub warehouse: WarehouseSettings,
     /// Table maintenance.
     pub maintain: MaintainSettings,
+    /// `lake schedule`'s jobs (lake.toml only).
+    pub schedule: Vec<ScheduleJob>,
     /// SQL sources, by name.
     pub sources: std::collections::BTreeMap<String, SourceSettings>,
 }
@@ -374,6 +400,7 @@ impl Settings {
             warehouse: file.warehouse,
             sources: file.sources,
             maintain: file.maintain,
+            schedule: file.schedule,
         };
         for (var, key) in SPOTIFY_ENV {
             if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {

@@ -2,7 +2,7 @@
 //! BI-ready warehouse. The modules follow the data: [`extract`] reads sources into Arrow
 //! batches, [`lake`] lands them in Delta tables, [`transform`] orders the analysts' SQL models,
 //! [`query`] runs SQL over the lake, and
-//! [`output`] prints results. [`config`] resolves settings once; [`commands`] wires the CLI
+//! [`output`] prints results; [`schedule`] plans `lake schedule`'s refreshes. [`config`] resolves settings once; [`commands`] wires the CLI
 //! to the library.
 #![warn(missing_docs)]
 
@@ -16,4 +16,5 @@ pub mod lake;
 pub mod output;
 pub mod progress;
 pub mod query;
+pub mod schedule;
 pub mod transform;
