@@ -89,6 +89,9 @@ pub enum Command {
     Refresh(RefreshArgs),
     /// Compact small files, checkpoint long logs and vacuum old files, under the lake's lock
     Maintain(MaintainArgs),
+    /// Run `lake refresh` on the cron expressions of lake.toml's [[schedule]] jobs, until
+    /// stopped (SIGTERM or Ctrl-C)
+    Schedule(ScheduleArgs),
     /// Each table's freshness: its last update and age against warn_after / error_after
     ///
     /// Exits 1 when a table is older than its error_after.
@@ -393,6 +396,15 @@ pub struct MaintainArgs {
     /// When a refresh holds the lake, wait up to this long for it [default: exit at once]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait: Option<std::time::Duration>,
+}
+
+/// `lake schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// On SIGTERM or Ctrl-C, let a running refresh finish for this long, then stop it (a
+    /// stopped refresh leaves the last committed state; the next run picks up from there)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stop_timeout: std::time::Duration,
 }
 
 /// `lake history`.

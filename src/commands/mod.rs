@@ -14,6 +14,7 @@ mod query;
 mod refresh;
 mod run;
 mod runs;
+mod schedule;
 mod shell;
 mod spotify_export;
 mod status;
@@ -51,6 +52,32 @@ impl Context {
     /// Whether to keep stderr free of progress and summaries: `--quiet`, or JSON logs there.
     pub fn quiet(&self) -> bool {
         self.global.quiet || self.json_logs()
+    }
+
+    /// Whether no `--config` was given (the config file was found from the working folder).
+    pub fn global_config_is_default(&self) -> bool {
+        self.global.config.is_none()
+    }
+
+    /// The global flags, as a child `lake` process takes them.
+    pub fn child_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(c) = &self.global.config {
+            args.extend(["--config".to_string(), c.display().to_string()]);
+        }
+        if let Some(r) = &self.global.root {
+            args.extend(["--root".to_string(), r.clone()]);
+        }
+        for s in &self.global.set {
+            args.extend(["--set".to_string(), s.clone()]);
+        }
+        if self.global.quiet {
+            args.push("--quiet".into());
+        }
+        if self.json_logs() {
+            args.extend(["--log-format".to_string(), "json".to_string()]);
+        }
+        args
     }
 
     /// Whether stderr carries JSON logs, which nothing else should interleave with.
@@ -96,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Refresh(args) => refresh::run(&ctx, args).await,
         Command::Maintain(args) => maintain::run(&ctx, args).await,
         Command::Status => status::run(&ctx).await,
+        Command::Schedule(args) => schedule::run(&ctx, args).await,
         Command::Query(args) => query::run(&ctx, args).await,
         Command::Shell => shell::run(&ctx).await,
         Command::Tables => tables::run(&ctx).await,

@@ -271,3 +271,54 @@ fn status_shows_freshness() {
         "{err}"
     );
 }
+
+/// `lake schedule`: a job every second runs refreshes one after another, logs each, and stops
+/// on SIGTERM with exit 0.
+#[test]
+fn schedule_runs_jobs_and_stops_on_sigterm() {
+    let ctx = project();
+    ctx.configure(
+        "[[schedule]]\nname = \"every-second\"\ncron = \"* * * * * *\"\nskip_export = true\n",
+    );
+    let child = ctx
+        .std_command()
+        .args(["--log-format", "json", "schedule", "--stop-timeout", "30s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{logs}");
+    // The scheduler's own events (the refreshes log theirs in between).
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["job"] == "every-second")
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| *m == "job started" || *m == "job finished")
+        .collect();
+    let finished = kinds.iter().filter(|k| **k == "job finished").count();
+    assert!(finished >= 2, "{logs}");
+    // Never two runs at once: starts and finishes alternate.
+    for pair in kinds.windows(2) {
+        assert_ne!(pair[0], pair[1], "runs overlapped:\n{logs}");
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e["message"] != "job finished" || e["exit_code"] == 0),
+        "{logs}"
+    );
+    assert!(logs.contains("\"stopped\""), "{logs}");
+    assert!(ctx.path("lake/raw/orders").exists());
+}
