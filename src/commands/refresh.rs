@@ -20,6 +20,7 @@ use crate::cli::RefreshArgs;
 use crate::lake::Lake;
 use crate::lake::lease::Lease;
 use crate::transform::run::Status;
+use crate::transform::runs::{self, RunRecord};
 
 /// The lease a refresh or a standalone maintenance takes: one of them at a time per lake.
 pub const LEASE: &str = "lake";
@@ -47,6 +48,22 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     let lake = ctx.lake().await.map_err(cannot_start)?;
     let lease = acquire(ctx, &lake, "refresh", args.wait, args.lease_ttl).await?;
     tracing::info!(owner = %lease.info().owner, expires_at = %lease.info().expires_at, "refresh started");
+    // `_lake.runs` gets a start row now and an end row at the end, so `lake runs` lists the
+    // refresh (and shows it interrupted if it never ends).
+    let record = RunRecord {
+        run_id: format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        command: "refresh".into(),
+        status: "started".into(),
+        started_at: chrono::Utc::now(),
+        ..Default::default()
+    };
+    if let Err(e) = runs::append(&lake, std::slice::from_ref(&record)).await {
+        tracing::warn!("failed to record the refresh in _lake.runs: {e}");
+    }
     let lost = Arc::new(AtomicBool::new(false));
     let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
     let renewer = tokio::spawn(renew(lease.clone(), args.lease_ttl, lost.clone()));
@@ -314,7 +331,25 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         return lost_lease(ctx, &rows, started);
     }
     summary(ctx, &rows, started);
+    failed_stages.dedup();
     let duration_ms = started.elapsed().as_millis() as u64;
+    let end = RunRecord {
+        status: if !failed_stages.is_empty() {
+            "failed"
+        } else if !tests_failed.is_empty() {
+            "tests_failed"
+        } else {
+            "ok"
+        }
+        .into(),
+        duration_ms: Some(duration_ms),
+        error: (!failed_stages.is_empty()).then(|| format!("{} failed", failed_stages.join(", "))),
+        finished_at: Some(chrono::Utc::now()),
+        ..record.clone()
+    };
+    if let Err(e) = runs::append(&lake, &[end]).await {
+        tracing::warn!("failed to record the refresh in _lake.runs: {e}");
+    }
     if !failed_stages.is_empty() {
         tracing::error!(duration_ms, exit_code = exit::FAILED, "refresh finished");
         failed_stages.dedup();

@@ -78,6 +78,16 @@ fn stages_run_in_order_and_a_rerun_does_little() {
     assert!(out.contains("no new rows, nothing committed"), "{out}");
     assert!(out.contains("unchanged"), "{out}");
     assert_eq!(ctx.version("raw.orders"), 0);
+    // `lake runs` lists the refreshes beside the model runs they made.
+    let listed = ctx.ok(&["runs"]);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("refresh") && l.contains(" ok "))
+            .count(),
+        2,
+        "{listed}"
+    );
     // Maintenance at the end, when lake.toml asks for it: every table, in the summary.
     let done = ctx
         .lake()
