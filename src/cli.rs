@@ -333,6 +333,19 @@ pub struct BenchArgs {
 pub enum BenchAction {
     /// Write a generated extended streaming history export, the same for the same seed
     Generate(GenerateArgs),
+    /// Append N one-row commits to a table, for measuring tables with long logs
+    Commits(CommitsArgs),
+}
+
+/// `lake bench commits`.
+#[derive(Debug, Args)]
+pub struct CommitsArgs {
+    /// The table, as schema.name
+    #[arg(long, default_value = "raw.bench_commits")]
+    pub table: String,
+    /// How many commits
+    #[arg(long, short, default_value_t = 1000)]
+    pub n: u64,
 }
 
 /// `lake bench generate`.

@@ -1,13 +1,17 @@
-//! `lake bench generate`: a deterministic export to import and query.
+//! `lake bench generate`: a deterministic export to import and query; `lake bench commits`: a
+//! table with a long log.
 
 use anyhow::{Context as _, Result};
 
 use super::Context;
-use crate::cli::{BenchAction, BenchArgs};
+use crate::cli::{BenchAction, BenchArgs, CommitsArgs};
 use crate::extract::spotify_export::generate;
 
-pub fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
-    let BenchAction::Generate(args) = args.action;
+pub async fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
+    let args = match args.action {
+        BenchAction::Generate(args) => args,
+        BenchAction::Commits(args) => return commits(ctx, args).await,
+    };
     let started = std::time::Instant::now();
     let files = generate::extended(&args.out, args.seed, 0..args.plays, args.per_file, false)
         .with_context(|| format!("failed to write the export to {}", args.out.display()))?;
@@ -33,6 +37,41 @@ pub fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
             files.len(),
             crate::output::human_bytes(bytes),
             args.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Appends `n` one-row commits, each as a writer would make it (post-commit hooks, so Delta's
+/// own checkpoint every 100 commits, included).
+async fn commits(ctx: &Context, args: CommitsArgs) -> Result<()> {
+    use crate::lake::write::{MemorySource, WriteMode, write};
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let lake = ctx.lake().await?;
+    let table: crate::lake::TableName = args.table.parse()?;
+    let schema = std::sync::Arc::new(Schema::new(vec![Field::new("i", DataType::Int64, false)]));
+    let bar = crate::progress::bar(ctx.quiet(), args.n, "commits");
+    let started = std::time::Instant::now();
+    for i in 0..args.n {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![std::sync::Arc::new(Int64Array::from(vec![i as i64]))],
+        )?;
+        let source = std::sync::Arc::new(MemorySource {
+            schema: schema.clone(),
+            batches: vec![batch],
+        });
+        write(&lake, &table, source, &WriteMode::Append, &[]).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if !ctx.quiet() {
+        eprintln!(
+            "appended {} commits to {table} in {:.1}s",
+            args.n,
             started.elapsed().as_secs_f64()
         );
     }

@@ -114,7 +114,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest::run(&ctx, args).await,
         Command::Extract(args) => extract::run(&ctx, args).await,
         Command::Auth(args) => auth::run(&ctx, args).await,
-        Command::Bench(args) => bench::run(&ctx, args),
+        Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Run(args) => run::run(&ctx, args).await,
         Command::Test(args) => run::test(&ctx, args).await,
         Command::Plan(args) => plan::run(&ctx, args).await,
