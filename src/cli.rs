@@ -406,6 +406,10 @@ pub struct MaintainArgs {
     /// [default: maintain.vacuum_retention, else 7 days]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub retention: Option<std::time::Duration>,
+    /// Allow a retention under 1 hour: a query running on an older version may then fail, and
+    /// time travel to it will (Delta's retentionDurationCheck off)
+    #[arg(long)]
+    pub unsafe_retention: bool,
     /// When a refresh holds the lake, wait up to this long for it [default: exit at once]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait: Option<std::time::Duration>,

@@ -17,6 +17,7 @@ pub async fn run(ctx: &Context, args: MaintainArgs) -> Result<()> {
     let lake = ctx.lake().await?;
     let mut options = options(&settings)?;
     options.dry_run = args.dry_run;
+    options.unsafe_retention = args.unsafe_retention;
     if let Some(r) = args.retention {
         options.retention = r;
     }
@@ -67,6 +68,7 @@ pub(super) fn options(settings: &Settings) -> Result<MaintainOptions> {
         retention,
         target_file_size: settings.maintain.target_file_size,
         dry_run: false,
+        unsafe_retention: false,
     })
 }
 

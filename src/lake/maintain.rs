@@ -33,6 +33,8 @@ pub struct MaintainOptions {
     pub target_file_size: Option<u64>,
     /// Say what would be done, change nothing.
     pub dry_run: bool,
+    /// Allow a retention under [`MIN_RETENTION`].
+    pub unsafe_retention: bool,
 }
 
 impl Default for MaintainOptions {
@@ -41,6 +43,7 @@ impl Default for MaintainOptions {
             retention: DEFAULT_RETENTION,
             target_file_size: None,
             dry_run: false,
+            unsafe_retention: false,
         }
     }
 }
@@ -74,12 +77,12 @@ impl Lake {
         name: &TableName,
         options: &MaintainOptions,
     ) -> Result<MaintainReport, LakeError> {
-        if options.retention < MIN_RETENTION {
+        if options.retention < MIN_RETENTION && !options.unsafe_retention {
             return Err(failed(
                 name,
                 "vacuum",
                 format!(
-                    "a retention of {} could delete files a running query still reads; use 1h or more",
+                    "a retention of {} could delete files a running query still reads; use 1h or more (or --unsafe-retention)",
                     humantime::format_duration(options.retention)
                 ),
             ));
