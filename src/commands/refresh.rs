@@ -68,149 +68,102 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
     let renewer = tokio::spawn(renew(lease.clone(), args.lease_ttl, lost.clone()));
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut failed_stages: Vec<&str> = Vec::new();
-    let mut tests_failed: Vec<String> = Vec::new();
+    let mut report = Report::default();
 
     // 1. Extract.
     if args.skip_extract {
-        push(
-            &mut rows,
-            stage_row("extract", "skipped", None, "--skip-extract"),
-        );
+        report.skipped("extract", "--skip-extract");
     } else if settings.sources.is_empty() {
-        push(
-            &mut rows,
-            stage_row("extract", "skipped", None, "no [sources] in lake.toml"),
-        );
+        report.skipped("extract", "no [sources] in lake.toml");
     } else {
         let t = Instant::now();
         match extract::sql_sources(ctx, &[], false).await {
             Ok(results) => {
-                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-                if failed > 0 {
-                    failed_stages.push("extract");
-                }
                 for (name, r) in &results {
-                    push(
-                        &mut rows,
-                        match r {
-                            Ok(report) => Row {
-                                stage: "extract",
-                                item: format!("{name} -> {}", report.table),
-                                status: if report.version.is_some() {
-                                    "ok"
-                                } else {
-                                    "unchanged"
-                                }
-                                .into(),
-                                rows: report.rows.to_string(),
-                                duration: None,
-                                detail: String::new(),
+                    match r {
+                        Ok(x) => report.item(
+                            "extract",
+                            format!("{name} -> {}", x.table),
+                            if x.version.is_some() {
+                                "ok"
+                            } else {
+                                "unchanged"
                             },
-                            Err(e) => Row {
-                                stage: "extract",
-                                item: name.clone(),
-                                status: "failed".into(),
-                                rows: String::new(),
-                                duration: None,
-                                detail: e.clone(),
-                            },
-                        },
-                    );
+                            x.rows.to_string(),
+                            None,
+                            String::new(),
+                        ),
+                        Err(e) => report.item(
+                            "extract",
+                            name.clone(),
+                            "failed",
+                            String::new(),
+                            None,
+                            e.clone(),
+                        ),
+                    }
                 }
-                push(
-                    &mut rows,
-                    stage_row(
-                        "extract",
-                        if failed > 0 { "failed" } else { "ok" },
-                        Some(t.elapsed()),
-                        &format!("{} sources, {failed} failed", results.len()),
-                    ),
+                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                report.stage(
+                    "extract",
+                    failed,
+                    t,
+                    format!("{} sources, {failed} failed", results.len()),
                 );
             }
-            Err(e) => {
-                failed_stages.push("extract");
-                push(
-                    &mut rows,
-                    stage_row("extract", "failed", Some(t.elapsed()), &format!("{e:#}")),
-                );
-            }
+            Err(e) => report.stage_failed("extract", t, format!("{e:#}")),
         }
     }
 
     // 2. Models and their tests.
     if lost.load(Ordering::SeqCst) {
-        return lost_lease(ctx, &rows, started);
+        return lost_lease(ctx, &report, started);
     }
     let t = Instant::now();
     match models::models(ctx, &args.selection, args.threads, true, false).await {
         Ok(summary) => {
             for o in &summary.outcomes {
-                if o.status == Status::Failed {
-                    failed_stages.push("run");
-                }
                 if o.status == Status::TestsFailed {
-                    tests_failed.push(o.model.to_string());
+                    report.tests_failed.push(o.model.to_string());
                 }
-                push(
-                    &mut rows,
-                    Row {
-                        stage: "run",
-                        item: o.model.to_string(),
-                        status: o.status.name().to_string(),
-                        rows: match (o.merged, o.rows) {
-                            (Some((i, u)), _) => format!("+{i} ~{u}"),
-                            (None, Some(r)) => r.to_string(),
-                            (None, None) => String::new(),
-                        },
-                        duration: Some(o.duration),
-                        detail: o.error.clone().unwrap_or_default(),
+                report.item(
+                    "run",
+                    o.model.to_string(),
+                    o.status.name(),
+                    match (o.merged, o.rows) {
+                        (Some((i, u)), _) => format!("+{i} ~{u}"),
+                        (None, Some(r)) => r.to_string(),
+                        (None, None) => String::new(),
                     },
+                    Some(o.duration),
+                    o.error.clone().unwrap_or_default(),
                 );
             }
-            failed_stages.dedup();
-            push(
-                &mut rows,
-                stage_row(
-                    "run",
-                    if failed_stages.contains(&"run") {
-                        "failed"
-                    } else if !tests_failed.is_empty() {
-                        "tests_failed"
-                    } else {
-                        "ok"
-                    },
-                    Some(t.elapsed()),
-                    &format!("{} models, run {}", summary.outcomes.len(), summary.run_id),
-                ),
+            let failed = summary
+                .outcomes
+                .iter()
+                .filter(|o| o.status == Status::Failed)
+                .count();
+            report.stage(
+                "run",
+                failed,
+                t,
+                format!("{} models, run {}", summary.outcomes.len(), summary.run_id),
             );
         }
-        Err(e) => {
-            failed_stages.push("run");
-            push(
-                &mut rows,
-                stage_row("run", "failed", Some(t.elapsed()), &format!("{e:#}")),
-            );
-        }
+        Err(e) => report.stage_failed("run", t, format!("{e:#}")),
     }
 
     // 3. Export: what passed (models whose error-level tests failed are held back).
     if lost.load(Ordering::SeqCst) {
-        return lost_lease(ctx, &rows, started);
+        return lost_lease(ctx, &report, started);
     }
     if args.skip_export {
-        push(
-            &mut rows,
-            stage_row("export", "skipped", None, "--skip-export"),
-        );
+        report.skipped("export", "--skip-export");
     } else {
         let t = Instant::now();
         match export::export(ctx, &args.selection).await {
             Ok(done) => {
-                if !done.failed.is_empty() {
-                    failed_stages.push("export");
-                }
                 for (names, status, detail) in [
                     (&done.loaded, "ok", ""),
                     (&done.unchanged, "unchanged", ""),
@@ -222,16 +175,13 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
                     ),
                 ] {
                     for name in names {
-                        push(
-                            &mut rows,
-                            Row {
-                                stage: "export",
-                                item: name.clone(),
-                                status: status.into(),
-                                rows: String::new(),
-                                duration: None,
-                                detail: detail.into(),
-                            },
+                        report.item(
+                            "export",
+                            name.clone(),
+                            status,
+                            String::new(),
+                            None,
+                            detail.into(),
                         );
                     }
                 }
@@ -242,33 +192,15 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
                     done.blocked.len(),
                     done.failed.len()
                 );
-                push(
-                    &mut rows,
-                    stage_row(
-                        "export",
-                        if done.failed.is_empty() {
-                            "ok"
-                        } else {
-                            "failed"
-                        },
-                        Some(t.elapsed()),
-                        &detail,
-                    ),
-                );
+                report.stage("export", done.failed.len(), t, detail);
             }
-            Err(e) => {
-                failed_stages.push("export");
-                push(
-                    &mut rows,
-                    stage_row("export", "failed", Some(t.elapsed()), &format!("{e:#}")),
-                );
-            }
+            Err(e) => report.stage_failed("export", t, format!("{e:#}")),
         }
     }
 
     // 4. Maintenance, when lake.toml asks for it after each refresh.
     if lost.load(Ordering::SeqCst) {
-        return lost_lease(ctx, &rows, started);
+        return lost_lease(ctx, &report, started);
     }
     if settings.maintain.after_refresh == Some(true) {
         let t = Instant::now();
@@ -281,43 +213,35 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         };
         match maintained {
             Ok(results) => {
-                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
                 for (table, r) in &results {
-                    push(
-                        &mut rows,
-                        Row {
-                            stage: "maintain",
-                            item: table.to_string(),
-                            status: if r.is_ok() { "ok" } else { "failed" }.into(),
-                            rows: String::new(),
-                            duration: r.as_ref().ok().map(|r| r.duration),
-                            detail: match r {
-                                Ok(r) => maintain::describe(r, false),
-                                Err(e) => e.clone(),
-                            },
-                        },
-                    );
+                    match r {
+                        Ok(m) => report.item(
+                            "maintain",
+                            table.to_string(),
+                            "ok",
+                            String::new(),
+                            Some(m.duration),
+                            maintain::describe(m, false),
+                        ),
+                        Err(e) => report.item(
+                            "maintain",
+                            table.to_string(),
+                            "failed",
+                            String::new(),
+                            None,
+                            e.clone(),
+                        ),
+                    }
                 }
-                if failed > 0 {
-                    failed_stages.push("maintain");
-                }
-                push(
-                    &mut rows,
-                    stage_row(
-                        "maintain",
-                        if failed > 0 { "failed" } else { "ok" },
-                        Some(t.elapsed()),
-                        &format!("{} tables, {failed} failed", results.len()),
-                    ),
+                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                report.stage(
+                    "maintain",
+                    failed,
+                    t,
+                    format!("{} tables, {failed} failed", results.len()),
                 );
             }
-            Err(e) => {
-                failed_stages.push("maintain");
-                push(
-                    &mut rows,
-                    stage_row("maintain", "failed", Some(t.elapsed()), &e),
-                );
-            }
+            Err(e) => report.stage_failed("maintain", t, e),
         }
     }
 
@@ -328,91 +252,144 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         tracing::warn!("failed to release the refresh lease (it expires by itself): {e}");
     }
     if lost.load(Ordering::SeqCst) {
-        return lost_lease(ctx, &rows, started);
+        return lost_lease(ctx, &report, started);
     }
-    summary(ctx, &rows, started);
-    failed_stages.dedup();
+    summary(ctx, &report, started);
     let duration_ms = started.elapsed().as_millis() as u64;
+    let (code, status) = if !report.failed.is_empty() {
+        (exit::FAILED, "failed")
+    } else if !report.tests_failed.is_empty() {
+        (exit::TESTS_FAILED, "tests_failed")
+    } else {
+        (0, "ok")
+    };
     let end = RunRecord {
-        status: if !failed_stages.is_empty() {
-            "failed"
-        } else if !tests_failed.is_empty() {
-            "tests_failed"
-        } else {
-            "ok"
-        }
-        .into(),
+        status: status.into(),
         duration_ms: Some(duration_ms),
-        error: (!failed_stages.is_empty()).then(|| format!("{} failed", failed_stages.join(", "))),
+        error: (!report.failed.is_empty()).then(|| format!("{} failed", report.failed.join(", "))),
         finished_at: Some(chrono::Utc::now()),
         ..record.clone()
     };
     if let Err(e) = runs::append(&lake, &[end]).await {
         tracing::warn!("failed to record the refresh in _lake.runs: {e}");
     }
-    if !failed_stages.is_empty() {
-        tracing::error!(duration_ms, exit_code = exit::FAILED, "refresh finished");
-        failed_stages.dedup();
-        return Err(Exit {
-            code: exit::FAILED,
-            message: format!("failed to refresh: {} failed", failed_stages.join(", ")),
+    match code {
+        0 => {
+            tracing::info!(duration_ms, exit_code = 0, "refresh finished");
+            Ok(())
         }
-        .into());
-    }
-    if !tests_failed.is_empty() {
-        tracing::warn!(
-            duration_ms,
-            exit_code = exit::TESTS_FAILED,
-            "refresh finished"
-        );
-        return Err(Exit {
-            code: exit::TESTS_FAILED,
-            message: format!(
-                "refreshed, but error-level tests failed in {}; those models were not exported",
-                tests_failed.join(", ")
-            ),
+        exit::FAILED => {
+            tracing::error!(duration_ms, exit_code = code, "refresh finished");
+            Err(Exit {
+                code,
+                message: format!("failed to refresh: {} failed", report.failed.join(", ")),
+            }
+            .into())
         }
-        .into());
+        _ => {
+            tracing::warn!(duration_ms, exit_code = code, "refresh finished");
+            Err(Exit {
+                code,
+                message: format!(
+                    "refreshed, but error-level tests failed in {}; those models were not exported",
+                    report.tests_failed.join(", ")
+                ),
+            }
+            .into())
+        }
     }
-    tracing::info!(duration_ms, exit_code = 0, "refresh finished");
-    Ok(())
 }
 
-/// Adds a line to the summary, and logs it: with `--log-format json` each is one JSON object.
-fn push(rows: &mut Vec<Row>, row: Row) {
-    let duration_ms = row.duration.map(|d| d.as_millis() as u64);
-    if row.status == "failed" {
-        tracing::error!(
-            stage = row.stage,
-            item = %row.item,
-            status = %row.status,
-            rows = %row.rows,
-            duration_ms,
-            detail = %row.detail,
-            "refresh step"
-        );
-    } else {
-        tracing::info!(
-            stage = row.stage,
-            item = %row.item,
-            status = %row.status,
-            rows = %row.rows,
-            duration_ms,
-            detail = %row.detail,
-            "refresh step"
-        );
-    }
-    rows.push(row);
+/// What the refresh did: the summary's lines, the stages that failed, the models whose
+/// error-level tests failed.
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    failed: Vec<&'static str>,
+    tests_failed: Vec<String>,
 }
 
-fn stage_row(stage: &'static str, status: &str, duration: Option<Duration>, detail: &str) -> Row {
+impl Report {
+    /// A source, model, export or table: a line of the summary and a log event.
+    fn item(
+        &mut self,
+        stage: &'static str,
+        item: String,
+        status: &str,
+        rows: String,
+        duration: Option<Duration>,
+        detail: String,
+    ) {
+        self.push(Row {
+            stage,
+            item,
+            status: status.into(),
+            rows,
+            duration,
+            detail,
+        });
+    }
+
+    /// A stage left out.
+    fn skipped(&mut self, stage: &'static str, why: &str) {
+        self.push(stage_row(stage, "skipped", None, why.into()));
+    }
+
+    /// A stage that ran, `failed` of its items failing (then the stage fails).
+    fn stage(&mut self, stage: &'static str, failed: usize, started: Instant, detail: String) {
+        let status = if failed > 0 {
+            self.failed.push(stage);
+            "failed"
+        } else if stage == "run" && !self.tests_failed.is_empty() {
+            "tests_failed"
+        } else {
+            "ok"
+        };
+        self.push(stage_row(stage, status, Some(started.elapsed()), detail));
+    }
+
+    /// A stage that could not run at all.
+    fn stage_failed(&mut self, stage: &'static str, started: Instant, why: String) {
+        self.failed.push(stage);
+        self.push(stage_row(stage, "failed", Some(started.elapsed()), why));
+    }
+
+    /// Adds a line, and logs it: with `--log-format json` each is one JSON object.
+    fn push(&mut self, row: Row) {
+        let duration_ms = row.duration.map(|d| d.as_millis() as u64);
+        if row.status == "failed" {
+            tracing::error!(
+                stage = row.stage,
+                item = %row.item,
+                status = %row.status,
+                rows = %row.rows,
+                duration_ms,
+                detail = %row.detail,
+                "refresh step"
+            );
+        } else {
+            tracing::info!(
+                stage = row.stage,
+                item = %row.item,
+                status = %row.status,
+                rows = %row.rows,
+                duration_ms,
+                detail = %row.detail,
+                "refresh step"
+            );
+        }
+        self.rows.push(row);
+    }
+}
+
+fn stage_row(stage: &'static str, status: &str, duration: Option<Duration>, detail: String) -> Row {
     Row {
         stage,
         item: "(stage)".into(),
         status: status.into(),
         rows: String::new(),
         duration,
-        detail: detail.into(),
+        detail,
     }
 }
 
@@ -483,8 +460,8 @@ async fn renew(
     }
 }
 
-fn lost_lease(ctx: &Context, rows: &[Row], started: Instant) -> Result<()> {
-    summary(ctx, rows, started);
+fn lost_lease(ctx: &Context, report: &Report, started: Instant) -> Result<()> {
+    summary(ctx, report, started);
     Err(Exit {
         code: exit::FAILED,
         message: "failed to refresh: the lease on the lake expired and another process took it; stopped before the next stage".into(),
@@ -493,7 +470,7 @@ fn lost_lease(ctx: &Context, rows: &[Row], started: Instant) -> Result<()> {
 }
 
 /// The summary table on stderr, unless quiet or the logs are JSON (which carry the same).
-fn summary(ctx: &Context, rows: &[Row], started: Instant) {
+fn summary(ctx: &Context, report: &Report, started: Instant) {
     if ctx.quiet() {
         return;
     }
@@ -501,7 +478,7 @@ fn summary(ctx: &Context, rows: &[Row], started: Instant) {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_header(["stage", "item", "status", "rows", "duration", "detail"]);
-    for r in rows {
+    for r in &report.rows {
         table.add_row([
             r.stage.to_string(),
             r.item.clone(),
