@@ -245,8 +245,11 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         }
     }
 
+    // Taking the lease waits for a renewal in flight, so the renewer is stopped between two
+    // renewals, never inside one (which would leave a generation the release does not know).
+    let held = lease.lock().await.take();
     renewer.abort();
-    if let Some(lease) = lease.lock().await.take()
+    if let Some(lease) = held
         && let Err(e) = lease.release().await
     {
         tracing::warn!("failed to release the refresh lease (it expires by itself): {e}");
