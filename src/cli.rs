@@ -85,7 +85,7 @@ pub enum Command {
     /// passed, under a lock on the lake
     ///
     /// Exit codes: 0 all succeeded; 1 a stage failed; 3 tests failed, the rest ran; 4 it could
-    /// not start (settings, or another refresh holds the lake).
+    /// not start (settings, or another refresh holds the lake); 143/130 stopped by SIGTERM/SIGINT.
     Refresh(RefreshArgs),
     /// Compact small files, checkpoint long logs and vacuum old files, under the lake's lock
     Maintain(MaintainArgs),

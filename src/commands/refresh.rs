@@ -67,6 +67,10 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     let lost = Arc::new(AtomicBool::new(false));
     let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
     let renewer = tokio::spawn(renew(lease.clone(), args.lease_ttl, lost.clone()));
+    // SIGTERM (systemd, ECS, `lake schedule`) or Ctrl-C: free the lock and stop. Every step
+    // that finished is committed and the one in flight is not, as after a crash; the next
+    // refresh then starts at once instead of waiting for the lease to expire.
+    let stopper = tokio::spawn(stop_on_signal(lease.clone()));
 
     let mut report = Report::default();
 
@@ -249,6 +253,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     // renewals, never inside one (which would leave a generation the release does not know).
     let held = lease.lock().await.take();
     renewer.abort();
+    stopper.abort();
     if let Some(lease) = held
         && let Err(e) = lease.release().await
     {
@@ -439,6 +444,31 @@ pub(super) async fn acquire(
         bar.set_message(format!("waiting for {}", holder.describe()));
         tokio::time::sleep((deadline - now).min(Duration::from_secs(2))).await;
     }
+}
+
+/// Waits for SIGTERM or SIGINT, then releases the lease and exits 128 + the signal's number.
+async fn stop_on_signal(lease: Arc<tokio::sync::Mutex<Option<Lease>>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let code = tokio::select! {
+        _ = term.recv() => 143,
+        _ = int.recv() => 130,
+    };
+    if let Some(held) = lease.lock().await.take()
+        && let Err(e) = held.release().await
+    {
+        tracing::warn!("failed to release the lease (it expires by itself): {e}");
+    }
+    tracing::warn!(exit_code = code, "refresh stopped by a signal");
+    eprintln!(
+        "error: the refresh was stopped by a signal; the steps it finished are committed, the one in flight is not"
+    );
+    std::process::exit(code);
 }
 
 /// Renews the lease every third of its TTL; marks it lost if another process took it.

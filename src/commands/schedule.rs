@@ -100,11 +100,19 @@ pub async fn run(ctx: &Context, args: ScheduleArgs) -> Result<()> {
         match tokio::time::timeout(args.stop_timeout, r.child.wait()).await {
             Ok(status) => finished(job, status.ok().and_then(|s| s.code()), r.started),
             Err(_) => {
+                let pid = r.child.id();
                 let _ = r.child.kill().await;
                 tracing::warn!(
                     job = %job.name,
                     "stopped the run after --stop-timeout; it left the last committed state"
                 );
+                // The run is gone: free its lock, so the next refresh need not wait it out.
+                if let Some(pid) = pid
+                    && let Ok(lake) = ctx.lake().await
+                    && let Err(e) = lake.release_dead(super::refresh::LEASE, pid).await
+                {
+                    tracing::warn!("failed to free the stopped run's lease (it expires): {e}");
+                }
             }
         }
     }

@@ -183,6 +183,24 @@ impl Lake {
         }
     }
 
+    /// Frees the lease if process `pid` of this machine holds it: for a parent that has seen
+    /// that process exit (a killed refresh), so the next one need not wait for the expiry.
+    /// Returns whether it did.
+    pub async fn release_dead(&self, name: &str, pid: u32) -> Result<bool, LakeError> {
+        let Some((generation, info)) = self.lease_holder(name).await? else {
+            return Ok(false);
+        };
+        if info.released || info.pid != pid || info.host != hostname() {
+            return Ok(false);
+        }
+        let freed = LeaseInfo {
+            released: true,
+            expires_at: Utc::now(),
+            ..info
+        };
+        self.write_generation(name, generation + 1, &freed).await
+    }
+
     /// Writes a generation if it does not exist yet; false if another process wrote it first.
     async fn write_generation(
         &self,

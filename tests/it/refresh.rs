@@ -28,6 +28,26 @@ fn project() -> TestContext {
     ctx
 }
 
+/// The project with 200,000 orders and two exported models: a refresh of a few seconds.
+fn big_project() -> TestContext {
+    let ctx = project();
+    db_sql(
+        "sqlite",
+        Some(&ctx.path("source.db")),
+        "WITH RECURSIVE g(x) AS (SELECT 3 UNION ALL SELECT x + 1 FROM g WHERE x < 200000)
+         INSERT INTO orders SELECT x, x % 100, datetime('2024-01-02', '+' || x || ' seconds') FROM g;",
+    );
+    ctx.write(
+        "queries/order_totals.sql",
+        "/* lake\nexport = true\n*/\nSELECT count(*) AS orders, sum(amount) AS amount FROM raw.orders WHERE _deleted_at IS NULL",
+    );
+    ctx.write(
+        "queries/by_amount.sql",
+        "/* lake\nexport = true\n*/\nSELECT amount, count(*) AS orders FROM raw.orders GROUP BY amount",
+    );
+    ctx
+}
+
 fn warehouse(ctx: &TestContext, sql: &str) -> String {
     db_sql("sqlite", Some(&ctx.path("warehouse.db")), sql)
 }
@@ -180,24 +200,6 @@ fn failed_tests_exit_3_and_hold_back_the_export() {
 /// waits for it.
 #[test]
 fn killed_at_any_point_then_rerun_matches_a_clean_run() {
-    fn big_project() -> TestContext {
-        let ctx = project();
-        db_sql(
-            "sqlite",
-            Some(&ctx.path("source.db")),
-            "WITH RECURSIVE g(x) AS (SELECT 3 UNION ALL SELECT x + 1 FROM g WHERE x < 200000)
-             INSERT INTO orders SELECT x, x % 100, datetime('2024-01-02', '+' || x || ' seconds') FROM g;",
-        );
-        ctx.write(
-            "queries/order_totals.sql",
-            "/* lake\nexport = true\n*/\nSELECT count(*) AS orders, sum(amount) AS amount FROM raw.orders WHERE _deleted_at IS NULL",
-        );
-        ctx.write(
-            "queries/by_amount.sql",
-            "/* lake\nexport = true\n*/\nSELECT amount, count(*) AS orders FROM raw.orders GROUP BY amount",
-        );
-        ctx
-    }
     let args = ["refresh", "--lease-ttl", "2s", "--wait", "60s"];
     let clean = big_project();
     clean.lake().args(args).assert().success();
@@ -331,4 +333,61 @@ fn schedule_runs_jobs_and_stops_on_sigterm() {
     );
     assert!(logs.contains("\"stopped\""), "{logs}");
     assert!(ctx.path("lake/raw/orders").exists());
+}
+
+/// SIGTERM while a run is going, with no time allowed for it: the run is stopped, which leaves
+/// the last committed state, and the scheduler exits 0.
+#[test]
+fn schedule_stops_a_running_refresh_past_the_stop_timeout() {
+    let ctx = big_project();
+    ctx.configure("[[schedule]]\nname = \"often\"\ncron = \"* * * * * *\"\n");
+    let child = ctx
+        .std_command()
+        .args(["--log-format", "json", "schedule", "--stop-timeout", "0s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{logs}");
+    assert!(
+        logs.contains("stopped the run after --stop-timeout"),
+        "{logs}"
+    );
+    assert!(logs.contains("\"stopped\""), "{logs}");
+    // The scheduler freed the stopped run's lock: the next refresh starts at once and
+    // finishes the work.
+    ctx.ok(&["refresh"]);
+    assert_eq!(warehouse(&ctx, "SELECT orders FROM order_totals"), "200000");
+}
+
+/// SIGTERM to a refresh: it frees the lock and exits 143; the next refresh starts at once.
+#[test]
+fn sigterm_frees_the_lock() {
+    let ctx = big_project();
+    let child = ctx
+        .std_command()
+        .args(["--quiet", "refresh"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("stopped by a signal"), "{err}");
+    // No --wait: it would exit 4 if the lock were still held.
+    ctx.ok(&["refresh"]);
+    assert_eq!(warehouse(&ctx, "SELECT orders FROM order_totals"), "200000");
 }
