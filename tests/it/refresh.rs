@@ -341,21 +341,43 @@ fn schedule_runs_jobs_and_stops_on_sigterm() {
 fn schedule_stops_a_running_refresh_past_the_stop_timeout() {
     let ctx = big_project();
     ctx.configure("[[schedule]]\nname = \"often\"\ncron = \"* * * * * *\"\n");
-    let child = ctx
+    let mut child = ctx
         .std_command()
         .args(["--log-format", "json", "schedule", "--stop-timeout", "0s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1800));
+    // Read the logs as they come; stop the scheduler 300 ms into its first run (which takes
+    // seconds on 200,000 rows).
+    let stderr = child.stderr.take().unwrap();
+    let (started, run_started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("\"job started\"") {
+                let _ = started.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    run_started
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a run started");
+    std::thread::sleep(Duration::from_millis(300));
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{logs}");
+    let status = child.wait().unwrap();
+    let logs = reader.join().unwrap();
+    assert!(status.success(), "{logs}");
     assert!(
         logs.contains("stopped the run after --stop-timeout"),
         "{logs}"
