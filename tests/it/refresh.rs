@@ -48,6 +48,47 @@ fn big_project() -> TestContext {
     ctx
 }
 
+/// Starts `cmd` with its stderr read line by line, and returns once a line holds `marker`: the
+/// child, and a thread that returns all of stderr when the child ends.
+fn spawn_until(
+    cmd: &mut std::process::Command,
+    marker: &'static str,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (seen, wait) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(marker) {
+                let _ = seen.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    wait.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{marker} never came"));
+    (child, reader)
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn warehouse(ctx: &TestContext, sql: &str) -> String {
     db_sql("sqlite", Some(&ctx.path("warehouse.db")), sql)
 }
@@ -341,40 +382,14 @@ fn schedule_runs_jobs_and_stops_on_sigterm() {
 fn schedule_stops_a_running_refresh_past_the_stop_timeout() {
     let ctx = big_project();
     ctx.configure("[[schedule]]\nname = \"often\"\ncron = \"* * * * * *\"\n");
-    let mut child = ctx
-        .std_command()
-        .args(["--log-format", "json", "schedule", "--stop-timeout", "0s"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read the logs as they come; stop the scheduler 300 ms into its first run (which takes
-    // seconds on 200,000 rows).
-    let stderr = child.stderr.take().unwrap();
-    let (started, run_started) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("\"job started\"") {
-                let _ = started.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    run_started
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a run started");
+    // Stopped 300 ms into its first run, which takes seconds on 200,000 rows.
+    let (mut child, reader) = spawn_until(
+        ctx.std_command()
+            .args(["--log-format", "json", "schedule", "--stop-timeout", "0s"]),
+        "\"job started\"",
+    );
     std::thread::sleep(Duration::from_millis(300));
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&child);
     let status = child.wait().unwrap();
     let logs = reader.join().unwrap();
     assert!(status.success(), "{logs}");
@@ -393,21 +408,16 @@ fn schedule_stops_a_running_refresh_past_the_stop_timeout() {
 #[test]
 fn sigterm_frees_the_lock() {
     let ctx = big_project();
-    let child = ctx
-        .std_command()
-        .args(["--quiet", "refresh"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(143), "{err}");
+    // Stopped 300 ms into its extract of 200,000 rows.
+    let (mut child, reader) = spawn_until(
+        ctx.std_command().args(["--log-format", "json", "refresh"]),
+        "\"refresh started\"",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
     assert!(err.contains("stopped by a signal"), "{err}");
     // No --wait: it would exit 4 if the lock were still held.
     ctx.ok(&["refresh"]);
