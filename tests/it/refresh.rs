@@ -341,11 +341,7 @@ fn schedule_runs_jobs_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(4500));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{logs}");
