@@ -202,14 +202,14 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// This database's name for a text type, for `casts = { col = "text" }`.
     fn text_type(&self) -> &'static str;
 
-    /// The columns of `base` (a SELECT), with their expressions over `q` and their types. An
-    /// unmapped type is an error naming the column; `casts` say how to read such columns.
-    async fn plan(
-        &self,
-        source: &str,
-        base: &str,
-        casts: &BTreeMap<String, String>,
-    ) -> Result<Vec<Col>, String>;
+    /// The columns of `base` (a SELECT): each with its type's name and, where lake maps the
+    /// type, how to read it (an expression over `q`). Configured casts are applied after.
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String>;
+
+    /// `expr` read as text, for `casts = { col = "text" }` on a column of type `type_name`.
+    fn text_of(&self, expr: &str, _type_name: &str) -> String {
+        self.cast(expr, self.text_type())
+    }
 
     /// Runs `sql` inside one snapshot and sends every row to `sink`.
     async fn read(&self, sql: &str, sink: &mut Sink) -> Result<(), SourceError>;
@@ -238,33 +238,71 @@ pub(crate) trait Driver: Send + Sync + 'static {
     }
 }
 
-/// The expression of a configured cast, or an error if the cast is not a plain type name.
-pub(crate) fn cast_col(
+/// A column as a database describes it.
+pub(crate) struct Planned {
+    /// Its name in the result.
+    pub name: String,
+    /// The database's name for its type.
+    pub type_name: String,
+    /// How lake reads it, or `None` for a type lake does not map.
+    pub col: Option<Col>,
+}
+
+impl Planned {
+    pub fn mapped(type_name: &str, col: Col) -> Self {
+        Planned {
+            name: col.name.clone(),
+            type_name: type_name.to_string(),
+            col: Some(col),
+        }
+    }
+
+    pub fn unmapped(name: &str, type_name: &str) -> Self {
+        Planned {
+            name: name.to_string(),
+            type_name: type_name.to_string(),
+            col: None,
+        }
+    }
+}
+
+/// The columns of source `source`: as the driver reads them, or as `casts` say. A type lake
+/// does not map, without a cast, is an error naming the column and the cast to add.
+fn apply_casts(
     driver: &dyn Driver,
-    col: &str,
-    expr: &str,
-    cast: &str,
-) -> Result<Col, String> {
+    source: &str,
+    planned: Vec<Planned>,
+    casts: &BTreeMap<String, String>,
+) -> Result<Vec<Col>, String> {
+    planned
+        .into_iter()
+        .map(|p| match (casts.get(&p.name), &p.col) {
+            (Some(cast), _) => cast_col(driver, &p, cast),
+            (None, Some(col)) => Ok(col.clone()),
+            (None, None) => Err(format!(
+                "column `{0}` has type {1}, which lake does not map; add `casts = {{ {0} = \"text\" }}` to [sources.{source}]",
+                p.name, p.type_name
+            )),
+        })
+        .collect()
+}
+
+/// A configured cast, or an error if the cast is not a plain type name.
+fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<Col, String> {
     if !cast
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
     {
-        return Err(format!("casts.{col} = `{cast}` is not a type name"));
+        return Err(format!("casts.{} = `{cast}` is not a type name", p.name));
     }
+    let expr = format!("q.{}", driver.quote(&p.name));
     let kind = Kind::of_cast(cast);
-    let sql_type = if kind == Kind::Text {
-        driver.text_type()
+    let read = if kind == Kind::Text {
+        driver.text_of(&expr, &p.type_name)
     } else {
-        cast
+        driver.cast(&expr, cast)
     };
-    Ok(Col::plain(col, kind, driver.cast(expr, sql_type)))
-}
-
-/// The error for a column whose type lake does not map.
-pub(crate) fn unmapped(name: &str, col: &str, type_name: &str) -> String {
-    format!(
-        "column `{col}` has type {type_name}, which lake does not map; add `casts = {{ {col} = \"text\" }}` to [sources.{name}]"
-    )
+    Ok(Col::plain(&p.name, kind, read))
 }
 
 /// Arrow builders for one batch, filled a value at a time by a driver.
@@ -319,8 +357,7 @@ impl Batcher {
     }
 
     pub fn date(&mut self, i: usize, v: Option<NaiveDate>) {
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-        builder!(self, i, Date32Builder).append_option(v.map(|d| (d - epoch).num_days() as i32));
+        builder!(self, i, Date32Builder).append_option(v.map(|d| d.to_epoch_days()));
     }
 
     /// A timestamp, in microseconds after the epoch.
@@ -328,41 +365,12 @@ impl Batcher {
         builder!(self, i, TimestampMicrosecondBuilder).append_option(v);
     }
 
-    pub fn list_bool(&mut self, i: usize, v: Option<Vec<Option<bool>>>) {
-        let b = builder!(self, i, ListBuilder<BooleanBuilder>);
-        match v {
-            Some(items) => {
-                b.values().extend(items);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-
-    pub fn list_int(&mut self, i: usize, v: Option<Vec<Option<i64>>>) {
-        let b = builder!(self, i, ListBuilder<Int64Builder>);
-        match v {
-            Some(items) => {
-                b.values().extend(items);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-
-    pub fn list_float(&mut self, i: usize, v: Option<Vec<Option<f64>>>) {
-        let b = builder!(self, i, ListBuilder<Float64Builder>);
-        match v {
-            Some(items) => {
-                b.values().extend(items);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-
-    pub fn list_text(&mut self, i: usize, v: Option<Vec<Option<String>>>) {
-        let b = builder!(self, i, ListBuilder<StringBuilder>);
+    /// A list (a PostgreSQL array) into a column of `ListBuilder<B>`.
+    pub fn list<B, T>(&mut self, i: usize, v: Option<Vec<Option<T>>>)
+    where
+        B: ArrayBuilder + Extend<Option<T>>,
+    {
+        let b = builder!(self, i, ListBuilder<B>);
         match v {
             Some(items) => {
                 b.values().extend(items);
@@ -582,57 +590,64 @@ pub struct Cursor {
     /// Its largest value read: an integer, days after the epoch for a date, or microseconds
     /// after the epoch for a timestamp.
     pub value: i64,
-    /// How to read `value`: `int`, `date`, `timestamp`, `timestamptz`.
-    pub kind: String,
+    /// How to read `value`.
+    pub kind: CursorKind,
+}
+
+/// What a cursor's value counts; saved as `int`, `date`, `timestamp` or `timestamptz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CursorKind {
+    /// An increasing integer.
+    Int,
+    /// Days after the epoch.
+    Date,
+    /// Microseconds after the epoch, without a time zone.
+    Timestamp,
+    /// Microseconds after the epoch, in UTC.
+    Timestamptz,
 }
 
 impl Cursor {
     fn of(col: &Col, value: i64) -> Option<Cursor> {
         let kind = match col.kind {
-            Kind::Int => "int",
-            Kind::Date => "date",
-            Kind::Timestamp => "timestamp",
-            Kind::TimestampUtc => "timestamptz",
+            Kind::Int => CursorKind::Int,
+            Kind::Date => CursorKind::Date,
+            Kind::Timestamp => CursorKind::Timestamp,
+            Kind::TimestampUtc => CursorKind::Timestamptz,
             _ => return None,
         };
         Some(Cursor {
             column: col.name.clone(),
             value,
-            kind: kind.into(),
+            kind,
         })
     }
 
     /// For messages: `2024-01-01 12:00:00 UTC`, `1234`.
     pub fn display(&self) -> String {
-        match self.kind.as_str() {
-            "date" => {
-                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-                (epoch + chrono::Duration::days(self.value)).to_string()
+        match self.kind {
+            CursorKind::Int => self.value.to_string(),
+            CursorKind::Date => date_of(self.value),
+            CursorKind::Timestamp | CursorKind::Timestamptz => {
+                let t = DateTime::from_timestamp_micros(self.value).unwrap_or_default();
+                let s = t.format("%Y-%m-%d %H:%M:%S%.f").to_string();
+                if self.kind == CursorKind::Timestamptz {
+                    s + " UTC"
+                } else {
+                    s
+                }
             }
-            "timestamp" | "timestamptz" => DateTime::from_timestamp_micros(self.value)
-                .map(|t| {
-                    let s = t.format("%Y-%m-%d %H:%M:%S%.f").to_string();
-                    if self.kind == "timestamptz" {
-                        s + " UTC"
-                    } else {
-                        s
-                    }
-                })
-                .unwrap_or_default(),
-            _ => self.value.to_string(),
         }
     }
 
     /// The literal of `value`, in this cursor's unit, as `driver` writes it.
     fn literal(&self, driver: &dyn Driver, value: i64) -> String {
-        match self.kind.as_str() {
-            "date" => {
-                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-                format!("'{}'", epoch + chrono::Duration::days(value))
-            }
-            "timestamp" => driver.timestamp_literal(value, false),
-            "timestamptz" => driver.timestamp_literal(value, true),
-            _ => value.to_string(),
+        match self.kind {
+            CursorKind::Int => value.to_string(),
+            CursorKind::Date => format!("'{}'", date_of(value)),
+            CursorKind::Timestamp => driver.timestamp_literal(value, false),
+            CursorKind::Timestamptz => driver.timestamp_literal(value, true),
         }
     }
 
@@ -641,6 +656,15 @@ impl Cursor {
         let from = self.literal(driver, self.value.saturating_sub(lookback));
         format!("{} >= {from}", col.expr)
     }
+}
+
+/// `2024-01-01`, `days` after the epoch.
+fn date_of(days: i64) -> String {
+    i32::try_from(days)
+        .ok()
+        .and_then(NaiveDate::from_epoch_days)
+        .map(|d| d.to_string())
+        .unwrap_or_default()
 }
 
 /// The lookback in the cursor's unit: `2h` for a timestamp (microseconds), `3d` for a date
@@ -757,10 +781,11 @@ pub async fn extract(
         Some(t) => format!("table {t}"),
         None => "the query".to_string(),
     };
-    let cols = driver
-        .plan(name, &base, &src.casts)
-        .await
-        .map_err(|e| fail(name, format!("{e} (at {redacted}, reading {what})")))?;
+    let cols = match driver.plan(&base).await {
+        Ok(planned) => apply_casts(&*driver, name, planned, &src.casts),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| fail(name, format!("{e} (at {redacted}, reading {what})")))?;
     let col = |c: &str, role: &str| -> Result<Col, ExtractError> {
         cols.iter().find(|x| x.name == c).cloned().ok_or_else(|| {
             let names: Vec<&str> = cols.iter().map(|x| x.name.as_str()).collect();

@@ -6,13 +6,11 @@
 //! `encrypt` is `strict` (TDS 8), `mandatory` (the default), `optional` or `no_tls`;
 //! `isolation=read_committed` reads without a snapshot where SNAPSHOT is not allowed.
 
-use std::collections::BTreeMap;
-
 use arrow::datatypes::DataType;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use mssql_client::{Client, Config, Credentials, IsolationLevel, Ready};
 
-use super::{Col, Driver, Kind, Sink, cast_col, unmapped};
+use super::{Col, Driver, Kind, Planned, Sink};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Mssql {
@@ -128,12 +126,7 @@ impl Driver for Mssql {
         }
     }
 
-    async fn plan(
-        &self,
-        source: &str,
-        base: &str,
-        casts: &BTreeMap<String, String>,
-    ) -> Result<Vec<Col>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let (mut client, _) = self.connect().await?;
         let sql = format!("SELECT TOP 0 * FROM ({base}) AS q");
         let columns = {
@@ -155,10 +148,6 @@ impl Driver for Mssql {
         for column in &columns {
             let name = column.name.as_str();
             let q = format!("q.{}", self.quote(name));
-            if let Some(cast) = casts.get(name) {
-                cols.push(cast_col(self, name, &q, cast)?);
-                continue;
-            }
             let text = |len: u32| format!("CONVERT(NVARCHAR({len}), {q})");
             let width = column.max_length.unwrap_or(0);
             let col = match column.type_name.as_str() {
@@ -209,9 +198,12 @@ impl Driver for Mssql {
                     Col::plain(name, Kind::Timestamp, q.clone())
                 }
                 "DateTimeOffset" => Col::plain(name, Kind::TimestampUtc, q.clone()),
-                other => return Err(unmapped(source, name, other)),
+                other => {
+                    cols.push(Planned::unmapped(name, other));
+                    continue;
+                }
             };
-            cols.push(col);
+            cols.push(Planned::mapped(&column.type_name, col));
         }
         Ok(cols)
     }

@@ -1,8 +1,6 @@
 //! MySQL and MariaDB sources: one `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` at
 //! REPEATABLE READ per read (InnoDB's snapshot), session time zone UTC, rows streamed.
 
-use std::collections::BTreeMap;
-
 use crate::db::LazyPool;
 use arrow::datatypes::DataType;
 use chrono::DateTime;
@@ -10,7 +8,7 @@ use futures::StreamExt;
 use sqlx::mysql::{MySqlColumn, MySqlPool};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, SqlSafeStr, Statement, TypeInfo};
 
-use super::{Col, Driver, Kind, Sink, append_sqlx, cast_col, unmapped};
+use super::{Col, Driver, Kind, Planned, Sink, append_sqlx};
 use crate::lake::write::SourceError;
 
 /// sqlx sets each session's time zone to UTC, so TIMESTAMP columns read as UTC.
@@ -40,18 +38,22 @@ impl Driver for Mysql {
         "CHAR"
     }
 
+    fn text_of(&self, expr: &str, type_name: &str) -> String {
+        // Spatial values have no CAST to text; their text is WKT.
+        if type_name == "GEOMETRY" {
+            format!("ST_AsText({expr})")
+        } else {
+            self.cast(expr, self.text_type())
+        }
+    }
+
     fn timestamp_literal(&self, micros: i64, _utc: bool) -> String {
         // The session is in UTC; MariaDB takes no offset in a literal.
         let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
         format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
     }
 
-    async fn plan(
-        &self,
-        source: &str,
-        base: &str,
-        casts: &BTreeMap<String, String>,
-    ) -> Result<Vec<Col>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let pool = self.pool().await?;
         let described = pool
             .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
@@ -61,18 +63,6 @@ impl Driver for Mysql {
         for column in described.columns() {
             let name = column.name();
             let q = format!("q.{}", self.quote(name));
-            if let Some(cast) = casts.get(name) {
-                // Spatial values have no CAST to text; their text is WKT.
-                let col = if column.type_info().name() == "GEOMETRY"
-                    && cast.eq_ignore_ascii_case("text")
-                {
-                    Col::plain(name, Kind::Text, format!("ST_AsText({q})"))
-                } else {
-                    cast_col(self, name, &q, cast)?
-                };
-                cols.push(col);
-                continue;
-            }
             let signed = format!("CAST({q} AS SIGNED)");
             let text = format!("CAST({q} AS CHAR)");
             let type_name = column.type_info().name();
@@ -118,9 +108,12 @@ impl Driver for Mysql {
                         _ => Col::plain(name, Kind::Bytes, q.clone()),
                     }
                 }
-                other => return Err(unmapped(source, name, other)),
+                other => {
+                    cols.push(Planned::unmapped(name, other));
+                    continue;
+                }
             };
-            cols.push(col);
+            cols.push(Planned::mapped(type_name, col));
         }
         Ok(cols)
     }

@@ -1,15 +1,14 @@
 //! PostgreSQL sources: one REPEATABLE READ, READ ONLY transaction per read, rows streamed
 //! from the server as they come.
 
-use std::collections::BTreeMap;
-
 use crate::db::LazyPool;
+use arrow::array::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::DataType;
 use futures::StreamExt;
 use sqlx::postgres::{PgColumn, PgPool, PgTypeKind};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
-use super::{Col, Driver, Item, Kind, Sink, append_sqlx, cast_col, unmapped};
+use super::{Col, Driver, Item, Kind, Planned, Sink, append_sqlx};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Postgres {
@@ -38,12 +37,7 @@ impl Driver for Postgres {
         "text"
     }
 
-    async fn plan(
-        &self,
-        source: &str,
-        base: &str,
-        casts: &BTreeMap<String, String>,
-    ) -> Result<Vec<Col>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let pool = self.pool().await?;
         let described = pool
             .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
@@ -53,10 +47,6 @@ impl Driver for Postgres {
         for column in described.columns() {
             let name = column.name();
             let q = format!("q.{}", self.quote(name));
-            if let Some(cast) = casts.get(name) {
-                cols.push(cast_col(self, name, &q, cast)?);
-                continue;
-            }
             let type_name = column.type_info().name().to_ascii_uppercase();
             let cast = |t: &str| format!("{q}::{t}");
             let col = match type_name.as_str() {
@@ -96,9 +86,12 @@ impl Driver for Postgres {
                 _ if matches!(column.type_info().kind(), PgTypeKind::Enum(_)) => {
                     Col::plain(name, Kind::Text, cast("text"))
                 }
-                other => return Err(unmapped(source, name, other)),
+                other => {
+                    cols.push(Planned::unmapped(name, other));
+                    continue;
+                }
             };
-            cols.push(col);
+            cols.push(Planned::mapped(&type_name, col));
         }
         Ok(cols)
     }
@@ -124,10 +117,16 @@ impl Driver for Postgres {
                         format!("failed to read column `{}`: {e}", row.columns()[i].name()).into()
                     };
                     match item {
-                        Item::Bool => b.list_bool(i, row.try_get(i).map_err(named)?),
-                        Item::Int => b.list_int(i, row.try_get(i).map_err(named)?),
-                        Item::Float => b.list_float(i, row.try_get(i).map_err(named)?),
-                        Item::Text => b.list_text(i, row.try_get(i).map_err(named)?),
+                        Item::Bool => {
+                            b.list::<BooleanBuilder, bool>(i, row.try_get(i).map_err(named)?)
+                        }
+                        Item::Int => b.list::<Int64Builder, i64>(i, row.try_get(i).map_err(named)?),
+                        Item::Float => {
+                            b.list::<Float64Builder, f64>(i, row.try_get(i).map_err(named)?)
+                        }
+                        Item::Text => {
+                            b.list::<StringBuilder, String>(i, row.try_get(i).map_err(named)?)
+                        }
                     }
                 }
                 if !sink.end_row().await? {

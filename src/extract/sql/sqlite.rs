@@ -1,7 +1,6 @@
 //! SQLite sources: the file opened read-only, one read transaction per read (a consistent
 //! snapshot), types from the columns' declared types as SQLite's affinity rules read them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
@@ -11,7 +10,7 @@ use sqlx::sqlite::{SqliteColumn, SqliteConnectOptions, SqlitePool, SqlitePoolOpt
 use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
 use tokio::sync::OnceCell;
 
-use super::{Col, Driver, Kind, Sink, append_sqlx, cast_col};
+use super::{Col, Driver, Kind, Planned, Sink, append_sqlx};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Sqlite {
@@ -64,12 +63,7 @@ impl Driver for Sqlite {
         format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"))
     }
 
-    async fn plan(
-        &self,
-        _source: &str,
-        base: &str,
-        casts: &BTreeMap<String, String>,
-    ) -> Result<Vec<Col>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let pool = self.pool().await?;
         let described = pool
             .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
@@ -79,15 +73,14 @@ impl Driver for Sqlite {
         for column in described.columns() {
             let name = column.name();
             let q = format!("q.{}", self.quote(name));
-            if let Some(cast) = casts.get(name) {
-                cols.push(cast_col(self, name, &q, cast)?);
-                continue;
-            }
             let declared = match declared_type(pool, column).await {
                 Some(d) => d,
                 None => column.type_info().name().to_string(),
             };
-            cols.push(map(name, &q, &declared.to_ascii_lowercase()));
+            cols.push(Planned::mapped(
+                &declared,
+                map(name, &q, &declared.to_ascii_lowercase()),
+            ));
         }
         Ok(cols)
     }
