@@ -499,8 +499,9 @@ fn by_id(objects: &[Value]) -> BTreeMap<String, &Value> {
 
 /// Days since the epoch of a `YYYY-MM-DD` date.
 fn days(date: &str) -> i32 {
-    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a date");
-    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .expect("a date")
+        .to_epoch_days()
 }
 
 /// Adds the ids `referenced` (a query over raw.spotify_tracks) returns to `wanted`, then
