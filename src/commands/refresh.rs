@@ -82,39 +82,19 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     } else {
         let t = Instant::now();
         match extract::sql_sources(ctx, &[], false).await {
-            Ok(results) => {
-                for (name, r) in &results {
-                    match r {
-                        Ok(x) => report.item(
-                            "extract",
-                            format!("{name} -> {}", x.table),
-                            if x.version.is_some() {
-                                "ok"
-                            } else {
-                                "unchanged"
-                            },
-                            x.rows.to_string(),
-                            None,
-                            String::new(),
-                        ),
-                        Err(e) => report.item(
-                            "extract",
-                            name.clone(),
-                            "failed",
-                            String::new(),
-                            None,
-                            e.clone(),
-                        ),
-                    }
+            Ok(results) => report.results("extract", "sources", t, &results, |name, x| Row {
+                stage: "extract",
+                item: format!("{name} -> {}", x.table),
+                status: if x.version.is_some() {
+                    "ok"
+                } else {
+                    "unchanged"
                 }
-                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-                report.stage(
-                    "extract",
-                    failed,
-                    t,
-                    format!("{} sources, {failed} failed", results.len()),
-                );
-            }
+                .into(),
+                rows: x.rows.to_string(),
+                duration: None,
+                detail: String::new(),
+            }),
             Err(e) => report.stage_failed("extract", t, format!("{e:#}")),
         }
     }
@@ -216,35 +196,14 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
             Err(e) => Err(format!("{e:#}")),
         };
         match maintained {
-            Ok(results) => {
-                for (table, r) in &results {
-                    match r {
-                        Ok(m) => report.item(
-                            "maintain",
-                            table.to_string(),
-                            "ok",
-                            String::new(),
-                            Some(m.duration),
-                            maintain::describe(m, false),
-                        ),
-                        Err(e) => report.item(
-                            "maintain",
-                            table.to_string(),
-                            "failed",
-                            String::new(),
-                            None,
-                            e.clone(),
-                        ),
-                    }
-                }
-                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-                report.stage(
-                    "maintain",
-                    failed,
-                    t,
-                    format!("{} tables, {failed} failed", results.len()),
-                );
-            }
+            Ok(results) => report.results("maintain", "tables", t, &results, |table, m| Row {
+                stage: "maintain",
+                item: table.to_string(),
+                status: "ok".into(),
+                rows: String::new(),
+                duration: Some(m.duration),
+                detail: maintain::describe(m, false),
+            }),
             Err(e) => report.stage_failed("maintain", t, e),
         }
     }
@@ -336,6 +295,38 @@ impl Report {
             duration,
             detail,
         });
+    }
+
+    /// The items of a stage that ran each (sources, tables), `ok` making a done item's line,
+    /// and then the stage's own line: failed if any item failed.
+    fn results<K: std::fmt::Display, T>(
+        &mut self,
+        stage: &'static str,
+        noun: &str,
+        started: Instant,
+        results: &[(K, std::result::Result<T, String>)],
+        ok: impl Fn(&K, &T) -> Row,
+    ) {
+        for (key, r) in results {
+            match r {
+                Ok(done) => self.push(ok(key, done)),
+                Err(e) => self.item(
+                    stage,
+                    key.to_string(),
+                    "failed",
+                    String::new(),
+                    None,
+                    e.clone(),
+                ),
+            }
+        }
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+        self.stage(
+            stage,
+            failed,
+            started,
+            format!("{} {noun}, {failed} failed", results.len()),
+        );
     }
 
     /// A stage left out.
