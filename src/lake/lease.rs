@@ -16,7 +16,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{INTERNAL, Lake, LakeError};
+use super::{Lake, LakeError};
 
 /// Generations kept behind the newest, for a look at who held the lease before.
 const KEEP: u64 = 8;
@@ -90,11 +90,7 @@ fn generation_name(g: u64) -> String {
 
 impl Lake {
     fn lease_dir(&self, name: &str) -> StorePath {
-        let mut path = StorePath::from_url_path(self.root.path()).unwrap_or_default();
-        for part in [INTERNAL, "leases", name] {
-            path = path.join(part);
-        }
-        path
+        self.internal_path(&["leases", name])
     }
 
     /// The newest generation of a lease and what it says, if there is one.
