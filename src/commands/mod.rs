@@ -54,17 +54,9 @@ impl Context {
         self.global.quiet || self.json_logs()
     }
 
-    /// Whether no `--config` was given (the config file was found from the working folder).
-    pub fn global_config_is_default(&self) -> bool {
-        self.global.config.is_none()
-    }
-
-    /// The global flags, as a child `lake` process takes them.
+    /// The global flags but `--config`, as a child `lake` process takes them.
     pub fn child_args(&self) -> Vec<String> {
         let mut args = Vec::new();
-        if let Some(c) = &self.global.config {
-            args.extend(["--config".to_string(), c.display().to_string()]);
-        }
         if let Some(r) = &self.global.root {
             args.extend(["--root".to_string(), r.clone()]);
         }

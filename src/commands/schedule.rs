@@ -30,10 +30,9 @@ pub async fn run(ctx: &Context, args: ScheduleArgs) -> Result<()> {
         bail!("failed to schedule: lake.toml has no [[schedule]] jobs");
     }
     let exe = std::env::current_exe()?;
+    // The config file in use, whether given or found, so a child reads the same one.
     let mut base = ctx.child_args();
-    if ctx.global_config_is_default()
-        && let Some(file) = &settings.config_file
-    {
+    if let Some(file) = &settings.config_file {
         base.extend(["--config".to_string(), file.display().to_string()]);
     }
     let mut next: Vec<Option<DateTime<Utc>>> =
