@@ -114,7 +114,9 @@ fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1_000_000);
             let path = dir.path().join("export");
-            let files = generate::extended(&path, 1, 0..plays, 15_000, false).unwrap();
+            let files =
+                generate::extended(&path, 1, 0..plays, 15_000, &generate::Shape::MANY, false)
+                    .unwrap();
             let bytes: u64 = files
                 .iter()
                 .map(|f| std::fs::metadata(f).unwrap().len())

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::extract::files::Format;
+use crate::extract::spotify_export::generate;
 use crate::output::OutputFormat;
 
 /// lake: Spotify data into a Delta lake and a BI-ready warehouse.
@@ -176,6 +177,9 @@ pub struct RefreshArgs {
     /// Leave out the export to the warehouse
     #[arg(long)]
     pub skip_export: bool,
+    /// Rebuild incremental models from scratch instead of merging new rows
+    #[arg(long)]
+    pub full_refresh: bool,
     /// When another refresh holds the lake, wait up to this long for it (`90s`, `10m`)
     /// [default: exit at once]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -354,14 +358,27 @@ pub struct GenerateArgs {
     /// How many plays
     #[arg(long, default_value_t = 10_000_000)]
     pub plays: u64,
+    /// The number of the first play: `--from 10000000 --plays 16000` writes the 16,000 plays
+    /// that follow a 10 M-play export (one more day with the default shape)
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
     /// The folder to write Streaming_History_*.json files into
     #[arg(long, short, value_name = "DIR", default_value = "bench-data/export")]
     pub out: PathBuf,
     /// The seed; the same seed gives the same plays
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Also write the matching Web API rows (recently played, playlist tracks) as NDJSON
-    /// files here, to land with `lake ingest`
+    /// Listeners; each play carries its listener's `username`
+    #[arg(long, default_value_t = generate::Shape::MANY.users)]
+    pub users: u64,
+    /// Artists in the catalog (40 tracks each); low numbers are played far more often
+    #[arg(long, default_value_t = generate::Shape::MANY.artists)]
+    pub artists: u64,
+    /// How often each listener starts a session of 16 plays
+    #[arg(long, value_name = "DURATION", default_value = "1day", value_parser = humantime::parse_duration)]
+    pub session_every: std::time::Duration,
+    /// Also write the matching Web API rows (recently played, playlist tracks, the track
+    /// catalog) as NDJSON files here, to land with `lake ingest`
     #[arg(long, value_name = "DIR")]
     pub api: Option<PathBuf>,
     /// Plays per file (Spotify writes about 15,000)

@@ -12,15 +12,27 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
         BenchAction::Generate(args) => args,
         BenchAction::Commits(args) => return commits(ctx, args).await,
     };
+    let shape = generate::Shape {
+        users: args.users.max(1),
+        artists: args.artists.max(1),
+        session_every: (args.session_every.as_secs() as i64).max(1),
+    };
     let started = std::time::Instant::now();
-    let files = generate::extended(&args.out, args.seed, 0..args.plays, args.per_file, false)
-        .with_context(|| format!("failed to write the export to {}", args.out.display()))?;
+    let files = generate::extended(
+        &args.out,
+        args.seed,
+        args.from..args.from + args.plays,
+        args.per_file,
+        &shape,
+        false,
+    )
+    .with_context(|| format!("failed to write the export to {}", args.out.display()))?;
     if let Some(api) = &args.api {
-        generate::api(api, args.seed, args.plays)
+        generate::api(api, args.seed, args.from + args.plays, &shape)
             .with_context(|| format!("failed to write the API rows to {}", api.display()))?;
         if !ctx.quiet() {
             eprintln!(
-                "wrote recently_played.ndjson and playlist_tracks.ndjson to {}",
+                "wrote recently_played.ndjson, playlist_tracks.ndjson and tracks.ndjson to {}",
                 api.display()
             );
         }
@@ -32,8 +44,10 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
             .map(|m| m.len())
             .sum();
         eprintln!(
-            "wrote {} plays in {} files ({}) to {} in {:.1}s",
+            "wrote {} plays of {} listeners ({} a session interval) in {} files ({}) to {} in {:.1}s",
             args.plays,
+            shape.users,
+            shape.plays_per_interval(),
             files.len(),
             crate::output::human_bytes(bytes),
             args.out.display(),

@@ -104,7 +104,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         return lost_lease(ctx, &report, started);
     }
     let t = Instant::now();
-    match models::models(ctx, &args.selection, args.threads, true, false).await {
+    match models::models(ctx, &args.selection, args.threads, true, args.full_refresh).await {
         Ok(summary) => {
             for o in &summary.outcomes {
                 if o.status == Status::TestsFailed {

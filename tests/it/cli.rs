@@ -27,8 +27,22 @@ fn init_writes_a_project() {
     // The new project works as written: its raw inputs land, its models build and pass their
     // tests, and a second run finds nothing new for the incremental model.
     let in_proj = |args: &[&str]| succeeds(ctx.lake().current_dir(ctx.path("proj")).args(args)).0;
+    // One listener's export, as `lake bench generate` writes a personal one.
     in_proj(&[
-        "bench", "generate", "--plays", "2000", "--out", "export", "--api", "api",
+        "bench",
+        "generate",
+        "--plays",
+        "2000",
+        "--users",
+        "1",
+        "--artists",
+        "16",
+        "--session-every",
+        "2h",
+        "--out",
+        "export",
+        "--api",
+        "api",
     ]);
     in_proj(&["ingest", "spotify-export", "export"]);
     for (file, table) in [

@@ -13,12 +13,20 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
     // An older export (plays 0..3000, in the zip Spotify sends, with a legacy file beside it)
     // and a newer one that overlaps it (plays 2000..5000, as a folder).
     let older = ctx.path("older");
-    generate::extended(&older, 7, 0..3000, 1000, false).unwrap();
+    generate::extended(&older, 7, 0..3000, 1000, &generate::Shape::PERSONAL, false).unwrap();
     generate::legacy(&older, 8, 0..100).unwrap();
     let zip = ctx.path("my_spotify_data.zip");
     generate::zip(&older, &zip).unwrap();
     let newer = ctx.path("newer");
-    generate::extended(&newer, 7, 2000..5000, 1000, false).unwrap();
+    generate::extended(
+        &newer,
+        7,
+        2000..5000,
+        1000,
+        &generate::Shape::PERSONAL,
+        false,
+    )
+    .unwrap();
 
     let (_, stderr) =
         succeeds(
@@ -93,7 +101,13 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
         ctx.scalar(
             "SELECT min(ended_at) FROM raw.spotify_streams WHERE source_format = 'extended'"
         ),
-        generate::play(7, 0, generate::default_start(), false)["ts"]
+        generate::play(
+            7,
+            0,
+            generate::default_start(),
+            &generate::Shape::PERSONAL,
+            false
+        )["ts"]
             .as_str()
             .unwrap()
     );
@@ -110,7 +124,15 @@ fn exports_import_without_duplicates_on(ctx: TestContext) {
 fn personal_fields_are_hashed_with_the_lakes_salt_when_asked() {
     let ctx = TestContext::new(Backend::Local);
     ctx.configure("\n[spotify_export]\npersonal_data = \"hash\"\n");
-    generate::extended(&ctx.path("export"), 3, 0..200, 1000, true).unwrap();
+    generate::extended(
+        &ctx.path("export"),
+        3,
+        0..200,
+        1000,
+        &generate::Shape::PERSONAL,
+        true,
+    )
+    .unwrap();
     ctx.ok(&["ingest", "spotify-export", "export"]);
     let salt = std::fs::read_to_string(ctx.path("lake/_lake/salt")).unwrap();
     assert!(salt.len() >= 32);
@@ -126,7 +148,15 @@ fn personal_fields_are_hashed_with_the_lakes_salt_when_asked() {
     );
     // `keep` keeps them as they are.
     let ctx2 = TestContext::new(Backend::Local);
-    generate::extended(&ctx2.path("export"), 3, 0..10, 1000, true).unwrap();
+    generate::extended(
+        &ctx2.path("export"),
+        3,
+        0..10,
+        1000,
+        &generate::Shape::PERSONAL,
+        true,
+    )
+    .unwrap();
     ctx2.lake()
         .env("LAKE_SPOTIFY_EXPORT_PERSONAL_DATA", "keep")
         .args(["ingest", "spotify-export", "export"])
@@ -141,8 +171,24 @@ fn personal_fields_are_hashed_with_the_lakes_salt_when_asked() {
 #[test]
 fn overlapping_exports_in_one_folder_land_once() {
     let ctx = TestContext::new(Backend::Local);
-    generate::extended(&ctx.path("both/a"), 5, 0..300, 100, false).unwrap();
-    generate::extended(&ctx.path("both/b"), 5, 200..500, 100, false).unwrap();
+    generate::extended(
+        &ctx.path("both/a"),
+        5,
+        0..300,
+        100,
+        &generate::Shape::PERSONAL,
+        false,
+    )
+    .unwrap();
+    generate::extended(
+        &ctx.path("both/b"),
+        5,
+        200..500,
+        100,
+        &generate::Shape::PERSONAL,
+        false,
+    )
+    .unwrap();
     let (_, stderr) = succeeds(ctx.lake().args(["ingest", "spotify-export", "both"]));
     assert!(
         stderr.contains("500 new of 600 plays from 6 files; 100 repeated within the export"),
@@ -194,4 +240,57 @@ fn a_broken_file_names_its_line_and_writes_nothing() {
     std::fs::create_dir_all(ctx.path("empty")).unwrap();
     let stderr = ctx.fails(&["ingest", "spotify-export", "empty"]);
     assert!(stderr.contains("Streaming_History_Audio_"), "{stderr}");
+}
+
+#[test]
+fn bench_generate_makes_many_listeners_a_dimension_and_one_more_day() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.configure("\n[spotify_export]\npersonal_data = \"keep\"\n");
+    // 4 listeners with a session (16 plays) every day: 128 plays are two days.
+    let generate = |args: &[&str]| {
+        let mut all = vec!["bench", "generate", "--users", "4", "--artists", "50"];
+        all.extend_from_slice(args);
+        ctx.ok(&all);
+    };
+    generate(&["--plays", "128", "--out", "export", "--api", "api"]);
+    generate(&["--from", "128", "--plays", "64", "--out", "day"]);
+    ctx.ok(&["ingest", "spotify-export", "export"]);
+    ctx.ok(&[
+        "ingest",
+        "api/tracks.ndjson",
+        "--table",
+        "raw.spotify_tracks",
+    ]);
+    assert_eq!(
+        ctx.scalar("SELECT count(DISTINCT username) FROM raw.spotify_streams"),
+        "4"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT count(DISTINCT CAST(ended_at AS DATE)) FROM raw.spotify_streams"),
+        "2"
+    );
+    // The catalog: 50 artists of 40 tracks, and every track played is in it, always under
+    // the same name.
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_tracks"),
+        "2000"
+    );
+    assert_eq!(
+        ctx.scalar(
+            "SELECT count(*) FROM raw.spotify_streams s LEFT JOIN raw.spotify_tracks t \
+             ON t.track_id = s.track_id \
+             WHERE s.track_id IS NOT NULL AND (t.track_name IS NULL OR t.track_name <> s.track_name)"
+        ),
+        "0"
+    );
+    // `--from` continues the history: the next day, nothing in common with the first two.
+    ctx.ok(&["ingest", "spotify-export", "day"]);
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "192"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT count(DISTINCT CAST(ended_at AS DATE)) FROM raw.spotify_streams"),
+        "3"
+    );
 }

@@ -1,10 +1,12 @@
 //! Generated personal data exports, deterministic for a seed: for tests, examples and
-//! benchmarks. Play `i` of a seed is always the same play, so two ranges that overlap make two
-//! exports that overlap the way a newer export overlaps an older one.
+//! benchmarks. Play `i` of a seed and [`Shape`] is always the same play, so two ranges that
+//! overlap make two exports that overlap the way a newer export overlaps an older one.
 //!
-//! The plays cover what real exports hold: skewed artist popularity, non-ASCII names, podcast
-//! episodes (null track fields) in audio and video files, audiobook chapters, incognito plays,
-//! offline plays with `offline_timestamp` in seconds or milliseconds, skips and shuffles.
+//! The plays cover what real exports hold: skewed artist popularity over a catalog whose
+//! tracks keep their names, non-ASCII names, sessions, podcast episodes (null track fields) in
+//! audio and video files, audiobook chapters, incognito plays, offline plays with
+//! `offline_timestamp` in seconds or milliseconds, skips and shuffles. A [`Shape`] with many
+//! listeners makes one history of all of them (a `username` on every play), for benchmarks.
 
 use std::io::Write;
 use std::ops::Range;
@@ -83,23 +85,111 @@ pub fn default_start() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// One generated extended play; `i` fixes it completely for a seed.
-pub fn play(seed: u64, i: u64, start: DateTime<Utc>, old_fields: bool) -> Value {
+/// What a generated history looks like: who listens, to how big a catalog, how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Listeners. With more than one, every play carries its listener's `username` (as the
+    /// older `endsong` files did), so that one lake can tell them apart.
+    pub users: u64,
+    /// Artists in the catalog, [`TRACKS_PER_ARTIST`] tracks each; the first 16 have
+    /// real-world names, and low numbers are played far more often.
+    pub artists: u64,
+    /// Seconds from one of a listener's sessions to the next. Each session is 16 plays about
+    /// three minutes apart; listeners' sessions are spread evenly over that interval.
+    pub session_every: i64,
+}
+
+impl Shape {
+    /// One listener, 16 artists, a session every two hours: a personal export, for tests.
+    pub const PERSONAL: Shape = Shape {
+        users: 1,
+        artists: 16,
+        session_every: 7200,
+    };
+
+    /// Many listeners: 1,000 of them, 2,000 artists, a session a day each; `lake bench
+    /// generate`'s defaults.
+    pub const MANY: Shape = Shape {
+        users: 1000,
+        artists: 2000,
+        session_every: 86_400,
+    };
+
+    /// Plays in one `session_every` interval, over all listeners (with a day, one more day).
+    pub fn plays_per_interval(&self) -> u64 {
+        16 * self.users
+    }
+}
+
+/// Tracks per artist in the catalog.
+pub const TRACKS_PER_ARTIST: u64 = 40;
+
+/// A catalog track: the same name, album and length in every play and every API row.
+struct Track {
+    id: String,
+    name: String,
+    artist: String,
+    album: String,
+    album_id: String,
+    duration_ms: i64,
+}
+
+fn artist_name(a: u64) -> String {
+    match ARTISTS.get(a as usize) {
+        Some(name) => name.to_string(),
+        None => format!(
+            "{} {} {a}",
+            WORDS[(a % 16) as usize],
+            WORDS[((a / 16) % 16) as usize]
+        ),
+    }
+}
+
+fn artist_id(a: u64) -> String {
+    base62(9_000_000 + a)
+}
+
+fn catalog_track(a: u64, t: u64) -> Track {
+    let mut rng = StdRng::seed_from_u64(a * 1000 + t);
+    let w1 = WORDS[rng.random_range(0..WORDS.len())];
+    let w2 = WORDS[rng.random_range(0..WORDS.len())];
+    let artist = artist_name(a);
+    let album_no = t / 10;
+    Track {
+        id: base62(a * 1000 + t),
+        name: format!("{w1} {w2} {t}"),
+        album: format!("{} ({artist})", WORDS[((a * 7 + album_no) % 16) as usize]),
+        album_id: base62(5_000_000 + a * 10 + album_no),
+        duration_ms: rng.random_range(120_000..360_000),
+        artist,
+    }
+}
+
+/// One generated extended play; `i` fixes it completely for a seed and shape.
+pub fn play(seed: u64, i: u64, start: DateTime<Utc>, shape: &Shape, old_fields: bool) -> Value {
     let mut rng = StdRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    // Sessions of 16 plays about three minutes apart, one starting every two hours (so an hour
-    // or more of silence between them); overlapping ranges overlap in time too.
+    let users = shape.users.max(1);
+    // Session `s` is listener `s % users`'s session number `s / users`.
+    let session = i / 16;
+    let user = session % users;
     let ended = start
         + Duration::seconds(
-            (i / 16) as i64 * 7200 + (i % 16) as i64 * 200 + rng.random_range(0..60),
+            (session / users) as i64 * shape.session_every
+                + user as i64 * shape.session_every / users as i64
+                + (i % 16) as i64 * 200
+                + rng.random_range(0..60),
         );
     let ms_played: i64 = rng.random_range(0..400_000);
     let roll: u32 = rng.random_range(0..100);
-    // Skew: low artist indices are played far more often.
-    let a = ((rng.random::<f64>().powi(3)) * ARTISTS.len() as f64) as usize;
-    let artist = ARTISTS[a.min(ARTISTS.len() - 1)];
-    let w1 = WORDS[rng.random_range(0..WORDS.len())];
-    let w2 = WORDS[rng.random_range(0..WORDS.len())];
-    let track_no: u32 = rng.random_range(0..40);
+    let artists = shape.artists.max(1);
+    // Skew: low artist numbers are played far more often; with many listeners, half of each
+    // listener's plays go to twenty favourites of their own.
+    let mut a = (rng.random::<f64>().powi(3) * artists as f64) as u64;
+    if users > 1 && rng.random_bool(0.5) {
+        let mut taste = StdRng::seed_from_u64(user * 20 + rng.random_range(0..20));
+        a = (taste.random::<f64>().powi(2) * artists as f64) as u64;
+    }
+    let track = catalog_track(a.min(artists - 1), rng.random_range(0..TRACKS_PER_ARTIST));
     let offline = roll.is_multiple_of(17);
     let offline_ts = if offline {
         let secs = ended.timestamp() - 60;
@@ -117,10 +207,10 @@ pub fn play(seed: u64, i: u64, start: DateTime<Utc>, old_fields: bool) -> Value 
         "platform": PLATFORMS[rng.random_range(0..PLATFORMS.len())],
         "ms_played": ms_played,
         "conn_country": COUNTRIES[rng.random_range(0..COUNTRIES.len())],
-        "master_metadata_track_name": format!("{w1} {w2} {track_no}"),
-        "master_metadata_album_artist_name": artist,
-        "master_metadata_album_album_name": format!("{w2} ({artist})"),
-        "spotify_track_uri": format!("spotify:track:{}", base62(a as u64 * 1000 + track_no as u64)),
+        "master_metadata_track_name": track.name,
+        "master_metadata_album_artist_name": track.artist,
+        "master_metadata_album_album_name": track.album,
+        "spotify_track_uri": format!("spotify:track:{}", track.id),
         "episode_name": null,
         "episode_show_name": null,
         "spotify_episode_uri": null,
@@ -168,48 +258,55 @@ pub fn play(seed: u64, i: u64, start: DateTime<Utc>, old_fields: bool) -> Value 
     } else {
         p["ip_addr"] = json!(ip);
     }
+    if users > 1 {
+        p["username"] = json!(format!("listener_{user}"));
+    }
     p
 }
 
 /// The Web API rows that match an export of plays `0..plays`: `recently_played.ndjson` (the
 /// last 50 track plays of the export, with `played_at` a second or so off the export's end
-/// time, and 20 plays after it) and `playlist_tracks.ndjson` (three playlists from the same
-/// catalog, some tracks with a featured artist), in the columns `lake extract spotify` lands.
-pub fn api(dir: &Path, seed: u64, plays: u64) -> std::io::Result<Vec<PathBuf>> {
+/// time, and 20 plays after it), `playlist_tracks.ndjson` (three playlists from the same
+/// catalog, some tracks with a featured artist) and `tracks.ndjson` (the whole catalog, the
+/// dimension a play's `track_id` joins to), in the columns `lake extract spotify` lands.
+pub fn api(dir: &Path, seed: u64, plays: u64, shape: &Shape) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let start = default_start();
-    let track = |p: &Value, featured: bool| -> Option<Value> {
-        let uri = p["spotify_track_uri"].as_str()?;
-        let id = uri.rsplit(':').next()?.to_string();
-        let artist = p["master_metadata_album_artist_name"].as_str()?;
-        let a = ARTISTS.iter().position(|x| *x == artist)?;
-        let mut ids = vec![base62(10_000 + a as u64)];
-        let mut names = vec![artist.to_string()];
+    let artists = shape.artists.max(1);
+    let row = |a: u64, t: u64, featured: bool| -> Value {
+        let track = catalog_track(a, t);
+        let mut ids = vec![artist_id(a)];
+        let mut names = vec![track.artist.clone()];
         if featured {
-            let f = (a + 3) % ARTISTS.len();
-            ids.push(base62(10_000 + f as u64));
-            names.push(ARTISTS[f].to_string());
+            let f = (a + 3) % artists;
+            ids.push(artist_id(f));
+            names.push(artist_name(f));
         }
-        let album = p["master_metadata_album_album_name"].as_str()?;
-        Some(json!({
-            "track_id": id,
-            "track_name": p["master_metadata_track_name"],
-            "track_uri": uri,
+        json!({
+            "track_id": track.id,
+            "track_name": track.name,
+            "track_uri": format!("spotify:track:{}", track.id),
             "artist_ids": ids,
             "artist_names": names,
-            "album_id": base62(20_000 + a as u64 * 100 + album.len() as u64),
-            "album_name": album,
-            "duration_ms": 200_000 + (id.as_bytes()[21] as i64) * 1000,
-            "explicit": false,
+            "album_id": track.album_id,
+            "album_name": track.album,
+            "duration_ms": track.duration_ms,
+            "explicit": t % 7 == 3,
             "is_local": false,
-        }))
+        })
+    };
+    // A play's catalog track, from the number in its id.
+    let track = |p: &Value, featured: bool| -> Option<Value> {
+        let id = p["spotify_track_uri"].as_str()?.rsplit(':').next()?;
+        let n = unbase62(id);
+        Some(row(n / 1000, n % 1000, featured))
     };
     let mut recent: Vec<Value> = Vec::new();
     let mut i = plays;
     // Back from the end of the export until 50 track plays, then 20 after it.
     while recent.len() < 50 && i > 0 {
         i -= 1;
-        let p = play(seed, i, start, false);
+        let p = play(seed, i, start, shape, false);
         if let Some(mut t) = track(&p, false) {
             let ended = DateTime::parse_from_rfc3339(p["ts"].as_str().expect("ts"))
                 .expect("a time")
@@ -226,7 +323,7 @@ pub fn api(dir: &Path, seed: u64, plays: u64) -> std::io::Result<Vec<PathBuf>> {
     let mut j = plays;
     let mut after = 0;
     while after < 20 {
-        let p = play(seed, j, start, false);
+        let p = play(seed, j, start, shape, false);
         j += 1;
         if let Some(mut t) = track(&p, false) {
             let ended = DateTime::parse_from_rfc3339(p["ts"].as_str().expect("ts"))
@@ -249,7 +346,7 @@ pub fn api(dir: &Path, seed: u64, plays: u64) -> std::io::Result<Vec<PathBuf>> {
         let mut position = 0;
         let mut k = n as u64 * 1000;
         while position < 30 {
-            let p = play(seed, k, start, false);
+            let p = play(seed, k, start, shape, false);
             k += 1;
             if let Some(mut t) = track(&p, k.is_multiple_of(4)) {
                 t["playlist_id"] = json!(base62(30_000 + n as u64));
@@ -264,10 +361,23 @@ pub fn api(dir: &Path, seed: u64, plays: u64) -> std::io::Result<Vec<PathBuf>> {
             }
         }
     }
+    let mut catalog = Vec::new();
+    for a in 0..artists {
+        for t in 0..TRACKS_PER_ARTIST {
+            let mut r = row(a, t, false);
+            r["disc_number"] = json!(1);
+            r["track_number"] = json!(t % 10 + 1);
+            r["isrc"] = json!(format!("QZ{:010}", a * 1000 + t));
+            // Popularity falls with the artist's number, as the plays do.
+            r["popularity"] = json!(100 - (100 * a / artists).min(99) as i64);
+            catalog.push(r);
+        }
+    }
     let mut written = Vec::new();
     for (file, rows) in [
         ("recently_played.ndjson", &recent),
         ("playlist_tracks.ndjson", &playlist_rows),
+        ("tracks.ndjson", &catalog),
     ] {
         let path = dir.join(file);
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
@@ -292,6 +402,18 @@ fn base62(mut n: u64) -> String {
     String::from_utf8(out).expect("ascii")
 }
 
+/// The number [`base62`] wrote.
+fn unbase62(id: &str) -> u64 {
+    id.bytes().fold(0, |n, c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'Z' => c - b'A' + 10,
+            _ => c - b'a' + 36,
+        };
+        n * 62 + d as u64
+    })
+}
+
 /// Writes plays `range` of `seed` as an extended export in `dir`: audio files of at most
 /// `per_file` plays, and one video file for every fiftieth play (video podcasts).
 pub fn extended(
@@ -299,6 +421,7 @@ pub fn extended(
     seed: u64,
     range: Range<u64>,
     per_file: usize,
+    shape: &Shape,
     old_fields: bool,
 ) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
@@ -306,7 +429,7 @@ pub fn extended(
     let mut audio = Vec::new();
     let mut video = Vec::new();
     for i in range {
-        let p = play(seed, i, start, old_fields);
+        let p = play(seed, i, start, shape, old_fields);
         if i % 50 == 49 && p["spotify_episode_uri"].is_string() {
             video.push(p);
         } else {
@@ -334,7 +457,7 @@ pub fn legacy(dir: &Path, seed: u64, range: Range<u64>) -> std::io::Result<PathB
     let start = default_start();
     let plays: Vec<Value> = range
         .map(|i| {
-            let p = play(seed, i, start, false);
+            let p = play(seed, i, start, &Shape::PERSONAL, false);
             let ended = DateTime::parse_from_rfc3339(p["ts"].as_str().expect("ts"))
                 .expect("a time")
                 .format("%Y-%m-%d %H:%M")

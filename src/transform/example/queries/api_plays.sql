@@ -40,7 +40,8 @@ SELECT
     CAST(NULL AS VARCHAR) AS reason_end,
     CAST(NULL AS BOOLEAN) AS shuffle,
     CAST(NULL AS VARCHAR) AS platform,
-    CAST(NULL AS VARCHAR) AS conn_country
+    CAST(NULL AS VARCHAR) AS conn_country,
+    CAST(NULL AS VARCHAR) AS listener
 FROM api a
 WHERE NOT EXISTS (
     SELECT 1 FROM curated.export_plays e

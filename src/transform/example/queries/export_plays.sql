@@ -28,6 +28,9 @@ SELECT
     reason_end,
     shuffle,
     platform,
-    conn_country
+    conn_country,
+    -- Null unless spotify_export.personal_data keeps or hashes it (a lake of several
+    -- listeners' exports, or the benchmark's history).
+    username AS listener
 FROM raw.spotify_streams
 WHERE ms_played IS NOT NULL

@@ -1,5 +1,5 @@
 /* lake
-description = "Listening sessions: a gap of 30 minutes or more between one play's end and the next play's start starts a new session."
+description = "Listening sessions, per listener: a gap of 30 minutes or more between one play's end and the next play's start starts a new session."
 export = true
 
 [[tests]]
@@ -9,11 +9,13 @@ not_null = ["session_id", "started_at", "ended_at", "plays"]
 */
 WITH ordered AS (
     SELECT
+        listener,
         started_at,
         ended_at,
         ms_played,
         track_id,
         max(ended_at) OVER (
+            PARTITION BY listener
             ORDER BY started_at, ended_at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
         ) AS previous_end
     FROM curated.plays
@@ -28,17 +30,25 @@ flagged AS (
     FROM ordered
 ),
 numbered AS (
-    SELECT *, sum(starts_session) OVER (ORDER BY started_at, ended_at ROWS UNBOUNDED PRECEDING) AS session_id
+    SELECT
+        *,
+        sum(starts_session) OVER (
+            PARTITION BY listener ORDER BY started_at, ended_at ROWS UNBOUNDED PRECEDING
+        ) AS listener_session
     FROM flagged
+),
+sessions AS (
+    SELECT
+        listener,
+        min(started_at) AS started_at,
+        max(ended_at) AS ended_at,
+        count(*) AS plays,
+        -- count(DISTINCT track_id), written so: DataFusion 55 gives every group of a grouped
+        -- count(DISTINCT) a hash table of its own (apache/datafusion#24857), 2.3 GB for 1 M plays.
+        coalesce(cardinality(array_distinct(array_agg(track_id) FILTER (WHERE track_id IS NOT NULL))), 0) AS tracks,
+        round(sum(ms_played) / 60000.0, 1) AS minutes
+    FROM numbered
+    GROUP BY listener, listener_session
 )
-SELECT
-    session_id,
-    min(started_at) AS started_at,
-    max(ended_at) AS ended_at,
-    count(*) AS plays,
-    -- count(DISTINCT track_id), written so: DataFusion 55 gives every group of a grouped
-    -- count(DISTINCT) a hash table of its own (apache/datafusion#24857), 2.3 GB for 1 M plays.
-    coalesce(cardinality(array_distinct(array_agg(track_id) FILTER (WHERE track_id IS NOT NULL))), 0) AS tracks,
-    round(sum(ms_played) / 60000.0, 1) AS minutes
-FROM numbered
-GROUP BY session_id
+SELECT row_number() OVER (ORDER BY started_at, listener) AS session_id, *
+FROM sessions
