@@ -28,7 +28,8 @@ use arrow::error::ArrowError;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use indicatif::ProgressBar;
-use serde_json::{Map, Value};
+use serde_json::Map;
+use serde_json_borrow::{ObjectAsVec, Value};
 use sha2::{Digest, Sha256};
 
 use super::ExtractError;
@@ -92,27 +93,6 @@ const EXTENDED_TEXT: &[(&str, &str)] = &[
     ("conn_country", "conn_country"),
     ("reason_start", "reason_start"),
     ("reason_end", "reason_end"),
-];
-
-/// Every field lake knows, so the rest can be kept in `extra_json`.
-const KNOWN: &[&str] = &[
-    "ts",
-    "ms_played",
-    "shuffle",
-    "skipped",
-    "offline",
-    "offline_timestamp",
-    "incognito_mode",
-    "ip_addr",
-    "ip_addr_decrypted",
-    "username",
-    "user_agent_decrypted",
-    "endTime",
-    "artistName",
-    "trackName",
-    "msPlayed",
-    "podcastName",
-    "episodeName",
 ];
 
 /// Which layout a file has.
@@ -423,6 +403,7 @@ impl RowContext {
             column,
             message,
         };
+        // Borrowed from `bytes`: field names and most strings are never copied.
         let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
             parse(
                 Some(e.line()),
@@ -430,7 +411,6 @@ impl RowContext {
                 format!("{e} (expected a JSON array of plays)"),
             )
         })?;
-        drop(bytes);
         let mut batches = Vec::new();
         for (chunk_no, chunk) in items.chunks(BATCH_ROWS).enumerate() {
             let mut columns = Columns::new(chunk.len());
@@ -526,36 +506,53 @@ const AUDIOBOOK_TITLE: usize = text_index("audiobook_title");
 const AUDIOBOOK_URI: usize = text_index("audiobook_uri");
 const AUDIOBOOK_CHAPTER_URI: usize = text_index("audiobook_chapter_uri");
 
-/// Whether a field of a play is one lake does not map, kept in `extra_json`.
-fn is_extra(field: &str) -> bool {
-    !KNOWN.contains(&field) && !EXTENDED_TEXT.iter().any(|(f, _)| *f == field)
-}
-
 impl<'a> Play<'a> {
-    fn read(obj: &'a Map<String, Value>, layout: Layout) -> Self {
-        let str_of = |k: &str| obj.get(k).and_then(Value::as_str);
+    /// Reads the fields in one pass over the object; a field given twice counts as its last.
+    fn read(obj: &'a ObjectAsVec<'a>, layout: Layout) -> Self {
+        let legacy = layout == Layout::Legacy;
         let mut text = [None; EXTENDED_TEXT.len()];
-        let (ended_at, ms_played) = match layout {
-            Layout::Extended => {
-                for (i, (from, _)) in EXTENDED_TEXT.iter().enumerate() {
-                    text[i] = str_of(from);
-                }
-                (
-                    str_of("ts").and_then(parse_utc),
-                    obj.get("ms_played").and_then(Value::as_i64),
-                )
-            }
-            Layout::Legacy => {
-                text[TRACK_NAME] = str_of("trackName");
-                text[ARTIST_NAME] = str_of("artistName");
-                text[EPISODE_NAME] = str_of("episodeName");
-                text[SHOW_NAME] = str_of("podcastName");
-                (
-                    str_of("endTime").and_then(legacy_time),
-                    obj.get("msPlayed").and_then(Value::as_i64),
-                )
-            }
+        let (mut ts, mut ms_played, mut offline_ts) = (None, None, None);
+        let mut flags = [None; 4];
+        let (mut ip_addr, mut ip_decrypted, mut username, mut user_agent) =
+            (None, None, None, None);
+        let mut extra: Map<String, serde_json::Value> = Map::new();
+        let flag = |v: &Value| match v {
+            Value::Bool(b) => Some(*b),
+            Value::Number(n) => Some(n.as_i64() != Some(0)),
+            _ => None,
         };
+        for (k, v) in obj.iter() {
+            match k {
+                "ts" if !legacy => ts = v.as_str(),
+                "endTime" if legacy => ts = v.as_str(),
+                "ms_played" if !legacy => ms_played = v.as_i64(),
+                "msPlayed" if legacy => ms_played = v.as_i64(),
+                "trackName" if legacy => text[TRACK_NAME] = v.as_str(),
+                "artistName" if legacy => text[ARTIST_NAME] = v.as_str(),
+                "episodeName" if legacy => text[EPISODE_NAME] = v.as_str(),
+                "podcastName" if legacy => text[SHOW_NAME] = v.as_str(),
+                "shuffle" => flags[0] = flag(v),
+                "skipped" => flags[1] = flag(v),
+                "offline" => flags[2] = flag(v),
+                "incognito_mode" => flags[3] = flag(v),
+                "offline_timestamp" => offline_ts = v.as_i64(),
+                "ip_addr" => ip_addr = v.as_str(),
+                "ip_addr_decrypted" => ip_decrypted = v.as_str(),
+                "username" => username = v.as_str(),
+                "user_agent_decrypted" => user_agent = v.as_str(),
+                // Known to one layout: not extra in the other either.
+                "ts" | "endTime" | "ms_played" | "msPlayed" | "trackName" | "artistName"
+                | "episodeName" | "podcastName" => {}
+                _ => match EXTENDED_TEXT.iter().position(|(from, _)| *from == k) {
+                    Some(i) if !legacy => text[i] = v.as_str(),
+                    Some(_) => {}
+                    None => {
+                        extra.insert(k.to_string(), v.into());
+                    }
+                },
+            }
+        }
+        let ended_at = ts.and_then(if legacy { legacy_time } else { parse_utc });
         let has = |i: usize| text[i].is_some();
         let kind = if has(EPISODE_URI) || has(EPISODE_NAME) {
             "episode"
@@ -594,28 +591,18 @@ impl<'a> Play<'a> {
         h.update(b"|");
         h.update(item.as_bytes());
         let key: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
-        let flag = |k: &str| match obj.get(k) {
-            Some(Value::Bool(b)) => Some(*b),
-            Some(Value::Number(n)) => Some(n.as_i64() != Some(0)),
-            _ => None,
-        };
-        let extra: Map<String, Value> = obj
-            .iter()
-            .filter(|(k, _)| is_extra(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let extra = (!extra.is_empty()).then(|| Value::Object(extra).to_string());
+        let extra = (!extra.is_empty()).then(|| serde_json::Value::Object(extra).to_string());
         Play {
             key,
             ended_at,
             ms_played,
             kind,
             text,
-            flags: ["shuffle", "skipped", "offline", "incognito_mode"].map(flag),
-            offline_at: offline_at(obj.get("offline_timestamp")),
-            ip_addr: str_of("ip_addr").or_else(|| str_of("ip_addr_decrypted")),
-            username: str_of("username"),
-            user_agent: str_of("user_agent_decrypted"),
+            flags,
+            offline_at: offline_at(offline_ts),
+            ip_addr: ip_addr.or(ip_decrypted),
+            username,
+            user_agent,
             extra,
         }
     }
@@ -743,8 +730,8 @@ fn legacy_time(s: &str) -> Option<i64> {
 
 /// `offline_timestamp`: epoch seconds in older exports, milliseconds in newer ones; 0 means
 /// none. As UTC microseconds.
-fn offline_at(v: Option<&Value>) -> Option<i64> {
-    let n = v.and_then(Value::as_i64).filter(|n| *n > 0)?;
+fn offline_at(v: Option<i64>) -> Option<i64> {
+    let n = v.filter(|n| *n > 0)?;
     let ms = if n < 100_000_000_000 { n * 1000 } else { n };
     ms.checked_mul(1000)
 }
@@ -753,9 +740,29 @@ pub mod generate;
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+
+    #[test]
+    fn one_pass_maps_fields_by_layout_and_keeps_the_rest() {
+        let json = r#"{"ts": "2024-01-01T00:00:00Z", "ms_played": 5, "ip_addr": null,
+            "ip_addr_decrypted": "10.0.0.1", "endTime": "2023-01-05 14:32", "skipped": 1,
+            "master_metadata_track_name": "A \"q\"", "new_field": {"a": [1]}}"#;
+        let obj: Value = serde_json::from_str(json).unwrap();
+        let obj = obj.as_object().unwrap();
+        let play = Play::read(obj, Layout::Extended);
+        assert_eq!(play.ended_at, parse_utc("2024-01-01T00:00:00Z"));
+        assert_eq!(play.ms_played, Some(5));
+        assert_eq!(play.ip_addr, Some("10.0.0.1"));
+        assert_eq!(play.text[TRACK_NAME], Some("A \"q\""));
+        assert_eq!(play.flags[1], Some(true));
+        assert_eq!(play.extra.as_deref(), Some(r#"{"new_field":{"a":[1]}}"#));
+        // The legacy layout reads its own names and leaves the extended ones out of extra.
+        let play = Play::read(obj, Layout::Legacy);
+        assert_eq!(play.ended_at, legacy_time("2023-01-05 14:32"));
+        assert_eq!(play.ms_played, None);
+        assert_eq!(play.text[TRACK_NAME], None);
+        assert_eq!(play.extra.as_deref(), Some(r#"{"new_field":{"a":[1]}}"#));
+    }
 
     #[test]
     fn file_names_pick_the_layout() {
@@ -781,14 +788,14 @@ mod tests {
     fn offline_timestamps_in_seconds_or_millis() {
         let micros = |s: &str| parse_utc(s).unwrap();
         assert_eq!(
-            offline_at(Some(&json!(1_600_000_000))),
+            offline_at(Some(1_600_000_000)),
             Some(micros("2020-09-13T12:26:40Z"))
         );
         assert_eq!(
-            offline_at(Some(&json!(1_600_000_000_123u64))),
+            offline_at(Some(1_600_000_000_123)),
             Some(micros("2020-09-13T12:26:40.123Z"))
         );
-        assert_eq!(offline_at(Some(&json!(0))), None);
+        assert_eq!(offline_at(Some(0)), None);
         assert_eq!(
             legacy_time("2023-01-05 14:32"),
             Some(micros("2023-01-05T14:32:00Z"))
