@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::Result;
+use futures::StreamExt;
 
 use super::Context;
 use crate::cli::SpotifyExportArgs;
 use crate::config::PersonalData;
 use crate::extract::spotify_export::{ExportSource, discover};
-use crate::lake::write::{WriteMode, write};
+use crate::lake::write::{BatchSource, WriteMode, write};
 use crate::lake::{RAW, TableName};
 use crate::progress;
 use crate::query::LakeSession;
@@ -31,15 +32,21 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
     let total: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress::bytes_bar(ctx.quiet(), total, format!("ingesting into {name}"));
     let shown: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
-    // Plays already in the lake are left out as they are read; the merge still guards
-    // against a writer that lands the same plays meanwhile.
-    let known = if lake.list_tables().await?.contains(&name) {
+    // Plays already in the lake (as of one version) are left out as they are read; the new
+    // ones are appended, or merged by key if another writer committed since that version.
+    let (known, version) = if lake.list_tables().await?.contains(&name) {
+        let version = lake.table(&name, None, None).await?.version().unwrap_or(0) as u64;
         let session = LakeSession::new(lake.clone()).await?;
-        session
-            .strings(&format!("SELECT stream_key FROM {name}"))
-            .await?
+        let keys = session
+            .strings(&format!(
+                "SELECT stream_key FROM {}.\"{}@v{version}\"",
+                name.schema(),
+                name.name()
+            ))
+            .await?;
+        (keys, Some(version))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let source = Arc::new(
         ExportSource::new(files, personal, salt, bar.clone())
@@ -53,8 +60,32 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
         ),
         ("lake.inputs".to_string(), serde_json::json!(shown)),
     ];
+    // A re-import that finds nothing new commits nothing: read until the first new play (with
+    // every play known, that is the whole export once more, still cheaper than a merge).
+    if let Some(version) = version {
+        let probe = source.probe();
+        let mut batches = probe.stream();
+        let mut any_new = false;
+        while let Some(batch) = batches.next().await {
+            if batch.map_err(|e| anyhow::anyhow!(e))?.num_rows() > 0 {
+                any_new = true;
+                break;
+            }
+        }
+        if !any_new {
+            bar.finish_and_clear();
+            if !ctx.quiet() {
+                let plays = probe.counts().plays.load(Ordering::Relaxed);
+                eprintln!("{}", unchanged(&name, version, plays, shown.len()));
+            }
+            return Ok(());
+        }
+    }
     // A play never changes: a re-import inserts only plays the lake lacks.
-    let mode = WriteMode::InsertNew(vec!["stream_key".into()]);
+    let mode = WriteMode::InsertChecked {
+        keys: vec!["stream_key".into()],
+        version,
+    };
     let outcome = write(&lake, &name, source.clone(), &mode, &metadata).await;
     bar.finish_and_clear();
     let outcome = outcome?;
@@ -66,10 +97,7 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
         let inserted = outcome.merged.map_or(outcome.rows_read, |(i, _)| i);
         let files = shown.len();
         let mut line = if inserted == 0 {
-            format!(
-                "{name} unchanged at version {}: all {plays} plays from {files} files are in the lake",
-                outcome.version
-            )
+            unchanged(&name, outcome.version as u64, plays, files)
         } else {
             let verb = if outcome.created { "created" } else { "wrote" };
             let of = if inserted == plays {
@@ -91,4 +119,10 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
         eprintln!("{line}");
     }
     Ok(())
+}
+
+fn unchanged(name: &TableName, version: u64, plays: u64, files: usize) -> String {
+    format!(
+        "{name} unchanged at version {version}: all {plays} plays from {files} files are in the lake"
+    )
 }

@@ -315,6 +315,21 @@ impl ExportSource {
         self
     }
 
+    /// A copy that counts apart and shows no progress: to look ahead without touching this
+    /// one's counts.
+    pub fn probe(&self) -> Self {
+        Self {
+            files: self.files.clone(),
+            schema: self.schema.clone(),
+            personal: self.personal,
+            salt: self.salt.clone(),
+            extracted_at: self.extracted_at.clone(),
+            progress: ProgressBar::hidden(),
+            known: self.known.clone(),
+            counts: Arc::default(),
+        }
+    }
+
     /// The files it reads.
     pub fn files(&self) -> &[ExportFile] {
         &self.files

@@ -50,6 +50,16 @@ pub enum WriteMode {
     /// Insert the rows whose key is not in the table yet and leave the rest alone: for facts
     /// that never change, such as plays. Within the input, the last row of a key wins.
     InsertNew(Vec<String>),
+    /// Add rows the caller has already checked against the table's keys as of `version`:
+    /// appended, without reading the table, when nothing was committed since; otherwise
+    /// inserted by key as [`WriteMode::InsertNew`] does, so a writer that landed the same rows
+    /// meanwhile causes no duplicates. Within the input, keys must be unique.
+    InsertChecked {
+        /// The key columns.
+        keys: Vec<String>,
+        /// The version the caller read the keys at; `None` when the table did not exist.
+        version: Option<u64>,
+    },
     /// Replace the rows that match the predicate, such as one playlist's or one day's rows;
     /// every incoming row must match it.
     Replace(Expr),
@@ -62,8 +72,26 @@ impl WriteMode {
     /// The key columns of a merge or an insert of new keys.
     pub fn keys(&self) -> Option<&[String]> {
         match self {
-            WriteMode::Merge(keys) | WriteMode::InsertNew(keys) => Some(keys),
+            WriteMode::Merge(keys)
+            | WriteMode::InsertNew(keys)
+            | WriteMode::InsertChecked { keys, .. } => Some(keys),
             _ => None,
+        }
+    }
+
+    /// What this write does to `table` as it is now: an [`WriteMode::InsertChecked`] is an
+    /// append (that must commit right after `version`) or an insert of new keys.
+    fn against(&self, table: &DeltaTable) -> (WriteMode, bool) {
+        match self {
+            WriteMode::InsertChecked { keys, version } => {
+                let current = table.version().and_then(|v| u64::try_from(v).ok());
+                if version.is_some() && current == *version {
+                    (WriteMode::Append, true)
+                } else {
+                    (WriteMode::InsertNew(keys.clone()), false)
+                }
+            }
+            other => (other.clone(), false),
         }
     }
 }
@@ -131,6 +159,7 @@ pub async fn write(
     };
     for attempt in 1..=MAX_ATTEMPTS {
         let table = lake.table_or_new(name).await?;
+        let (mode, exact) = &mode.against(&table);
         let existing = table.snapshot().ok().map(|s| s.snapshot().arrow_schema());
         let plan = plan_columns(name, existing.as_deref(), &source.schema(), mode)?;
 
@@ -151,7 +180,12 @@ pub async fn write(
             .map_err(|e| write_err(e.into()))?;
         ctx.register_table("__lake_source", Arc::new(provider))
             .map_err(|e| write_err(e.into()))?;
-        let commit = CommitProperties::default().with_metadata(metadata.iter().cloned());
+        let mut commit = CommitProperties::default().with_metadata(metadata.iter().cloned());
+        if *exact {
+            // Only right after the version the keys were checked at; else the next attempt
+            // inserts by key.
+            commit = commit.with_max_retries(0);
+        }
 
         let created = existing.is_none();
         let result = run(

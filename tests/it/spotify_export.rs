@@ -294,3 +294,31 @@ fn bench_generate_makes_many_listeners_a_dimension_and_one_more_day() {
         "3"
     );
 }
+
+on_both!(
+    concurrent_imports_land_each_play_once,
+    concurrent_imports_land_each_play_once_on
+);
+fn concurrent_imports_land_each_play_once_on(ctx: TestContext) {
+    // Each import appends the plays it found new as of the version it read; an import that
+    // loses the race to another inserts by key instead, so nothing lands twice.
+    let shape = &generate::Shape::PERSONAL;
+    generate::extended(&ctx.path("older"), 9, 0..1000, 1000, shape, false).unwrap();
+    generate::extended(&ctx.path("newer"), 9, 500..2000, 1000, shape, false).unwrap();
+    ctx.ok(&["ingest", "spotify-export", "older"]);
+    let imports: Vec<_> = (0..4)
+        .map(|_| {
+            ctx.std_command()
+                .args(["-q", "ingest", "spotify-export", "newer"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut import in imports {
+        assert!(import.wait().unwrap().success());
+    }
+    assert_eq!(
+        ctx.scalar("SELECT count(*) || '/' || count(DISTINCT stream_key) FROM raw.spotify_streams"),
+        "2000/2000"
+    );
+}
