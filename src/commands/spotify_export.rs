@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
     // Plays already in the lake (as of one version) are left out as they are read; the new
     // ones are appended, or merged by key if another writer committed since that version.
     let (known, version) = if lake.list_tables().await?.contains(&name) {
-        let version = lake.table(&name, None, None).await?.version().unwrap_or(0) as u64;
+        let version = lake.table(&name, None, None).await?.version().unwrap_or(0);
         let session = LakeSession::new(lake.clone()).await?;
         let keys = session
             .strings(&format!(

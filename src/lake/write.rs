@@ -84,7 +84,7 @@ impl WriteMode {
     fn against(&self, table: &DeltaTable) -> (WriteMode, bool) {
         match self {
             WriteMode::InsertChecked { keys, version } => {
-                let current = table.version().and_then(|v| u64::try_from(v).ok());
+                let current = table.version();
                 if version.is_some() && current == *version {
                     (WriteMode::Append, true)
                 } else {
