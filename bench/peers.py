@@ -1,38 +1,60 @@
 """Runs one of bench/queries/*.sql with DuckDB or Polars over the Parquet files of the lake's
-Delta tables, and writes the answer as CSV for bench/run to compare with lake's.
+Delta tables, writes the answer as CSV for bench/run to compare with lake's, and the seconds
+from connecting to the last row fetched (the interpreter's start and imports left out).
 
-    python peers.py duckdb|polars QUERY.sql LAKE_ROOT OUT.csv
+    python peers.py duckdb|polars QUERY.sql LAKE_ROOT OUT.csv SECONDS_FILE
 
-Both read the same files the Delta tables hold (one ingest, nothing removed, so every Parquet
-file in the table's folder is current). Polars runs the same SQL through its SQL context, with
-`raw.<table>` written `raw_<table>`.
+Both read the files the table's Delta log holds now (its add actions less its removes).
+Polars runs the same SQL through its SQL context, with `raw.<table>` written `raw_<table>`.
 """
 import csv
+import json
 import sys
+import time
+from pathlib import Path
 
-engine, query_file, root, out = sys.argv[1:5]
+engine, query_file, root, out, secs_file = sys.argv[1:6]
 sql = open(query_file).read()
-tables = ["spotify_streams", "spotify_playlist_tracks"]
+tables = ["spotify_streams", "spotify_tracks"]
+
+
+def files(table):
+    """The table's current data files, from its Delta log."""
+    live = {}
+    for commit in sorted(Path(root, "raw", table, "_delta_log").glob("*.json")):
+        for line in open(commit):
+            action = json.loads(line)
+            if "add" in action:
+                live[action["add"]["path"]] = True
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return [str(Path(root, "raw", table, p)) for p in live]
+
+
+paths = {t: files(t) for t in tables}
 if engine == "duckdb":
     import duckdb
 
+    started = time.perf_counter()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("CREATE SCHEMA raw")
     for t in tables:
-        con.execute(f"CREATE VIEW raw.{t} AS SELECT * FROM read_parquet('{root}/raw/{t}/*.parquet')")
+        con.execute(f"CREATE VIEW raw.{t} AS SELECT * FROM read_parquet({paths[t]!r})")
     rel = con.sql(sql)
     columns, rows = rel.columns, rel.fetchall()
 elif engine == "polars":
     import polars as pl
 
+    started = time.perf_counter()
     ctx = pl.SQLContext()
     for t in tables:
-        ctx.register(f"raw_{t}", pl.scan_parquet(f"{root}/raw/{t}/*.parquet"))
+        ctx.register(f"raw_{t}", pl.scan_parquet(paths[t]))
     df = ctx.execute(sql.replace("raw.", "raw_"), eager=True)
     columns, rows = df.columns, df.rows()
 else:
     sys.exit(f"unknown engine {engine}")
+Path(secs_file).write_text(f"{time.perf_counter() - started:.6f}")
 with open(out, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(columns)
