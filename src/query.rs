@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+pub(crate) mod utc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -89,6 +91,7 @@ impl LakeSession {
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.collect_spans = true;
         let ctx = SessionContext::new_with_config(config);
+        utc::register(&ctx);
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in [RAW, CURATED] {
             schemas.entry(s.to_string()).or_default();

@@ -97,8 +97,10 @@ impl Inputs {
     pub fn new() -> Self {
         let mut config = SessionConfig::new();
         config.options_mut().sql_parser.collect_spans = true;
+        let ctx = SessionContext::new_with_config(config);
+        crate::query::utc::register(&ctx);
         Self {
-            ctx: SessionContext::new_with_config(config),
+            ctx,
             reads: Vec::new(),
         }
     }
