@@ -426,22 +426,32 @@ pub fn extended(
 ) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let start = default_start();
-    let mut audio = Vec::new();
+    let per_file = per_file.max(1);
+    let mut audio = Vec::with_capacity(per_file);
     let mut video = Vec::new();
+    let mut written = Vec::new();
+    // A file at a time: ten million plays do not fit in memory as JSON values.
+    let flush = |audio: &mut Vec<Value>, written: &mut Vec<PathBuf>| {
+        let year = audio[0]["ts"].as_str().unwrap_or("2024")[..4].to_string();
+        let path = dir.join(format!("Streaming_History_Audio_{year}_{}.json", written.len()));
+        write_json(&path, audio)?;
+        written.push(path);
+        audio.clear();
+        std::io::Result::Ok(())
+    };
     for i in range {
         let p = play(seed, i, start, shape, old_fields);
         if i % 50 == 49 && p["spotify_episode_uri"].is_string() {
             video.push(p);
         } else {
             audio.push(p);
+            if audio.len() == per_file {
+                flush(&mut audio, &mut written)?;
+            }
         }
     }
-    let mut written = Vec::new();
-    for (n, chunk) in audio.chunks(per_file.max(1)).enumerate() {
-        let year = chunk[0]["ts"].as_str().unwrap_or("2024")[..4].to_string();
-        let path = dir.join(format!("Streaming_History_Audio_{year}_{n}.json"));
-        write_json(&path, chunk)?;
-        written.push(path);
+    if !audio.is_empty() {
+        flush(&mut audio, &mut written)?;
     }
     if !video.is_empty() {
         let path = dir.join("Streaming_History_Video_2024.json");
