@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
+use arrow::array::AsArray;
+use arrow::datatypes::DataType;
 use futures::StreamExt;
 
 use super::Context;
@@ -34,25 +36,30 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
     let shown: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
     // Plays already in the lake (as of one version) are left out as they are read; the new
     // ones are appended, or merged by key if another writer committed since that version.
-    let (known, version) = if lake.list_tables().await?.contains(&name) {
+    // The keys go straight from each batch into the set: 16 bytes a play.
+    let mut source = ExportSource::new(files, personal, salt, bar.clone());
+    let version = if lake.list_tables().await?.contains(&name) {
         let version = lake.table(&name, None, None).await?.version().unwrap_or(0);
         let session = LakeSession::new(lake.clone()).await?;
-        let keys = session
-            .strings(&format!(
+        let mut batches = session
+            .sql(&format!(
                 "SELECT stream_key FROM {}.\"{}@v{version}\"",
                 name.schema(),
                 name.name()
             ))
+            .await?
+            .execute_stream()
             .await?;
-        (keys, Some(version))
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let keys = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+            source = source.skipping(keys.as_string::<i32>().iter().flatten());
+        }
+        Some(version)
     } else {
-        (Vec::new(), None)
+        None
     };
-    let source = Arc::new(
-        ExportSource::new(files, personal, salt, bar.clone())
-            .skipping(known.iter().map(String::as_str)),
-    );
-    drop(known);
+    let source = Arc::new(source);
     let metadata = vec![
         (
             "lake.command".to_string(),
@@ -82,9 +89,9 @@ pub async fn run(ctx: &Context, args: SpotifyExportArgs) -> Result<()> {
         }
     }
     // A play never changes: a re-import inserts only plays the lake lacks.
-    let mode = WriteMode::InsertChecked {
-        keys: vec!["stream_key".into()],
+    let mode = WriteMode::AppendChecked {
         version,
+        otherwise: Box::new(WriteMode::InsertNew(vec!["stream_key".into()])),
     };
     let outcome = write(&lake, &name, source.clone(), &mode, &metadata).await;
     bar.finish_and_clear();

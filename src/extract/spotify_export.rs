@@ -306,11 +306,11 @@ impl ExportSource {
     }
 
     /// Leaves out plays whose `stream_key` (hex) is among `keys`: those already in the lake.
+    /// Called again, it adds to the keys.
     pub fn skipping<'a>(mut self, keys: impl IntoIterator<Item = &'a str>) -> Self {
-        self.known = Arc::new(
+        Arc::make_mut(&mut self.known).extend(
             keys.into_iter()
-                .filter_map(|k| hex::decode(k).ok()?.try_into().ok())
-                .collect(),
+                .filter_map(|k| <[u8; 16]>::try_from(hex::decode(k).ok()?).ok()),
         );
         self
     }

@@ -50,15 +50,16 @@ pub enum WriteMode {
     /// Insert the rows whose key is not in the table yet and leave the rest alone: for facts
     /// that never change, such as plays. Within the input, the last row of a key wins.
     InsertNew(Vec<String>),
-    /// Add rows the caller has already checked against the table's keys as of `version`:
-    /// appended, without reading the table, when nothing was committed since; otherwise
-    /// inserted by key as [`WriteMode::InsertNew`] does, so a writer that landed the same rows
-    /// meanwhile causes no duplicates. Within the input, keys must be unique.
-    InsertChecked {
-        /// The key columns.
-        keys: Vec<String>,
-        /// The version the caller read the keys at; `None` when the table did not exist.
+    /// Add rows the caller has checked against the table as it was at `version` (none of
+    /// their keys was there): appended, without reading the table, when nothing was committed
+    /// since; otherwise written as `otherwise` (a merge or an insert of new keys), so that a
+    /// writer that landed the same keys meanwhile causes no duplicates. Within the input, keys
+    /// must be unique.
+    AppendChecked {
+        /// The version the caller checked; `None` when the table did not exist.
         version: Option<u64>,
+        /// The write to fall back to.
+        otherwise: Box<WriteMode>,
     },
     /// Replace the rows that match the predicate, such as one playlist's or one day's rows;
     /// every incoming row must match it.
@@ -72,23 +73,21 @@ impl WriteMode {
     /// The key columns of a merge or an insert of new keys.
     pub fn keys(&self) -> Option<&[String]> {
         match self {
-            WriteMode::Merge(keys)
-            | WriteMode::InsertNew(keys)
-            | WriteMode::InsertChecked { keys, .. } => Some(keys),
+            WriteMode::Merge(keys) | WriteMode::InsertNew(keys) => Some(keys),
+            WriteMode::AppendChecked { otherwise, .. } => otherwise.keys(),
             _ => None,
         }
     }
 
-    /// What this write does to `table` as it is now: an [`WriteMode::InsertChecked`] is an
-    /// append (that must commit right after `version`) or an insert of new keys.
+    /// What this write does to `table` as it is now: an [`WriteMode::AppendChecked`] is an
+    /// append (that must commit right after `version`) or its fallback.
     fn against(&self, table: &DeltaTable) -> (WriteMode, bool) {
         match self {
-            WriteMode::InsertChecked { keys, version } => {
-                let current = table.version();
-                if version.is_some() && current == *version {
+            WriteMode::AppendChecked { version, otherwise } => {
+                if version.is_some() && table.version() == *version {
                     (WriteMode::Append, true)
                 } else {
-                    (WriteMode::InsertNew(keys.clone()), false)
+                    ((**otherwise).clone(), false)
                 }
             }
             other => (other.clone(), false),

@@ -509,6 +509,21 @@ async fn build(
     } else {
         df
     };
+    // New keys only (facts that never change, the usual increment) are appended, which reads
+    // nothing of the table; a merge joins every row of it. Keys the table has get the merge.
+    let mode = match mode {
+        WriteMode::Merge(keys) => match all_new(lake, &inputs, &df, &model.name, &keys)
+            .await
+            .map_err(|e| model_sql_error(model, e))?
+        {
+            Some(version) => WriteMode::AppendChecked {
+                version: Some(version),
+                otherwise: Box::new(WriteMode::Merge(keys)),
+            },
+            None => WriteMode::Merge(keys),
+        },
+        other => other,
+    };
     let source = QuerySource::new(df, incremental);
     let written = write(lake, &model.name, source, &mode, &metadata)
         .await
@@ -521,8 +536,11 @@ async fn build(
             other => other.into(),
         })?;
     outcome.version = Some(written.version);
-    outcome.merged = written.merged;
-    outcome.rows = Some(match written.merged {
+    // An append of new keys is an insert of them all.
+    outcome.merged = written
+        .merged
+        .or(matches!(mode, WriteMode::AppendChecked { .. }).then_some((written.rows_read, 0)));
+    outcome.rows = Some(match outcome.merged {
         Some((inserted, updated)) => inserted + updated,
         None => written.rows_read,
     });
@@ -531,6 +549,48 @@ async fn build(
         lake.drop_view(&model.name).await?;
     }
     Ok(())
+}
+
+/// The table's version when none of the keys of `df`'s rows is in `name` at that version: a
+/// scan of the table's key columns only, joined to the new rows' distinct keys.
+async fn all_new(
+    lake: &Lake,
+    inputs: &Inputs,
+    df: &DataFrame,
+    name: &TableName,
+    keys: &[String],
+) -> Result<Option<u64>, datafusion::error::DataFusionError> {
+    let external = |e: LakeError| datafusion::error::DataFusionError::External(Box::new(e));
+    let table = lake.table(name, None, None).await.map_err(external)?;
+    let Some(version) = table.version() else {
+        return Ok(None);
+    };
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    inputs.ctx.register_table("__lake_target", provider)?;
+    inputs
+        .ctx
+        .register_table("__lake_new", df.clone().into_view())?;
+    let cols: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+    let on: Vec<String> = cols.iter().map(|c| format!("t.{c} = n.{c}")).collect();
+    let found = async {
+        inputs
+            .ctx
+            .sql(&format!(
+                "SELECT 1 FROM __lake_target t JOIN (SELECT DISTINCT {} FROM __lake_new) n ON {} LIMIT 1",
+                cols.join(", "),
+                on.join(" AND ")
+            ))
+            .await?
+            .count()
+            .await
+    }
+    .await;
+    inputs.ctx.deregister_table("__lake_target")?;
+    inputs.ctx.deregister_table("__lake_new")?;
+    Ok((found? == 0).then_some(version))
 }
 
 /// The query's rows, one per key, and how many keys had several. Counting first is cheap

@@ -177,6 +177,18 @@ fn runs_every_materialization(ctx: TestContext) {
         ),
         "5/5"
     );
+
+    // New keys only: appended without reading the table (no merge), reported as inserts.
+    ctx.write(
+        "newer.csv",
+        "id,user_name,at,amount\n5,dee,2026-01-03T09:00:00Z,3\n",
+    );
+    ctx.ok(&["ingest", "newer.csv", "--table", "raw.events"]);
+    let out = ctx.ok(&["run", "--select", "events"]);
+    assert!(out.contains("1 inserted, 0 updated"), "{out}");
+    let history = ctx.ok(&["history", "curated.events", "-n", "1"]);
+    assert!(history.contains("WRITE"), "{history}");
+    assert_eq!(ctx.scalar("SELECT count(*) FROM curated.events"), "5");
 }
 crate::on_both!(every_materialization, runs_every_materialization);
 
