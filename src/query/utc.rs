@@ -170,11 +170,22 @@ mod tests {
         let values = "(VALUES ('2024-02-29T23:59:59.999999Z'), ('2023-12-31T00:00:00Z'), \
                       ('2024-03-31T01:30:00Z'), ('1969-12-31T23:59:59.5Z'), (NULL))";
         let mut exprs = Vec::new();
-        for unit in ["year", "quarter", "month", "week", "day", "hour", "minute", "second"] {
+        for unit in [
+            "year", "quarter", "month", "week", "day", "hour", "minute", "second",
+        ] {
             exprs.push(format!("date_trunc('{unit}', t)"));
             exprs.push(format!("date_trunc('{unit}', b)"));
         }
-        for part in ["epoch", "year", "month", "doy", "dow", "hour", "minute", "microsecond"] {
+        for part in [
+            "epoch",
+            "year",
+            "month",
+            "doy",
+            "dow",
+            "hour",
+            "minute",
+            "microsecond",
+        ] {
             exprs.push(format!("date_part('{part}', t)"));
             exprs.push(format!("date_part('{part}', b)"));
         }

@@ -433,7 +433,10 @@ pub fn extended(
     // A file at a time: ten million plays do not fit in memory as JSON values.
     let flush = |audio: &mut Vec<Value>, written: &mut Vec<PathBuf>| {
         let year = audio[0]["ts"].as_str().unwrap_or("2024")[..4].to_string();
-        let path = dir.join(format!("Streaming_History_Audio_{year}_{}.json", written.len()));
+        let path = dir.join(format!(
+            "Streaming_History_Audio_{year}_{}.json",
+            written.len()
+        ));
         write_json(&path, audio)?;
         written.push(path);
         audio.clear();
