@@ -141,7 +141,7 @@ for _ in range(R):
 rows = int(out(lake("query", "--format", "csv", "SELECT count(*) AS n FROM raw.spotify_streams")).split()[-1])
 duck_rows = duckdb.sql("SELECT count(*) FROM 'duck.parquet'").fetchall()[0][0]
 print("## Import: the JSON export into a table\n")
-print(f"lake landed {rows:,} rows in raw.spotify_streams (Delta, zstd Parquet); DuckDB wrote {duck_rows:,} to one zstd Parquet file.\n")
+print(f"lake landed {rows:,} rows in raw.spotify_streams (Delta, snappy Parquet as delta-rs writes it); DuckDB wrote {duck_rows:,} to one zstd Parquet file.\n")
 table(
     ["import", "median s", "rows/s", "MB/s of JSON", "max RSS MiB", "runs s"],
     [
