@@ -560,15 +560,16 @@ async fn all_new(
     name: &TableName,
     keys: &[String],
 ) -> Result<Option<u64>, datafusion::error::DataFusionError> {
-    let external = |e: LakeError| datafusion::error::DataFusionError::External(Box::new(e));
+    fn external(
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> datafusion::error::DataFusionError {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
     let table = lake.table(name, None, None).await.map_err(external)?;
     let Some(version) = table.version() else {
         return Ok(None);
     };
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let provider = table.table_provider().await.map_err(external)?;
     inputs.ctx.register_table("__lake_target", provider)?;
     inputs
         .ctx
