@@ -283,8 +283,8 @@ for f in ("rows.csv", "inserts.sql"):
     Path(f).unlink()
 
 # --- A table with 10,000 commits -------------------------------------------------------------
-say("10,000 commits ...")
 commits = int(os.environ.get("BENCH_COMMITS", "10000"))
+say(f"{commits:,} commits ...")
 made = run([LAKE, "-q", "--root", "commits", "bench", "commits", "-n", str(commits)])
 log = Path("commits/raw/bench_commits/_delta_log")
 checkpoints = len(list(log.glob("*.checkpoint.parquet")))
