@@ -603,11 +603,9 @@ async fn mysql_insert(
         let columns = batch_cells(&batch, target.to_string())?;
         // MySQL takes at most 65,535 parameters a statement.
         let per_insert = batch_rows.min(60_000 / columns.len().max(1)).max(1);
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let end = (start + per_insert).min(batch.num_rows());
+        for rows_of_statement in statements(batch.num_rows(), per_insert) {
             let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(head.to_string());
-            q.push_values(start..end, |mut b, row| {
+            q.push_values(rows_of_statement, |mut b, row| {
                 for col in &columns {
                     match col[row].clone() {
                         Cell::Null => b.push_bind(None::<String>),
@@ -624,7 +622,6 @@ async fn mysql_insert(
             });
             q.push(tail);
             q.build().execute(&mut *conn).await.map_err(load_err)?;
-            start = end;
         }
         rows += batch.num_rows() as u64;
     }
@@ -651,11 +648,9 @@ async fn sqlite_insert(
         let columns = batch_cells(&batch, target.to_string())?;
         // SQLite takes at most 32,766 parameters a statement; 500 rows is past the gain.
         let per_insert = (32_000 / columns.len().max(1)).clamp(1, 500);
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let end = (start + per_insert).min(batch.num_rows());
+        for rows_of_statement in statements(batch.num_rows(), per_insert) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(head.to_string());
-            q.push_values(start..end, |mut b, row| {
+            q.push_values(rows_of_statement, |mut b, row| {
                 for col in &columns {
                     match col[row].clone() {
                         Cell::Null => b.push_bind(None::<String>),
@@ -674,11 +669,18 @@ async fn sqlite_insert(
             });
             q.push(tail);
             q.build().execute(&mut **tx).await.map_err(load_err)?;
-            start = end;
         }
         rows += batch.num_rows() as u64;
     }
     Ok(rows)
+}
+
+/// The rows of each multi-row INSERT: `rows` split into runs of at most `per`.
+fn statements(rows: usize, per: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let per = per.max(1);
+    (0..rows)
+        .step_by(per)
+        .map(move |start| start..(start + per).min(rows))
 }
 
 /// Every column of a batch as cells.
@@ -762,4 +764,17 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
         out.push(b'\n');
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn statements_cover_every_row_once() {
+        let runs: Vec<_> = statements(5, 2).collect();
+        assert_eq!(runs, vec![0..2, 2..4, 4..5]);
+        assert_eq!(statements(0, 3).count(), 0);
+        assert_eq!(statements(2, 0).collect::<Vec<_>>(), vec![0..1, 1..2]);
+    }
 }
