@@ -263,6 +263,7 @@ pub fn discover(path: &Path) -> Result<Vec<ExportFile>, ExtractError> {
 }
 
 /// The export as a source for [`crate::lake::write::write`]; files are read one at a time.
+#[derive(Clone)]
 pub struct ExportSource {
     files: Vec<ExportFile>,
     schema: SchemaRef,
@@ -319,14 +320,9 @@ impl ExportSource {
     /// one's counts.
     pub fn probe(&self) -> Self {
         Self {
-            files: self.files.clone(),
-            schema: self.schema.clone(),
-            personal: self.personal,
-            salt: self.salt.clone(),
-            extracted_at: self.extracted_at.clone(),
             progress: ProgressBar::hidden(),
-            known: self.known.clone(),
             counts: Arc::default(),
+            ..self.clone()
         }
     }
 
