@@ -367,7 +367,11 @@ impl Settings {
                 .map(|(_, v)| PathBuf::from(v))
         });
         let config_file = match named {
-            Some(path) => Some(cwd.join(path)),
+            // `..` resolved, so the project folder and a local root under it are plain paths.
+            Some(path) => {
+                let joined = crate::paths::under(cwd, path);
+                Some(std::fs::canonicalize(&joined).unwrap_or(joined))
+            }
             None => find_upwards(cwd),
         };
         let file = match &config_file {

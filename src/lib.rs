@@ -2,7 +2,7 @@
 //! BI-ready warehouse. The modules follow the data: [`extract`] reads sources into Arrow
 //! batches, [`lake`] lands them in Delta tables, [`transform`] orders the analysts' SQL models,
 //! [`query`] runs SQL over the lake, and
-//! [`output`] prints results; [`schedule`] plans `lake schedule`'s refreshes. [`config`] resolves settings once; [`commands`] wires the CLI
+//! [`output`] prints results; [`schedule`] plans `lake schedule`'s refreshes. [`config`] resolves settings once and [`paths`] local paths; [`commands`] wires the CLI
 //! to the library.
 #![warn(missing_docs)]
 
@@ -14,6 +14,7 @@ pub mod export;
 pub mod extract;
 pub mod lake;
 pub mod output;
+pub mod paths;
 pub mod progress;
 pub mod query;
 pub mod schedule;

@@ -13,13 +13,18 @@ use crate::query::{LakeSession, QueryError};
 pub async fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
     let sql = match (&args.sql, &args.file) {
         (Some(sql), _) => sql.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
+        (None, Some(path)) => std::fs::read_to_string(crate::paths::existing(path)?)
             .with_context(|| format!("failed to read {}", path.display()))?,
         (None, None) => unreachable!("clap requires one"),
     };
     let session = LakeSession::new(ctx.lake().await?).await?;
     let started = Instant::now();
-    let rows = run_sql(&session, &sql, args.format, args.output.as_deref()).await?;
+    let output = args
+        .output
+        .as_deref()
+        .map(crate::paths::new_file)
+        .transpose()?;
+    let rows = run_sql(&session, &sql, args.format, output.as_deref()).await?;
     if !ctx.quiet()
         && args.output.is_none()
         && args.format == OutputFormat::Table

@@ -96,7 +96,7 @@ impl Warehouse {
                     })?);
                 }
                 if let Some(cert) = &settings.ssl_root_cert {
-                    o = o.ssl_root_cert(project_dir.join(cert));
+                    o = o.ssl_root_cert(crate::paths::under(project_dir, cert));
                 }
                 Pool::Postgres(crate::db::pool(o, 2).await.map_err(connect_err)?)
             }
@@ -122,7 +122,7 @@ impl Warehouse {
                     o = o.ssl_mode(m);
                 }
                 if let Some(cert) = &settings.ssl_root_cert {
-                    o = o.ssl_ca(project_dir.join(cert));
+                    o = o.ssl_ca(crate::paths::under(project_dir, cert));
                 }
                 Pool::MySql(crate::db::pool(o, 2).await.map_err(connect_err)?)
             }
@@ -134,7 +134,7 @@ impl Warehouse {
                     )));
                 }
                 let o = SqliteConnectOptions::new()
-                    .filename(project_dir.join(path))
+                    .filename(crate::paths::under(project_dir, path))
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .busy_timeout(std::time::Duration::from_secs(30));

@@ -25,8 +25,9 @@ use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use url::Url;
 
-use super::ExtractError;
+use super::{ExtractError, UTF8_BOM};
 use crate::lake::Lake;
+use crate::paths;
 
 /// Rows per record batch.
 const BATCH_ROWS: usize = 8192;
@@ -193,46 +194,46 @@ async fn resolve(
     }
 
     let local = Arc::new(LocalFileSystem::new()) as Arc<dyn ObjectStore>;
-    let mut paths = Vec::new();
-    let path = std::path::Path::new(input);
-    if path.is_dir() {
-        walk(path, &mut paths).map_err(|source| ExtractError::Io {
-            path: path.to_path_buf(),
-            source,
+    // Local paths as a shell means them (see crate::paths): `~`, `..`, symlinks and globs.
+    let typed = std::path::Path::new(input);
+    let expanded = paths::expand_home(typed);
+    let (found, from_dir) = if paths::is_pattern(input) && !expanded.exists() {
+        let mut found = Vec::new();
+        let matched = paths::glob(input).map_err(|e| match e {
+            paths::PathError::NoMatch { .. } => not_found("the pattern matched no files"),
+            e => e.into(),
         })?;
-    } else if path.exists() {
-        paths.push(path.to_path_buf());
-    } else if input.contains(['*', '?', '[']) {
-        let matches = glob::glob(input).map_err(|e| not_found(&e.to_string()))?;
-        for entry in matches {
-            let entry = entry.map_err(|e| not_found(&e.to_string()))?;
-            if entry.is_file() {
-                paths.push(entry);
+        for (shown, canonical) in matched {
+            if canonical.is_dir() {
+                found.extend(paths::files_under(&shown)?);
+            } else {
+                found.push((shown, canonical));
             }
         }
-        if paths.is_empty() {
-            return Err(not_found("the pattern matched no files"));
-        }
+        (found, true)
     } else {
-        return Err(not_found("no such file or directory"));
-    }
-    let from_dir = path.is_dir() || !path.exists();
-    let mut files = Vec::with_capacity(paths.len());
-    for p in paths {
-        let abs = std::path::absolute(&p).map_err(|source| ExtractError::Io {
-            path: p.clone(),
-            source,
+        let canonical = paths::existing(typed).map_err(|e| match e {
+            paths::PathError::NotFound { .. } => not_found("no such file or directory"),
+            e => e.into(),
         })?;
-        let size = std::fs::metadata(&abs)
+        if canonical.is_dir() {
+            (paths::files_under(typed)?, true)
+        } else {
+            (vec![(typed.to_path_buf(), canonical)], false)
+        }
+    };
+    let mut files = Vec::with_capacity(found.len());
+    for (shown, canonical) in found {
+        let size = std::fs::metadata(&canonical)
             .map_err(|source| ExtractError::Io {
-                path: p.clone(),
+                path: shown.clone(),
                 source,
             })?
             .len();
         let store_path =
-            StorePath::from_absolute_path(&abs).map_err(|e| not_found(&e.to_string()))?;
+            StorePath::from_absolute_path(&canonical).map_err(|e| not_found(&e.to_string()))?;
         files.push(InputFile {
-            display: p.display().to_string(),
+            display: shown.display().to_string(),
             store: local.clone(),
             path: store_path,
             format: Format::Csv,
@@ -277,20 +278,6 @@ fn with_formats(
         });
     }
     Ok(out)
-}
-
-fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 fn parse_err(file: &InputFile, line: Option<usize>, message: impl ToString) -> ExtractError {
@@ -364,13 +351,44 @@ async fn sample(file: &InputFile) -> Result<bytes::Bytes, ExtractError> {
         .await
         .map_err(read_err(file))?;
     if len == file.size {
-        return Ok(bytes);
+        return Ok(strip_bom(bytes));
     }
     let cut = bytes
         .iter()
         .rposition(|b| *b == b'\n')
         .map_or(bytes.len(), |i| i + 1);
-    Ok(bytes.slice(..cut))
+    Ok(strip_bom(bytes.slice(..cut)))
+}
+
+/// Bytes without a leading UTF-8 byte-order mark, which Windows tools put before CSV and JSON.
+fn strip_bom(bytes: bytes::Bytes) -> bytes::Bytes {
+    if bytes.starts_with(UTF8_BOM) {
+        bytes.slice(UTF8_BOM.len()..)
+    } else {
+        bytes
+    }
+}
+
+/// A file's bytes as a stream, without a leading byte-order mark.
+async fn body(
+    file: &InputFile,
+) -> Result<BoxStream<'static, object_store::Result<bytes::Bytes>>, ExtractError> {
+    let mut first = true;
+    Ok(file
+        .store
+        .get(&file.path)
+        .await
+        .map_err(read_err(file))?
+        .into_stream()
+        .map(move |chunk| {
+            let chunk = chunk?;
+            Ok(if std::mem::take(&mut first) {
+                strip_bom(chunk)
+            } else {
+                chunk
+            })
+        })
+        .boxed())
 }
 
 /// Infers a file's schema from a sample. It also settles `--format json`: a file that is not an
@@ -441,12 +459,12 @@ async fn infer_schema(file: &mut InputFile) -> Result<Schema, ExtractError> {
 }
 
 fn first_byte(bytes: &[u8]) -> Option<u8> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 fn parse_array(file: &InputFile, bytes: &[u8]) -> Result<Vec<serde_json::Value>, ExtractError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let values: Vec<serde_json::Value> =
         serde_json::from_slice(bytes).map_err(|e| json_err(file, e.line(), &e))?;
     if let Some(i) = values.iter().position(|v| !v.is_object()) {
@@ -502,10 +520,7 @@ fn add_keys(object: &[u8], order: &mut Vec<String>) {
 
 fn key_order_array(bytes: &[u8]) -> Vec<String> {
     let mut order = Vec::new();
-    add_keys(
-        bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes),
-        &mut order,
-    );
+    add_keys(bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes), &mut order);
     order
 }
 
@@ -670,12 +685,7 @@ async fn read_csv(
         .with_header(true)
         .with_batch_size(BATCH_ROWS)
         .build_decoder();
-    let mut body = file
-        .store
-        .get(&file.path)
-        .await
-        .map_err(read_err(file))?
-        .into_stream();
+    let mut body = body(file).await?;
     let mut buf = bytes::Bytes::new();
     let fix = |e: arrow::error::ArrowError| csv_err(file, e);
     loop {
@@ -752,12 +762,7 @@ async fn read_json(
     }
 
     // NDJSON: whole lines go to the decoder, so a failure can be pinned to its line.
-    let mut body = file
-        .store
-        .get(&file.path)
-        .await
-        .map_err(read_err(file))?
-        .into_stream();
+    let mut body = body(file).await?;
     let mut pending: Vec<u8> = Vec::new();
     let mut line_no = 0usize;
     let mut done = false;

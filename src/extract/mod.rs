@@ -9,6 +9,9 @@ pub mod sql;
 
 use std::path::PathBuf;
 
+/// The UTF-8 byte-order mark: accepted, and skipped, at the start of any text file lake reads.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Errors from the extract stage. Each names the input, and the line where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -116,6 +119,9 @@ pub enum ExtractError {
         /// That file.
         second_file: String,
     },
+    /// A local path that does not resolve.
+    #[error(transparent)]
+    Path(#[from] crate::paths::PathError),
     /// A local file system error outside object storage.
     #[error("failed to read {}: {source}", path.display())]
     Io {

@@ -32,8 +32,8 @@ use serde_json::Map;
 use serde_json_borrow::{ObjectAsVec, Value};
 use sha2::{Digest, Sha256};
 
-use super::ExtractError;
 use super::spotify::rows::{self, Col};
+use super::{ExtractError, UTF8_BOM};
 use crate::config::PersonalData;
 use crate::lake::write::{BatchSource, SourceError};
 
@@ -191,39 +191,34 @@ fn zip_err(archive: &Path, e: zip::result::ZipError) -> ExtractError {
 /// Finds the streaming history files under a folder (recursively) or in a zip.
 pub fn discover(path: &Path) -> Result<Vec<ExportFile>, ExtractError> {
     let mut files = Vec::new();
-    if path.is_dir() {
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|source| ExtractError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            for entry in entries {
-                let entry = entry.map_err(|source| ExtractError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
-                let name = entry.file_name().to_string_lossy().to_string();
-                if let Some(layout) = Layout::of(&name) {
-                    files.push(ExportFile {
-                        display: p.display().to_string(),
-                        name,
-                        layout,
-                        size: entry.metadata().map(|m| m.len()).unwrap_or(0),
-                        location: Location::File(p),
-                    });
-                } else if name.to_ascii_lowercase().ends_with(".zip") {
-                    files.extend(discover(&p)?);
-                }
+    let canonical = crate::paths::existing(path).map_err(|e| match e {
+        crate::paths::PathError::NotFound { .. } => ExtractError::NotFound {
+            input: path.display().to_string(),
+            why: "no such folder or zip file".into(),
+        },
+        e => e.into(),
+    })?;
+    if canonical.is_dir() {
+        for (shown, file) in crate::paths::files_under(path)? {
+            let name = shown
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if let Some(layout) = Layout::of(&name) {
+                let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                files.push(ExportFile {
+                    display: shown.display().to_string(),
+                    name,
+                    layout,
+                    size,
+                    location: Location::File(file),
+                });
+            } else if name.to_ascii_lowercase().ends_with(".zip") {
+                files.extend(discover(&shown)?);
             }
         }
-    } else if path.is_file() {
-        let mut zip = open_zip(path)?;
+    } else {
+        let mut zip = open_zip(&canonical)?;
         for index in 0..zip.len() {
             let entry = zip.by_index(index).map_err(|e| zip_err(path, e))?;
             if !entry.is_file() {
@@ -238,17 +233,12 @@ pub fn discover(path: &Path) -> Result<Vec<ExportFile>, ExtractError> {
                     layout,
                     size: entry.size(),
                     location: Location::Zip {
-                        archive: path.to_path_buf(),
+                        archive: canonical.clone(),
                         index,
                     },
                 });
             }
         }
-    } else {
-        return Err(ExtractError::NotFound {
-            input: path.display().to_string(),
-            why: "no such folder or zip file".into(),
-        });
     }
     if files.is_empty() {
         return Err(ExtractError::NotFound {
@@ -414,8 +404,11 @@ impl RowContext {
             column,
             message,
         };
+        // A UTF-8 byte-order mark (Windows editors and some re-zipped exports add one) is not
+        // part of the JSON.
+        let body = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
         // Borrowed from `bytes`: field names and most strings are never copied.
-        let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        let items: Vec<Value> = serde_json::from_slice(body).map_err(|e| {
             parse(
                 Some(e.line()),
                 Some(e.column()),

@@ -209,7 +209,7 @@ impl Lake {
         };
         let root = &settings.root;
         let Some((scheme, _)) = root.split_once("://") else {
-            let path = settings.project_dir.join(root);
+            let path = crate::paths::under(&settings.project_dir, root);
             std::fs::create_dir_all(&path)
                 .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
             let path = path.canonicalize().map_err(|e| invalid(e.to_string()))?;

@@ -16,7 +16,8 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::Column;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::Expr;
+use datafusion::functions_nested::expr_fn::array_has;
+use datafusion::logical_expr::{Expr, lit, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -37,6 +38,11 @@ pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 const MAX_ATTEMPTS: usize = 8;
 /// The column that numbers incoming rows, so a merge keeps the last row of each key.
 const ORDINAL: &str = "__lake_ordinal";
+/// An optional column of a merge's input: per row, the list of columns whose values the source
+/// did not send. A matched row keeps its stored value of those columns (a field Spotify stopped
+/// sending is not a statement that the value became null); a column that is sent, null
+/// included, is overwritten. New rows take what was sent. The column itself is never written.
+pub const ABSENT: &str = "__lake_absent";
 
 /// How a write treats the rows already in the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +260,7 @@ async fn run(
         None => ctx.table("__lake_source").await?,
     };
     let state = Arc::new(ctx.state());
+    let absent = df.schema().has_column_with_unqualified_name(ABSENT);
     match (mode, keys) {
         (WriteMode::Merge(_) | WriteMode::InsertNew(_), Some(keys)) if !creating => {
             let predicate = keys
@@ -266,6 +273,7 @@ async fn run(
                 .fields()
                 .iter()
                 .map(|f| f.name().clone())
+                .filter(|c| c != ABSENT)
                 .collect();
             let mut builder = table
                 .merge(df, predicate)
@@ -277,7 +285,19 @@ async fn run(
             if matches!(mode, WriteMode::Merge(_)) {
                 builder = builder.when_matched_update(|mut update| {
                     for c in &columns {
-                        update = update.update(Column::from_name(c), qualified("source", c));
+                        let sent = qualified("source", c);
+                        let value = if absent && !keys.contains(c) {
+                            // The stored value stays where the source did not send one.
+                            when(
+                                array_has(qualified("source", ABSENT), lit(c.as_str())),
+                                qualified("target", c),
+                            )
+                            .otherwise(sent)
+                            .expect("a CASE with an ELSE")
+                        } else {
+                            sent
+                        };
+                        update = update.update(Column::from_name(c), value);
                     }
                     update
                 })?;
@@ -297,6 +317,11 @@ async fn run(
             Ok((table, Some(merged)))
         }
         _ => {
+            let df = if absent {
+                df.drop_columns(&[ABSENT])?
+            } else {
+                df
+            };
             let save = match mode {
                 WriteMode::Overwrite | WriteMode::Rebuild(_) => SaveMode::Overwrite,
                 WriteMode::Replace(_) if !creating => SaveMode::Overwrite,
@@ -404,6 +429,9 @@ fn plan_columns(
         }
     }
     for inf in incoming.fields() {
+        if inf.name() == ABSENT {
+            continue;
+        }
         if table.is_some_and(|t| t.field_with_name(inf.name()).is_ok()) {
             continue;
         }
@@ -411,6 +439,15 @@ fn plan_columns(
             added.push(inf.name().clone());
         }
         fields.push(Field::new(inf.name(), storable(inf.data_type()), true));
+    }
+    if let Ok(absent) = incoming.field_with_name(ABSENT) {
+        if !matches!(mode, WriteMode::Merge(_)) {
+            return Err(LakeError::MergeKey {
+                table: name.clone(),
+                why: format!("`{ABSENT}` is only for a merge"),
+            });
+        }
+        fields.push(absent.clone());
     }
     if mode.keys().is_some() {
         fields.push(Field::new(ORDINAL, DataType::UInt64, false));

@@ -19,4 +19,5 @@ mod query;
 mod refresh;
 mod spotify;
 mod spotify_export;
+mod spotify_fidelity;
 mod sql_sources;

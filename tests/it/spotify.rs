@@ -15,14 +15,14 @@ use crate::{on_both, snapshot};
 /// An editorial playlist: Development Mode apps get 404 for these.
 const EDITORIAL: &str = "37i9dQZF1DXcBWIGoYBM5M";
 
-fn rows(ctx: &TestContext, sql: &str) -> Vec<Value> {
+pub(crate) fn rows(ctx: &TestContext, sql: &str) -> Vec<Value> {
     ctx.ok(&["query", "--format", "ndjson", sql])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-fn extract(ctx: &TestContext, args: &[&str]) -> (String, String) {
+pub(crate) fn extract(ctx: &TestContext, args: &[&str]) -> (String, String) {
     succeeds(
         ctx.lake()
             .env("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET)
@@ -125,7 +125,7 @@ fn playlists_land_as_the_seed_csvs_on(ctx: TestContext) {
 }
 
 /// A listener with plays, saved tracks, top items, follows and playlists; top artists retired.
-fn listener_state() -> State {
+pub(crate) fn listener_state() -> State {
     let mut state = seed_state();
     let seeds: Vec<_> = seed_playlists().into_iter().flat_map(|(_, r)| r).collect();
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00.123Z").unwrap();
@@ -168,7 +168,7 @@ fn listener_state() -> State {
     state
 }
 
-fn write_token(ctx: &TestContext) {
+pub(crate) fn write_token(ctx: &TestContext) {
     let expires = chrono::Utc::now() + chrono::Duration::hours(1);
     ctx.write(
         ".lake/spotify-token.json",
@@ -228,17 +228,22 @@ fn listener_streams_land_with_a_utc_cursor_on(ctx: TestContext) {
         ),
         "90"
     );
-    // The first run has no cursor: Spotify answers the latest plays only.
+    // Spotify serves its window of the latest 50 plays, in pages of 25 here: all of it lands.
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM raw.spotify_recently_played"),
-        "25"
+        "50"
+    );
+    assert_eq!(
+        ctx.scalar("SELECT min(played_at) FROM raw.spotify_recently_played"),
+        "2026-11-20T10:40:00.123Z"
     );
     assert_eq!(
         ctx.scalar("SELECT max(played_at) FROM raw.spotify_recently_played"),
         "2026-11-20T13:56:00.123Z"
     );
 
-    // 40 new plays: the next run asks after the newest play, in UTC milliseconds.
+    // 40 new plays: the next run reads the window again (10 known plays and the 40 new ones),
+    // paging back by the `before` cursor in UTC milliseconds, and inserts what is new.
     {
         let mut s = server.state.lock().unwrap();
         let seeds: Vec<_> = seed_playlists().into_iter().flat_map(|(_, r)| r).collect();
@@ -256,23 +261,27 @@ fn listener_streams_land_with_a_utc_cursor_on(ctx: TestContext) {
         &ctx,
         &["--stream", "recently_played", "--stream", "top_tracks"],
     );
-    let newest = chrono::DateTime::parse_from_rfc3339("2026-11-20T13:56:00.123Z")
-        .unwrap()
-        .timestamp_millis();
+    let requests = server.requests("recently-played");
+    assert_eq!(requests.len(), 2, "{requests:?}");
     assert!(
-        !server
-            .requests(&format!("recently-played?after={newest}&limit=50"))
-            .is_empty(),
-        "{:?}",
-        server.requests("recently-played")
+        requests[0].ends_with("recently-played?limit=50"),
+        "{requests:?}"
+    );
+    // The oldest play of the first page, 25 plays back from the newest (at 4-minute steps).
+    let newest = chrono::DateTime::parse_from_rfc3339("2026-11-20T14:00:00.5Z").unwrap()
+        + chrono::Duration::minutes(4 * 99);
+    let page_end = (newest - chrono::Duration::minutes(4 * 24)).timestamp_millis();
+    assert!(
+        requests[1].ends_with(&format!("recently-played?before={page_end}&limit=50")),
+        "{requests:?}"
     );
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM raw.spotify_recently_played"),
-        "65"
+        "90"
     );
     assert_eq!(
         ctx.scalar("SELECT count(*) FROM (SELECT DISTINCT played_at, track_id FROM raw.spotify_recently_played)"),
-        "65"
+        "90"
     );
     // Same-day snapshots replace each other.
     assert_eq!(
@@ -280,7 +289,7 @@ fn listener_streams_land_with_a_utc_cursor_on(ctx: TestContext) {
         "90"
     );
 
-    // Nothing new: one request, no commit.
+    // Nothing new: the window is read again, and nothing is committed.
     let version = ctx.version("raw.spotify_recently_played");
     extract(&ctx, &["--stream", "recently_played"]);
     assert_eq!(ctx.version("raw.spotify_recently_played"), version);

@@ -35,9 +35,25 @@ pub struct State {
     pub short_playlist: Option<String>,
     pub albums: BTreeMap<String, Value>,
     pub artists: BTreeMap<String, Value>,
-    /// Plays, oldest first.
+    /// Plays in the order they reached Spotify. A play that synced late (offline, another
+    /// device) comes after plays with a newer `played_at`.
     pub plays: Vec<Value>,
+    /// How many of the latest plays (by arrival) recently-played serves; 50 when unset, as
+    /// Spotify does.
+    pub window: Option<usize>,
     pub saved: Vec<Value>,
+    /// Saved tracks wrap their track as `item`, the 2026 spelling of playlist entries.
+    pub saved_as_item: bool,
+    /// Fields left out of every object served, at any depth (`external_ids`, `popularity`,
+    /// `followers`, `label`), as Spotify drops them for Development Mode apps.
+    pub dropped: BTreeSet<String>,
+    /// When set, every track object served carries this `popularity`, null included (before
+    /// `dropped`).
+    pub popularity: Option<Value>,
+    /// Every play served by recently-played: (`played_at` as sent, track id).
+    pub served_plays: BTreeSet<(String, String)>,
+    /// Every track object served, in order, as it was sent.
+    pub served_tracks: Vec<Value>,
     pub top_tracks: Vec<Value>,
     pub top_artists: Vec<Value>,
     pub followed: Vec<Value>,
@@ -138,7 +154,8 @@ async fn serve(state: Arc<Mutex<State>>, tx: std::sync::mpsc::Sender<SocketAddr>
                 if slow {
                     tokio::time::sleep(std::time::Duration::from_secs(11)).await;
                 }
-                let (status, headers, json) = handle(&state, &parts, &body);
+                let (status, headers, mut json) = handle(&state, &parts, &body);
+                served(&mut state.lock().unwrap(), &mut json);
                 let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
                 *resp.status_mut() = status;
                 resp.headers_mut()
@@ -156,6 +173,33 @@ async fn serve(state: Arc<Mutex<State>>, tx: std::sync::mpsc::Sender<SocketAddr>
             let _ = conn.await;
         });
     }
+}
+
+/// Applies the switches that shape every answer (`popularity`, `dropped`) and records the
+/// tracks it carries.
+fn served(s: &mut State, answer: &mut Value) {
+    fn walk(s: &mut State, v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                let is_track = map.get("type") == Some(&json!("track"));
+                if is_track && let Some(p) = s.popularity.clone() {
+                    map.insert("popularity".into(), p);
+                }
+                for field in &s.dropped {
+                    map.remove(field);
+                }
+                for (_, child) in map.iter_mut() {
+                    walk(s, child);
+                }
+                if is_track && map.contains_key("id") {
+                    s.served_tracks.push(Value::Object(map.clone()));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(s, i)),
+            _ => {}
+        }
+    }
+    walk(s, answer);
 }
 
 /// `path?query` with the query parameters sorted, so tests can name a request whatever order a
@@ -294,40 +338,62 @@ fn handle(state: &Mutex<State>, parts: &hyper::http::request::Parts, body: &[u8]
             .cloned()
             .map_or_else(|| error(404, "Resource not found"), ok),
         ["me", "player", "recently-played"] => {
-            let after: Option<i64> = query.get("after").and_then(|a| a.parse().ok());
             let ms = |p: &Value| {
                 chrono::DateTime::parse_from_rfc3339(p["played_at"].as_str().unwrap())
                     .unwrap()
                     .timestamp_millis()
             };
-            // Spotify answers at most `limit` plays: the oldest after the cursor, or the
-            // latest without one; newest first.
-            let chosen: Vec<Value> = match after {
-                Some(a) => s
-                    .plays
-                    .iter()
-                    .filter(|p| ms(p) > a)
-                    .take(limit)
-                    .cloned()
-                    .collect(),
-                None => {
-                    let n = s.plays.len();
-                    s.plays[n.saturating_sub(limit)..].to_vec()
-                }
+            // Spotify serves a window of the latest plays to reach it, newest first: at most
+            // `limit` of them before the `before` cursor, or the oldest after `after`.
+            let n = s.plays.len();
+            let mut window: Vec<Value> =
+                s.plays[n.saturating_sub(s.window.unwrap_or(50))..].to_vec();
+            window.sort_by_key(|p| std::cmp::Reverse(ms(p)));
+            let after: Option<i64> = query.get("after").and_then(|a| a.parse().ok());
+            let before: Option<i64> = query.get("before").and_then(|a| a.parse().ok());
+            let eligible: Vec<Value> = window
+                .into_iter()
+                .filter(|p| after.is_none_or(|a| ms(p) > a) && before.is_none_or(|b| ms(p) < b))
+                .collect();
+            let items: Vec<Value> = if after.is_some() {
+                let from = eligible.len().saturating_sub(limit);
+                eligible[from..].to_vec()
+            } else {
+                eligible.iter().take(limit).cloned().collect()
             };
-            let mut items = chosen.clone();
-            items.reverse();
+            let more = after.is_none() && eligible.len() > items.len();
             let cursors = if items.is_empty() {
                 Value::Null
             } else {
                 json!({"after": ms(&items[0]).to_string(), "before": ms(items.last().unwrap()).to_string()})
             };
+            let next = match items.last() {
+                Some(last) if more => {
+                    json!(format!("{base}{path}?before={}&limit={limit}", ms(last)))
+                }
+                _ => Value::Null,
+            };
+            for p in &items {
+                let id = p.pointer("/track/id").and_then(Value::as_str).unwrap_or("");
+                s.served_plays
+                    .insert((p["played_at"].as_str().unwrap().to_string(), id.to_string()));
+            }
             ok(
                 json!({"href": format!("{base}{path}"), "items": items, "limit": limit,
-                      "next": Value::Null, "cursors": cursors}),
+                      "next": next, "cursors": cursors}),
             )
         }
-        ["me", "tracks"] => ok(page(&base, &path, &s.saved, offset, limit, s.saved.len())),
+        ["me", "tracks"] => {
+            let mut saved = s.saved.clone();
+            if s.saved_as_item {
+                for entry in saved.iter_mut().filter_map(Value::as_object_mut) {
+                    if let Some(t) = entry.remove("track") {
+                        entry.insert("item".into(), t);
+                    }
+                }
+            }
+            ok(page(&base, &path, &saved, offset, limit, saved.len()))
+        }
         ["me", "top", "tracks"] => ok(page(
             &base,
             &path,

@@ -20,7 +20,7 @@ use indicatif::ProgressBar;
 use serde_json::{Map, Value, json};
 
 pub use api::Api;
-use rows::{Col, TAIL, TRACK};
+use rows::{ABSENT, Col, Field, TAIL, TRACK};
 
 use crate::config::Settings;
 use crate::extract::ExtractError;
@@ -208,6 +208,25 @@ impl Landing {
         }
     }
 
+    /// A landing for a catalog table, merged on `key`: the fields Spotify did not send keep
+    /// their stored values.
+    fn catalog(fields: &[Field], key: &str) -> Self {
+        let cols = [&rows::columns(fields)[..], &[ABSENT]].concat();
+        Self::new(&cols, WriteMode::Merge(vec![key.into()]))
+    }
+
+    /// Warns about entries of `what` that wrap no object under any known name: they land with
+    /// their `raw_json` and null columns, and are counted, never silent.
+    fn unwrapped(&mut self, what: &str, entries: usize, missing: usize) {
+        if missing > 0 {
+            self.warnings.push(format!(
+                "{what}: {missing} of {entries} entries carry no object under `{}`; they \
+                 landed with their raw_json and null columns",
+                rows::WRAPPERS.join("` or `")
+            ));
+        }
+    }
+
     /// Checks what arrived from `what` against the `total` Spotify reported for it: a
     /// mismatch is a warning, never swallowed.
     fn count(&mut self, what: &str, total: Option<u64>, arrived: usize) {
@@ -325,6 +344,17 @@ async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &Progr
     if let Some(e) = landing.expected {
         metadata.push(("lake.expected".to_string(), json!(e)));
     }
+    // Which fields Spotify left out, and in how many rows: their stored values were kept.
+    let mut absent: BTreeMap<&str, u64> = BTreeMap::new();
+    for row in &landing.rows {
+        for name in row[ABSENT.0].as_array().into_iter().flatten() {
+            *absent.entry(name.as_str().unwrap_or_default()).or_default() += 1;
+        }
+    }
+    if !absent.is_empty() {
+        tracing::info!(table = %stream.table(), ?absent, "fields Spotify did not send kept their stored values");
+        metadata.push(("lake.absent_fields".to_string(), json!(absent)));
+    }
     metadata.append(&mut landing.metadata);
     let source = Arc::new(MemorySource {
         schema: landing.schema.clone(),
@@ -362,18 +392,23 @@ async fn fetch(
             Ok(l)
         }
         Stream::SavedTracks => {
-            let cols = [&[("added_at", Col::Time)], TRACK].concat();
+            let cols = [&[("added_at", Col::Time)][..], &rows::columns(TRACK)].concat();
             let mut l = Landing::new(&cols, WriteMode::Overwrite);
             let (items, total) = pages(api, "me/tracks", &[], 50, None, pb).await?;
             l.count("me/tracks", total, items.len());
+            let mut missing = 0;
             for item in &items {
                 let mut r = rows::row(item, at);
                 r.insert("added_at".into(), rows::time(item, "/added_at"));
-                let track = item.get("track").unwrap_or(&Value::Null);
-                rows::track_into(&mut r, track);
-                seen.tracks.push(track.clone());
+                let track = rows::entry_item(item);
+                rows::track_into(&mut r, track.unwrap_or(&Value::Null));
+                match track {
+                    Some(t) => seen.tracks.push(t.clone()),
+                    None => missing += 1,
+                }
                 l.rows.push(Value::Object(r));
             }
+            l.unwrapped("me/tracks", items.len(), missing);
             Ok(l)
         }
         Stream::RecentlyPlayed => recently_played(api, lake, at, seen, pb).await,
@@ -385,14 +420,14 @@ async fn fetch(
                 ("rank", Col::Int),
             ];
             let (path, body) = if stream == Stream::TopTracks {
-                ("me/top/tracks", TRACK)
+                ("me/top/tracks", rows::columns(TRACK))
             } else {
-                ("me/top/artists", rows::ARTISTS)
+                ("me/top/artists", rows::columns(rows::ARTISTS))
             };
             let predicate = col("snapshot_date").eq(lit(datafusion::scalar::ScalarValue::Date32(
                 Some(days(&today)),
             )));
-            let mut l = Landing::new(&[&head[..], body].concat(), WriteMode::Replace(predicate));
+            let mut l = Landing::new(&[&head[..], &body].concat(), WriteMode::Replace(predicate));
             for range in ["short_term", "medium_term", "long_term"] {
                 let q = [("time_range", range.to_string())];
                 let (items, total) = pages(api, path, &q, 50, None, pb).await?;
@@ -406,7 +441,7 @@ async fn fetch(
                         rows::track_into(&mut r, item);
                         seen.tracks.push(item.clone());
                     } else {
-                        rows::artist_into(&mut r, item);
+                        rows::fill(&mut r, rows::ARTISTS, item);
                         seen.artists.push(item.clone());
                     }
                     l.rows.push(Value::Object(r));
@@ -415,7 +450,7 @@ async fn fetch(
             Ok(l)
         }
         Stream::FollowedArtists => {
-            let mut l = Landing::new(rows::ARTISTS, WriteMode::Overwrite);
+            let mut l = Landing::new(&rows::columns(rows::ARTISTS), WriteMode::Overwrite);
             let q = [("type", "artist".to_string())];
             let (items, total) = pages(api, "me/following", &q, 50, Some("artists"), pb).await?;
             l.count("me/following", total, items.len());
@@ -426,11 +461,11 @@ async fn fetch(
             Ok(l)
         }
         Stream::Tracks => {
-            let cols = [TRACK, rows::TRACK_EXTRA].concat();
-            let mut l = Landing::new(&cols, WriteMode::Merge(vec!["track_id".into()]));
+            let fields = rows::tracks();
+            let mut l = Landing::catalog(&fields, "track_id");
             l.rows = by_id(&seen.tracks)
                 .values()
-                .map(|t| rows::track_row(t, at))
+                .map(|t| rows::catalog_row(t, &fields, at))
                 .collect();
             Ok(l)
         }
@@ -449,13 +484,16 @@ async fn fetch(
                 "SELECT album_id FROM raw.spotify_albums",
             )
             .await?;
-            let mut l = Landing::new(rows::ALBUMS, WriteMode::Merge(vec!["album_id".into()]));
+            let mut l = Landing::catalog(rows::ALBUMS, "album_id");
             let found = by_ids(api, "albums", &wanted, 20, &mut l.warnings, pb).await?;
-            l.rows = found.iter().map(|a| rows::album_row(a, at)).collect();
+            l.rows = found
+                .iter()
+                .map(|a| rows::catalog_row(a, rows::ALBUMS, at))
+                .collect();
             Ok(l)
         }
         Stream::Artists => {
-            let mut l = Landing::new(rows::ARTISTS, WriteMode::Merge(vec!["artist_id".into()]));
+            let mut l = Landing::catalog(rows::ARTISTS, "artist_id");
             let full = by_id(&seen.artists);
             let mut wanted: BTreeSet<String> = seen
                 .tracks
@@ -479,7 +517,7 @@ async fn fetch(
                 .values()
                 .copied()
                 .chain(found.iter())
-                .map(|a| rows::artist_row(a, at))
+                .map(|a| rows::catalog_row(a, rows::ARTISTS, at))
                 .collect();
             Ok(l)
         }
@@ -733,7 +771,10 @@ async fn playlist_tracks(
         .map(|p| playlist_id(p))
         .collect::<Result<Vec<_>, _>>()?;
     let mut landed_ids = Vec::new();
-    let mut l = Landing::new(&[&head[..], TRACK].concat(), WriteMode::Append);
+    let mut l = Landing::new(
+        &[&head[..], &rows::columns(TRACK)].concat(),
+        WriteMode::Append,
+    );
     for id in &ids {
         let meta = match api
             .get(
@@ -764,9 +805,11 @@ async fn playlist_tracks(
             total.or(Some(items.len() as u64)),
             items.len(),
         );
+        let mut missing = 0;
         for (position, entry) in items.iter().enumerate() {
             let mut r: Map<String, Value> = rows::row(entry, at);
-            let item = rows::entry_item(entry);
+            let item = rows::entry_item(entry).unwrap_or(&Value::Null);
+            missing += usize::from(item.is_null());
             r.insert("playlist_id".into(), json!(id));
             r.insert("playlist_name".into(), rows::text(&meta, "/name"));
             r.insert("snapshot_id".into(), rows::text(&meta, "/snapshot_id"));
@@ -780,6 +823,7 @@ async fn playlist_tracks(
             }
             l.rows.push(Value::Object(r));
         }
+        l.unwrapped(&format!("playlist {id}"), items.len(), missing);
         landed_ids.push(id.clone());
     }
     // Replace exactly the playlists that were fetched; a skipped one keeps its old rows.
@@ -794,8 +838,12 @@ async fn playlist_tracks(
     Ok(l)
 }
 
-/// Recent plays after the newest one in the lake. Spotify keeps only about the last 50; the
-/// personal data export has the full history.
+/// The plays Spotify still serves: its whole window of recent plays (about the last 50), newest
+/// first, paged back by the `before` cursor. Every run reads all of it and the write inserts
+/// the plays whose (`played_at`, `track_id`) is not in the table, so a play that synced late
+/// (offline, another device, a car), with a `played_at` older than the newest one stored,
+/// still lands in its place, and a rerun adds nothing twice. The newest play stored before the
+/// run is only reported.
 async fn recently_played(
     api: &Api,
     lake: &Arc<Lake>,
@@ -805,7 +853,7 @@ async fn recently_played(
 ) -> Result<Landing, ExtractError> {
     let cols = [
         &[("played_at", Col::Time)][..],
-        TRACK,
+        &rows::columns(TRACK),
         &[("context_type", Col::Text), ("context_uri", Col::Text)],
     ]
     .concat();
@@ -813,19 +861,20 @@ async fn recently_played(
         &cols,
         WriteMode::InsertNew(vec!["played_at".into(), "track_id".into()]),
     );
-    // The cursor is the newest play committed: it moves only with the data.
     let newest = ids_in(
         &session(lake).await?,
         Stream::RecentlyPlayed,
         "SELECT CAST(CAST(max(played_at) AS BIGINT) / 1000 AS VARCHAR) FROM raw.spotify_recently_played",
     )
     .await?;
-    let mut cursor: Option<i64> = newest.iter().next().and_then(|s| s.parse().ok());
-    let start = cursor;
-    for _ in 0..1000 {
+    let stored_newest: Option<i64> = newest.iter().next().and_then(|s| s.parse().ok());
+    let mut before: Option<i64> = None;
+    let mut oldest_served: Option<i64> = None;
+    let mut missing = 0;
+    for _ in 0..100 {
         let mut q = vec![("limit", "50".to_string())];
-        if let Some(c) = cursor {
-            q.push(("after", c.to_string()));
+        if let Some(b) = before {
+            q.push(("before", b.to_string()));
         }
         let page = api.get("me/player/recently-played", &q).await?;
         let items = page
@@ -833,7 +882,7 @@ async fn recently_played(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let mut newest_ms = cursor;
+        let mut page_oldest: Option<i64> = None;
         for item in &items {
             let mut r = rows::row(item, at);
             let played = rows::time(item, "/played_at");
@@ -842,37 +891,68 @@ async fn recently_played(
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                 .map(|t| t.timestamp_millis())
             {
-                newest_ms = Some(newest_ms.map_or(ms, |n: i64| n.max(ms)));
+                page_oldest = Some(page_oldest.map_or(ms, |o: i64| o.min(ms)));
             }
             r.insert("played_at".into(), played);
-            let track = item.get("track").unwrap_or(&Value::Null);
-            rows::track_into(&mut r, track);
+            let track = rows::entry_item(item);
+            rows::track_into(&mut r, track.unwrap_or(&Value::Null));
             if r.get("track_id").is_none_or(Value::is_null) {
                 r.insert("track_id".into(), json!(""));
             }
             r.insert("context_type".into(), rows::text(item, "/context/type"));
             r.insert("context_uri".into(), rows::text(item, "/context/uri"));
-            seen.tracks.push(track.clone());
+            match track {
+                Some(t) => seen.tracks.push(t.clone()),
+                None => missing += 1,
+            }
             l.rows.push(Value::Object(r));
         }
         pb.set_message(format!("me/player/recently-played: {}", l.rows.len()));
-        // Without a cursor Spotify answers the latest plays and there is nothing older to page
-        // to; with one, ask again from the newest play until nothing newer comes.
-        if items.is_empty() || cursor.is_none() || newest_ms <= cursor {
+        if let Some(o) = page_oldest {
+            oldest_served = Some(oldest_served.map_or(o, |p: i64| p.min(o)));
+        }
+        // Page back while Spotify says there is more and the cursor moves back in time.
+        let more = matches!(page.get("next"), Some(Value::String(_)));
+        let cursor = page
+            .pointer("/cursors/before")
+            .and_then(|c| c.as_str().and_then(|s| s.parse().ok()).or(c.as_i64()))
+            .or(page_oldest);
+        if items.is_empty() || !more || cursor.is_none() || (before.is_some() && cursor >= before) {
             break;
         }
-        cursor = newest_ms;
+        before = cursor;
     }
-    let before = l.rows.len();
+    let served = l.rows.len();
+    l.unwrapped("me/player/recently-played", served, missing);
     l.rows
         .retain(|r| !r.get("played_at").is_none_or(Value::is_null));
-    if l.rows.len() < before {
+    if l.rows.len() < served {
         l.warnings.push(format!(
             "{} plays without a readable played_at were left out (no key to dedupe them on)",
-            before - l.rows.len()
+            served - l.rows.len()
+        ));
+    }
+    // The window moved past the newest stored play: plays in between are gone from the API.
+    if let (Some(stored), Some(oldest)) = (stored_newest, oldest_served)
+        && oldest > stored
+        && served >= 50
+    {
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        l.warnings.push(format!(
+            "Spotify's window of recent plays starts at {}, after the newest play in the lake \
+             ({}): plays in between may be missing; run extracts more often, or import the \
+             personal data export, which has them",
+            time(oldest),
+            time(stored)
         ));
     }
     l.metadata
-        .push(("lake.cursor.after_ms".into(), json!(start)));
+        .push(("lake.newest_before_ms".into(), json!(stored_newest)));
+    l.metadata
+        .push(("lake.window_oldest_ms".into(), json!(oldest_served)));
     Ok(l)
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use serde_json::{Map, Value, json};
 
@@ -34,7 +34,7 @@ impl Col {
             Col::Bool => DataType::Boolean,
             Col::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Col::Date => DataType::Date32,
-            Col::Texts => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            Col::Texts => DataType::List(Arc::new(ArrowField::new("item", DataType::Utf8, true))),
         }
     }
 }
@@ -43,7 +43,7 @@ impl Col {
 pub fn schema(cols: &[(&str, Col)]) -> SchemaRef {
     Arc::new(Schema::new(
         cols.iter()
-            .map(|(name, col)| Field::new(*name, col.data_type(), true))
+            .map(|(name, col)| ArrowField::new(*name, col.data_type(), true))
             .collect::<Vec<_>>(),
     ))
 }
@@ -143,48 +143,163 @@ pub fn id(v: &Value) -> Value {
 /// Columns every Spotify table ends with.
 pub const TAIL: &[(&str, Col)] = &[("raw_json", Col::Text), ("_extracted_at", Col::Time)];
 
+/// How a column's value is read from the field its [`Field`] points at.
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// The object's id, falling back to the last part of its URI.
+    Id,
+    /// Text (a number becomes its text).
+    Text,
+    /// An integer.
+    Int,
+    /// A boolean.
+    Bool,
+    /// A release date at year, month or day precision.
+    ReleaseDate,
+    /// One text field of each element of an array: the artists' names, say.
+    Each(&'static str),
+    /// An array of strings as it is: genres.
+    Strings,
+}
+
+/// A column read from one field of a Spotify object: the columns of the catalog tables, listed
+/// here once, for the schema, the values and whether Spotify sent the field at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// The column.
+    pub name: &'static str,
+    /// The JSON pointer of the field in the object.
+    pub pointer: &'static str,
+    /// How it is read.
+    pub read: Read,
+}
+
+const fn field(name: &'static str, pointer: &'static str, read: Read) -> Field {
+    Field {
+        name,
+        pointer,
+        read,
+    }
+}
+
+impl Field {
+    /// Its column type.
+    pub fn col(&self) -> Col {
+        match self.read {
+            Read::Id | Read::Text => Col::Text,
+            Read::Int => Col::Int,
+            Read::Bool => Col::Bool,
+            Read::ReleaseDate => Col::Date,
+            Read::Each(_) | Read::Strings => Col::Texts,
+        }
+    }
+
+    /// Its value in `object`, or null.
+    pub fn value(&self, object: &Value) -> Value {
+        let p = self.pointer;
+        match self.read {
+            Read::Id => id(object),
+            Read::Text => text(object, p),
+            Read::Int => int(object, p),
+            Read::Bool => boolean(object, p),
+            Read::ReleaseDate => release_date(object, p),
+            Read::Each(inner) => texts(object, p, inner),
+            Read::Strings => match object.pointer(p) {
+                Some(Value::Array(items)) => Value::Array(items.clone()),
+                _ => Value::Null,
+            },
+        }
+    }
+
+    /// Whether `object` carries the field. Spotify removes fields without notice (the 2024 and
+    /// 2026 cuts took `popularity`, `followers`, `external_ids`, `label`, ...): an absent field
+    /// says nothing about the value, while a field sent as null says it is null.
+    pub fn sent(&self, object: &Value) -> bool {
+        match self.read {
+            Read::Id => present(object, "/id") || present(object, "/uri"),
+            _ => present(object, self.pointer),
+        }
+    }
+}
+
+/// Whether the field at `pointer` is there: every object key on the way exists. A null, or an
+/// array too short for the index (`/images/0/url` of an artist with no images), is there: it
+/// says there is nothing.
+pub fn present(v: &Value, pointer: &str) -> bool {
+    let mut at = v;
+    for key in pointer.split('/').skip(1) {
+        at = match at {
+            Value::Object(map) => match map.get(key) {
+                Some(next) => next,
+                None => return false,
+            },
+            Value::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                Some(next) => next,
+                None => return true,
+            },
+            _ => return true,
+        };
+    }
+    true
+}
+
+/// The `(name, type)` of each field, for [`schema`].
+pub fn columns(fields: &[Field]) -> Vec<(&'static str, Col)> {
+    fields.iter().map(|f| (f.name, f.col())).collect()
+}
+
+/// Fills a row's columns from an object.
+pub fn fill(row: &mut Map<String, Value>, fields: &[Field], object: &Value) {
+    for f in fields {
+        row.insert(f.name.into(), f.value(object));
+    }
+}
+
+/// The column that lists, per row of a catalog table, the fields Spotify did not send: a merge
+/// keeps what the table knew for those (see [`crate::lake::write::ABSENT`]).
+pub const ABSENT: (&str, Col) = (crate::lake::write::ABSENT, Col::Texts);
+
+/// A catalog row: `fields` read from `object`, with the fields it lacks listed in [`ABSENT`].
+pub fn catalog_row(object: &Value, fields: &[Field], at: &str) -> Value {
+    let mut r = row(object, at);
+    fill(&mut r, fields, object);
+    let absent: Vec<Value> = fields
+        .iter()
+        .filter(|f| !f.sent(object))
+        .map(|f| Value::from(f.name))
+        .collect();
+    r.insert(ABSENT.0.into(), Value::Array(absent));
+    Value::Object(r)
+}
+
 /// The track columns shared by the tables of playlist items, saved tracks, plays and top
 /// tracks.
-pub const TRACK: &[(&str, Col)] = &[
-    ("track_id", Col::Text),
-    ("track_name", Col::Text),
-    ("track_uri", Col::Text),
-    ("artist_ids", Col::Texts),
-    ("artist_names", Col::Texts),
-    ("album_id", Col::Text),
-    ("album_name", Col::Text),
-    ("album_release_date", Col::Date),
-    ("album_release_date_precision", Col::Text),
-    ("duration_ms", Col::Int),
-    ("explicit", Col::Bool),
-    ("is_local", Col::Bool),
+pub const TRACK: &[Field] = &[
+    field("track_id", "/id", Read::Id),
+    field("track_name", "/name", Read::Text),
+    field("track_uri", "/uri", Read::Text),
+    field("artist_ids", "/artists", Read::Each("/id")),
+    field("artist_names", "/artists", Read::Each("/name")),
+    field("album_id", "/album/id", Read::Text),
+    field("album_name", "/album/name", Read::Text),
+    field(
+        "album_release_date",
+        "/album/release_date",
+        Read::ReleaseDate,
+    ),
+    field(
+        "album_release_date_precision",
+        "/album/release_date_precision",
+        Read::Text,
+    ),
+    field("duration_ms", "/duration_ms", Read::Int),
+    field("explicit", "/explicit", Read::Bool),
+    field("is_local", "/is_local", Read::Bool),
 ];
 
 /// Fills the [`TRACK`] columns from a track object (or null, for an entry without one).
 pub fn track_into(row: &mut Map<String, Value>, track: &Value) {
-    let pairs = [
-        ("track_id", id(track)),
-        ("track_name", text(track, "/name")),
-        ("track_uri", text(track, "/uri")),
-        ("artist_ids", texts(track, "/artists", "/id")),
-        ("artist_names", texts(track, "/artists", "/name")),
-        ("album_id", text(track, "/album/id")),
-        ("album_name", text(track, "/album/name")),
-        (
-            "album_release_date",
-            release_date(track, "/album/release_date"),
-        ),
-        (
-            "album_release_date_precision",
-            text(track, "/album/release_date_precision"),
-        ),
-        ("duration_ms", int(track, "/duration_ms")),
-        ("explicit", boolean(track, "/explicit")),
-        ("is_local", boolean(track, "/is_local")),
-    ];
-    for (k, v) in pairs {
-        row.insert(k.into(), v);
-    }
+    fill(row, TRACK, track);
 }
 
 /// Starts a row with its raw JSON and extraction time.
@@ -196,108 +311,54 @@ pub fn row(raw: &Value, extracted_at: &str) -> Map<String, Value> {
 }
 
 /// raw.spotify_tracks: the [`TRACK`] columns and these.
-pub const TRACK_EXTRA: &[(&str, Col)] = &[
-    ("disc_number", Col::Int),
-    ("track_number", Col::Int),
-    ("isrc", Col::Text),
-    ("popularity", Col::Int),
+pub const TRACK_EXTRA: &[Field] = &[
+    field("disc_number", "/disc_number", Read::Int),
+    field("track_number", "/track_number", Read::Int),
+    field("isrc", "/external_ids/isrc", Read::Text),
+    field("popularity", "/popularity", Read::Int),
 ];
 
-/// A raw.spotify_tracks row.
-pub fn track_row(track: &Value, at: &str) -> Value {
-    let mut r = row(track, at);
-    track_into(&mut r, track);
-    let pairs = [
-        ("disc_number", int(track, "/disc_number")),
-        ("track_number", int(track, "/track_number")),
-        ("isrc", text(track, "/external_ids/isrc")),
-        ("popularity", int(track, "/popularity")),
-    ];
-    for (k, v) in pairs {
-        r.insert(k.into(), v);
-    }
-    Value::Object(r)
+/// Every column of raw.spotify_tracks.
+pub fn tracks() -> Vec<Field> {
+    [TRACK, TRACK_EXTRA].concat()
 }
 
 /// raw.spotify_albums.
-pub const ALBUMS: &[(&str, Col)] = &[
-    ("album_id", Col::Text),
-    ("name", Col::Text),
-    ("uri", Col::Text),
-    ("album_type", Col::Text),
-    ("total_tracks", Col::Int),
-    ("release_date", Col::Date),
-    ("release_date_precision", Col::Text),
-    ("artist_ids", Col::Texts),
-    ("artist_names", Col::Texts),
-    ("label", Col::Text),
-    ("upc", Col::Text),
-    ("popularity", Col::Int),
-    ("image_url", Col::Text),
+pub const ALBUMS: &[Field] = &[
+    field("album_id", "/id", Read::Id),
+    field("name", "/name", Read::Text),
+    field("uri", "/uri", Read::Text),
+    field("album_type", "/album_type", Read::Text),
+    field("total_tracks", "/total_tracks", Read::Int),
+    field("release_date", "/release_date", Read::ReleaseDate),
+    field(
+        "release_date_precision",
+        "/release_date_precision",
+        Read::Text,
+    ),
+    field("artist_ids", "/artists", Read::Each("/id")),
+    field("artist_names", "/artists", Read::Each("/name")),
+    field("label", "/label", Read::Text),
+    field("upc", "/external_ids/upc", Read::Text),
+    field("popularity", "/popularity", Read::Int),
+    field("image_url", "/images/0/url", Read::Text),
 ];
-
-/// A raw.spotify_albums row.
-pub fn album_row(album: &Value, at: &str) -> Value {
-    let mut r = row(album, at);
-    let pairs = [
-        ("album_id", id(album)),
-        ("name", text(album, "/name")),
-        ("uri", text(album, "/uri")),
-        ("album_type", text(album, "/album_type")),
-        ("total_tracks", int(album, "/total_tracks")),
-        ("release_date", release_date(album, "/release_date")),
-        (
-            "release_date_precision",
-            text(album, "/release_date_precision"),
-        ),
-        ("artist_ids", texts(album, "/artists", "/id")),
-        ("artist_names", texts(album, "/artists", "/name")),
-        ("label", text(album, "/label")),
-        ("upc", text(album, "/external_ids/upc")),
-        ("popularity", int(album, "/popularity")),
-        ("image_url", image(album)),
-    ];
-    for (k, v) in pairs {
-        r.insert(k.into(), v);
-    }
-    Value::Object(r)
-}
 
 /// raw.spotify_artists and raw.spotify_followed_artists.
-pub const ARTISTS: &[(&str, Col)] = &[
-    ("artist_id", Col::Text),
-    ("name", Col::Text),
-    ("uri", Col::Text),
-    ("genres", Col::Texts),
-    ("followers", Col::Int),
-    ("popularity", Col::Int),
-    ("image_url", Col::Text),
+pub const ARTISTS: &[Field] = &[
+    field("artist_id", "/id", Read::Id),
+    field("name", "/name", Read::Text),
+    field("uri", "/uri", Read::Text),
+    field("genres", "/genres", Read::Strings),
+    field("followers", "/followers/total", Read::Int),
+    field("popularity", "/popularity", Read::Int),
+    field("image_url", "/images/0/url", Read::Text),
 ];
 
-/// The [`ARTISTS`] columns of an artist object.
-pub fn artist_into(r: &mut Map<String, Value>, artist: &Value) {
-    let genres = match artist.get("genres") {
-        Some(Value::Array(g)) => Value::Array(g.clone()),
-        _ => Value::Null,
-    };
-    let pairs = [
-        ("artist_id", id(artist)),
-        ("name", text(artist, "/name")),
-        ("uri", text(artist, "/uri")),
-        ("genres", genres),
-        ("followers", int(artist, "/followers/total")),
-        ("popularity", int(artist, "/popularity")),
-        ("image_url", image(artist)),
-    ];
-    for (k, v) in pairs {
-        r.insert(k.into(), v);
-    }
-}
-
-/// A raw.spotify_artists row.
+/// A row of [`ARTISTS`] columns, for a table that is replaced whole.
 pub fn artist_row(artist: &Value, at: &str) -> Value {
     let mut r = row(artist, at);
-    artist_into(&mut r, artist);
+    fill(&mut r, ARTISTS, artist);
     Value::Object(r)
 }
 
@@ -343,12 +404,17 @@ pub fn playlist_row(p: &Value, at: &str) -> Value {
     Value::Object(r)
 }
 
-/// The track of a playlist entry: `item` since 2026, `track` before.
-pub fn entry_item(entry: &Value) -> &Value {
-    match entry.get("item") {
-        Some(v) if !v.is_null() => v,
-        _ => entry.get("track").unwrap_or(&Value::Null),
-    }
+/// The names an entry wraps its object in: Spotify renamed a playlist entry's `track` to
+/// `item` in February 2026, and saved tracks and plays may follow; both are read everywhere.
+pub const WRAPPERS: &[&str] = &["item", "track"];
+
+/// The object an entry (a playlist item, a saved track, a play) wraps, under any of
+/// [`WRAPPERS`]; `None` when there is none, or only nulls.
+pub fn entry_item(entry: &Value) -> Option<&Value> {
+    WRAPPERS
+        .iter()
+        .filter_map(|w| entry.get(*w))
+        .find(|v| v.is_object())
 }
 
 #[cfg(test)]
@@ -357,7 +423,7 @@ mod tests {
 
     #[test]
     fn missing_fields_are_null_not_errors() {
-        let schema = schema(&[TRACK, TAIL].concat());
+        let schema = schema(&[&columns(TRACK)[..], TAIL].concat());
         let mut r = row(&json!({}), "2026-01-01T00:00:00Z");
         track_into(
             &mut r,
@@ -375,6 +441,37 @@ mod tests {
         assert_eq!(release_date(&v, "/b"), json!("1999-05-01"));
         assert_eq!(release_date(&v, "/c"), json!("1999-05-17"));
         assert_eq!(release_date(&v, "/d"), Value::Null);
+    }
+
+    #[test]
+    fn absent_fields_are_told_from_null_ones() {
+        let track = json!({"id": "t", "name": null, "external_ids": {}, "album": null,
+                           "artists": [], "popularity": 3});
+        let r = catalog_row(&track, &tracks(), "2026-01-01T00:00:00Z");
+        let absent: Vec<&str> = r[ABSENT.0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        // Sent as null, or inside a null: known to be null. Not sent: unknown.
+        assert!(!absent.contains(&"track_name") && !absent.contains(&"album_name"));
+        assert!(!absent.contains(&"artist_ids") && !absent.contains(&"popularity"));
+        assert!(absent.contains(&"isrc") && absent.contains(&"duration_ms"));
+        assert!(!absent.contains(&"track_id"));
+        let artist = json!({"id": "a", "images": []});
+        assert!(present(&artist, "/images/0/url"));
+        assert!(!present(&artist, "/followers/total"));
+    }
+
+    #[test]
+    fn entries_wrap_their_object_under_item_or_track() {
+        let t = json!({"id": "x"});
+        assert_eq!(entry_item(&json!({"item": t})), Some(&t));
+        assert_eq!(entry_item(&json!({"track": t})), Some(&t));
+        assert_eq!(entry_item(&json!({"item": null, "track": t})), Some(&t));
+        assert_eq!(entry_item(&json!({"item": null})), None);
+        assert_eq!(entry_item(&json!({"added_at": "2026-01-01"})), None);
     }
 
     #[test]

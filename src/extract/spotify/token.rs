@@ -14,7 +14,7 @@ use crate::extract::ExtractError;
 /// `.lake/spotify-token.json` in the project.
 pub fn path(settings: &Settings) -> PathBuf {
     match &settings.spotify.token_file {
-        Some(p) => settings.project_dir.join(p),
+        Some(p) => crate::paths::under(&settings.project_dir, p),
         None => settings
             .project_dir
             .join(".lake")

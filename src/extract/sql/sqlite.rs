@@ -22,7 +22,7 @@ impl Sqlite {
     /// `sqlite://file.db`, relative to the project folder.
     pub fn new(url: &str, project_dir: &std::path::Path) -> Self {
         Sqlite {
-            path: project_dir.join(crate::db::sqlite_path(url)),
+            path: crate::paths::under(project_dir, crate::db::sqlite_path(url)),
             pool: OnceCell::new(),
         }
     }
