@@ -194,3 +194,97 @@ fn schema_evolution(ctx: TestContext) {
     assert_eq!(ctx.scalar("SELECT count(*) FROM raw.e"), "2");
 }
 on_both!(new_columns_and_type_changes, schema_evolution);
+
+/// Paths as a shell user types them, from a project folder with files beside it.
+#[test]
+fn local_paths_resolve_as_a_shell_user_means_them() {
+    let ctx = TestContext::new(crate::common::Backend::Local);
+    ctx.write("plays.csv", "track,ms\na,1\nb,2\n");
+    ctx.write("data/2026-01.csv", "track,ms\nc,3\n");
+    ctx.write("data/2026-02.csv", "track,ms\nd,4\n");
+    std::os::unix::fs::symlink(ctx.path("data"), ctx.path("linked")).unwrap();
+    std::fs::create_dir_all(ctx.path("p/sub")).unwrap();
+    let p = ctx.path("p");
+    let ingest = |path: &str| {
+        succeeds(
+            ctx.lake()
+                .current_dir(&p)
+                .args(["ingest", path, "--table", "raw.paths"]),
+        )
+    };
+    let through = format!("{}/p/../plays.csv", ctx.dir.path().display());
+    for path in [
+        "../plays.csv",
+        "sub/../../plays.csv",
+        &through,
+        "~/plays.csv",
+    ] {
+        let (_, stderr) = ingest(path);
+        assert!(stderr.contains("2 rows from 1 file"), "{path}: {stderr}");
+    }
+    // A symlinked folder, and a glob under `..` (also through the link).
+    let (_, stderr) = ingest("../linked");
+    assert!(stderr.contains("2 rows from 2 files"), "{stderr}");
+    let (_, stderr) = ingest("../linked/*.csv");
+    assert!(stderr.contains("2 rows from 2 files"), "{stderr}");
+    let (_, stderr) = ingest("sub/../../data/2026-0?.csv");
+    assert!(stderr.contains("2 rows from 2 files"), "{stderr}");
+    assert_eq!(ctx.scalar("SELECT count(*) FROM raw.paths"), "14");
+
+    // A path that does not exist names itself, as typed.
+    let stderr = crate::common::fails(ctx.lake().current_dir(&p).args([
+        "ingest",
+        "../nope.csv",
+        "--table",
+        "raw.paths",
+    ]));
+    assert!(
+        stderr.contains("failed to find input ../nope.csv: no such file or directory"),
+        "{stderr}"
+    );
+    assert_eq!(ctx.version("raw.paths"), 6);
+
+    // `query -f`, `--output` and `--config` take the same paths.
+    ctx.write("q.sql", "SELECT count(*) AS n FROM raw.paths");
+    ctx.lake()
+        .current_dir(&p)
+        .args(["query", "-f", "../q.sql", "--format", "csv", "--output"])
+        .arg("sub/../../out.csv")
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(ctx.path("out.csv")).unwrap(),
+        "n\n14\n"
+    );
+    let (stdout, _) = succeeds(ctx.lake().current_dir(ctx.path("p/sub")).args([
+        "--config",
+        "../../lake.toml",
+        "query",
+        "-f",
+        "~/q.sql",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(stdout, "n\n14\n");
+    let stderr =
+        crate::common::fails(
+            ctx.lake()
+                .current_dir(&p)
+                .args(["query", "-f", "../none.sql"]),
+        );
+    assert!(stderr.contains("../none.sql"), "{stderr}");
+}
+
+/// Windows tools put a UTF-8 byte-order mark before CSV and JSON; it is not part of the data.
+#[test]
+fn byte_order_marks_are_skipped() {
+    let ctx = TestContext::new(crate::common::Backend::Local);
+    ctx.write("bom/a.csv", "\u{feff}track,ms\na,1\n");
+    ctx.write("bom/b.ndjson", "\u{feff}{\"track\":\"b\",\"ms\":2}\n");
+    ctx.write("bom/c.json", "\u{feff}[{\"track\":\"c\",\"ms\":3}]");
+    ctx.ok(&["ingest", "bom", "--table", "raw.bom"]);
+    assert_eq!(
+        ctx.csv("SELECT track, ms FROM raw.bom ORDER BY ms"),
+        "track,ms\na,1\nb,2\nc,3\n"
+    );
+}

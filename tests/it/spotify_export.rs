@@ -322,3 +322,50 @@ fn concurrent_imports_land_each_play_once_on(ctx: TestContext) {
         "2000/2000"
     );
 }
+
+/// One file of the export starts with a UTF-8 byte-order mark: every play still lands, from the
+/// zip and from the folder. A file cut short still fails with its line and column, and nothing
+/// is written.
+#[test]
+fn a_byte_order_mark_is_accepted_and_a_truncated_file_is_not() {
+    let ctx = TestContext::new(Backend::Local);
+    let dir = ctx.path("export");
+    let mut files =
+        generate::extended(&dir, 11, 0..300, 100, &generate::Shape::PERSONAL, false).unwrap();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let text = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], [&b"\xEF\xBB\xBF"[..], &text].concat()).unwrap();
+    generate::zip(&dir, &ctx.path("my_spotify_data.zip")).unwrap();
+
+    ctx.ok(&["ingest", "spotify-export", "my_spotify_data.zip"]);
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "300"
+    );
+    ctx.ok(&["--root", "folder", "ingest", "spotify-export", "export"]);
+    assert_eq!(
+        ctx.ok(&[
+            "--root",
+            "folder",
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM raw.spotify_streams"
+        ]),
+        "n\n300\n"
+    );
+
+    // Cut the second file short (after its BOM, too).
+    let text = std::fs::read(&files[1]).unwrap();
+    let cut = [&b"\xEF\xBB\xBF"[..], &text[..text.len() / 2]].concat();
+    std::fs::write(&files[1], cut).unwrap();
+    let stderr = ctx.fails(&["--root", "cut", "ingest", "spotify-export", "export"]);
+    let name = files[1].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        stderr.contains(&name) && stderr.contains(" at line ") && stderr.contains(", column "),
+        "{stderr}"
+    );
+    let tables = ctx.ok(&["--root", "cut", "tables"]);
+    assert!(!tables.contains("spotify_streams"), "{tables}");
+}
