@@ -1,10 +1,11 @@
 //! The Spotify Web API into raw tables, one table per stream.
 //!
 //! Each stream is fetched whole and lands in one Delta commit, so a stream that fails part-way
-//! commits nothing. Its cursor is derived from committed data (the newest `played_at` in
-//! `raw.spotify_recently_played`), so it moves only with a commit and a rerun resumes without
-//! gaps or duplicates. Streams fail alone: a 403 or 404 from an endpoint Spotify retired for the
-//! app is reported and the other streams carry on.
+//! commits nothing. `recently_played` reads Spotify's whole window of recent plays every run and
+//! inserts the plays whose key is new, so late-synced plays land and a rerun adds nothing twice.
+//! The catalog tables are merged keeping the values of fields Spotify did not send. Streams fail
+//! alone: a 403 or 404 from an endpoint Spotify retired for the app is reported and the other
+//! streams carry on.
 
 pub mod api;
 pub mod auth;
