@@ -161,9 +161,13 @@ pub async fn export_table(
     // columns, is upserted with just those rows; anything else is reloaded whole and swapped.
     let since = match &last {
         Some(l) if exists && !key.is_empty() && l.shape == shape && l.version < version => {
-            crate::transform::inputs::added_files(&table, l.version, version)
-                .await
-                .ok()
+            match crate::lake::changes::changes_since(name, &table, l.version, version).await? {
+                crate::lake::changes::Changes::Added(files) => Some(files),
+                why => {
+                    tracing::info!(table = %name, "reloading whole: {why}");
+                    None
+                }
+            }
         }
         _ => None,
     };
@@ -171,7 +175,7 @@ pub async fn export_table(
     let provider = match since {
         Some(files) => table
             .table_provider()
-            .with_file_paths(files)
+            .with_file_selection(deltalake::delta_datafusion::FileSelection::from_adds(files))
             .await
             .map_err(read_err)?,
         None => table.table_provider().await.map_err(read_err)?,

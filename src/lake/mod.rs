@@ -4,6 +4,7 @@
 //! This module knows where tables live and how to open, list and describe them. Writing is in
 //! [`write`]; reading with SQL is in [`crate::query`].
 
+pub mod changes;
 pub mod lease;
 pub mod maintain;
 mod name;

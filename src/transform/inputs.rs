@@ -12,11 +12,13 @@ use std::sync::Arc;
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTable;
+use deltalake::delta_datafusion::FileSelection;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{Materialized, Model, Project, TransformError};
+use crate::lake::changes::{Changes, changes_since};
 use crate::lake::{Lake, TableName};
 use crate::query::QueryError;
 
@@ -179,37 +181,35 @@ impl Inputs {
                 }
                 let delta = lake.table(table, None, None).await?;
                 let version = delta.version().unwrap_or(0) as u64;
-                let (provider, kind) = match since.get(table) {
-                    Some(&from) => match added_files(&delta, from, version).await {
-                        Ok(files) => {
-                            let n = files.len();
-                            let provider = delta
-                                .table_provider()
-                                .with_file_paths(files)
-                                .await
-                                .map_err(|e| sql_error(table, e))?;
-                            (
-                                provider,
-                                ReadKind::New {
-                                    since: from,
-                                    files: n,
-                                },
-                            )
-                        }
-                        Err(why) => (
-                            delta
-                                .table_provider()
-                                .await
-                                .map_err(|e| sql_error(table, e))?,
-                            ReadKind::FullInstead(why),
-                        ),
-                    },
-                    None => (
+                let changes = match since.get(table) {
+                    Some(&from) => Some((from, changes_since(table, &delta, from, version).await?)),
+                    None => None,
+                };
+                let (provider, kind) = match changes {
+                    Some((from, Changes::Added(files))) => {
+                        let n = files.len();
+                        let provider = delta
+                            .table_provider()
+                            .with_file_selection(FileSelection::from_adds(files))
+                            .await
+                            .map_err(|e| sql_error(table, e))?;
+                        (
+                            provider,
+                            ReadKind::New {
+                                since: from,
+                                files: n,
+                            },
+                        )
+                    }
+                    other => (
                         delta
                             .table_provider()
                             .await
                             .map_err(|e| sql_error(table, e))?,
-                        ReadKind::Full,
+                        match other {
+                            Some((_, why)) => ReadKind::FullInstead(why.to_string()),
+                            None => ReadKind::Full,
+                        },
                     ),
                 };
                 self.register(table, provider)?;
@@ -222,49 +222,6 @@ impl Inputs {
             Ok(())
         })
     }
-}
-
-/// The data files the commits after `from` up to `to` added, or why the input must be read
-/// in full instead.
-pub async fn added_files(table: &DeltaTable, from: u64, to: u64) -> Result<Vec<String>, String> {
-    let store = table.log_store();
-    let mut files = Vec::new();
-    for v in from + 1..=to {
-        let bytes = match store.read_commit_entry(v as _).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(format!("the log no longer holds version {v}")),
-            Err(e) => return Err(format!("failed to read version {v}: {e}")),
-        };
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| format!("failed to read version {v}: {e}"))?;
-            if action.get("remove").is_some() {
-                return Err(format!(
-                    "version {v} rewrote or removed rows ({})",
-                    operation_of(&bytes).unwrap_or_else(|| "a rewrite".into())
-                ));
-            }
-            if let Some(add) = action.get("add")
-                && add.get("dataChange").and_then(|d| d.as_bool()) != Some(false)
-                && let Some(path) = add.get("path").and_then(|p| p.as_str())
-            {
-                files.push(path.to_string());
-            }
-        }
-    }
-    Ok(files)
-}
-
-fn operation_of(commit: &[u8]) -> Option<String> {
-    commit
-        .split(|b| *b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-        .find_map(|a| {
-            a.get("commitInfo")?
-                .get("operation")?
-                .as_str()
-                .map(String::from)
-        })
 }
 
 /// The cursor a model's latest commit recorded, if its latest commit was made by a model run.

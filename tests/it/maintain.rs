@@ -30,6 +30,13 @@ fn many_small_commits(backend: Backend) {
     assert_eq!(ctx.scalar("SELECT count(*) FROM raw.\"t@v3\""), "4");
     let history = ctx.ok(&["history", "raw.t", "-n", "1"]);
     assert!(history.contains("OPTIMIZE"), "{history}");
+    // The log, as the library reads it: appends added one file each; the compaction rewrote.
+    let appended = changes(&ctx, 3, 11);
+    assert_eq!(appended.added().map(<[_]>::len), Some(8), "{appended}");
+    assert_eq!(
+        changes(&ctx, 3, 12).to_string(),
+        "version 12 rewrote or removed rows (OPTIMIZE)"
+    );
     // Again: nothing to compact, no checkpoint due.
     let out = ctx.ok(&["maintain"]);
     assert!(out.contains("raw.t: nothing to do"), "{out}");
@@ -51,6 +58,27 @@ fn many_small_commits(backend: Backend) {
             .args(["query", "SELECT sum(v) FROM raw.\"t@v3\""]),
     );
     assert!(!ok, "{err}");
+}
+
+/// What raw.t's commits after `from` up to `to` did, through the library.
+fn changes(ctx: &TestContext, from: u64, to: u64) -> lake::lake::changes::Changes {
+    use crate::s3_server::{ACCESS_KEY, SECRET_KEY};
+    use lake::config::{Overrides, Settings};
+    let settings = Settings::resolve(&Overrides::default(), Vec::new(), ctx.dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut lake = lake::lake::Lake::open(&settings).await.unwrap();
+        if ctx.backend == Backend::S3 {
+            lake = lake
+                .with_storage_option("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .with_storage_option("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        }
+        let name: lake::lake::TableName = "raw.t".parse().unwrap();
+        let table = lake.table(&name, None, None).await.unwrap();
+        lake::lake::changes::changes_since(&name, &table, from, to)
+            .await
+            .unwrap()
+    })
 }
 
 #[test]
