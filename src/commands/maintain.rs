@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{Context, Exit, exit, refresh};
+use super::{Context, Exit, exit};
 use crate::cli::MaintainArgs;
 use crate::config::Settings;
 use crate::lake::maintain::{DEFAULT_RETENTION, MaintainOptions, MaintainReport};
@@ -29,8 +29,15 @@ pub async fn run(ctx: &Context, args: MaintainArgs) -> Result<()> {
             .map(|t| t.parse())
             .collect::<Result<_, _>>()?
     };
-    let lease =
-        refresh::acquire(ctx, &lake, "maintain", args.wait, Duration::from_secs(600)).await?;
+    // Renewed while it runs, so a maintenance longer than the TTL keeps the lake.
+    let lease = super::hold_lake(ctx, &lake, "maintain", args.wait, Duration::from_secs(600))
+        .await?
+        .release_on_signal(|code| {
+            eprintln!(
+                "error: maintenance was stopped by a signal; tables it finished are committed"
+            );
+            std::process::exit(code);
+        });
     let results = maintain_tables(ctx, &lake, &tables, &options).await;
     if let Err(e) = lease.release().await {
         tracing::warn!("failed to release the lease (it expires by itself): {e}");

@@ -27,6 +27,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Overrides, Settings};
 use crate::lake::Lake;
+use crate::lake::lease::{self, HeldLease};
 
 /// What every command gets: the flags and a way to resolve settings.
 pub struct Context {
@@ -76,6 +77,54 @@ impl Context {
     pub fn json_logs(&self) -> bool {
         self.global.log_format == crate::cli::LogFormat::Json
     }
+}
+
+/// Takes and holds the lake's lease for `command`, with a spinner while another process holds
+/// it; past `wait` (none by default), that is an [`Exit`] with [`exit::CANNOT_START`].
+async fn hold_lake(
+    ctx: &Context,
+    lake: &Lake,
+    command: &str,
+    wait: Option<std::time::Duration>,
+    ttl: std::time::Duration,
+) -> Result<HeldLease> {
+    let spinner = std::sync::OnceLock::new();
+    let quiet = ctx.quiet();
+    let waiting = |holder: &lease::LeaseInfo| {
+        spinner
+            .get_or_init(|| crate::progress::spinner(quiet, String::new()))
+            .set_message(format!("waiting for {}", holder.describe()));
+    };
+    let held = lake
+        .hold_lease(
+            lease::LAKE,
+            command,
+            ttl,
+            wait.unwrap_or_default(),
+            &waiting,
+        )
+        .await;
+    if let Some(s) = spinner.get() {
+        s.finish_and_clear();
+    }
+    held.map_err(|e| {
+        let message = match e {
+            crate::lake::LakeError::LeaseHeld { holder, .. } => format!(
+                "failed to start the {command}: another process holds the lake: {holder}{}",
+                if wait.is_none() {
+                    "; pass --wait 30m to wait for it"
+                } else {
+                    ""
+                }
+            ),
+            e => format!("failed to start the {command}: {e}"),
+        };
+        Exit {
+            code: exit::CANNOT_START,
+            message,
+        }
+        .into()
+    })
 }
 
 /// Exit codes a scheduler can alert on (`lake refresh`); 2 is clap's, for bad usage.

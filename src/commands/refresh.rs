@@ -7,8 +7,6 @@
 //! Delta commit, a warehouse table swapped in one transaction), so a killed refresh leaves the
 //! previous state and the next refresh picks up from there.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -17,13 +15,8 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use super::run as models;
 use super::{Context, Exit, exit, export, extract, maintain};
 use crate::cli::RefreshArgs;
-use crate::lake::Lake;
-use crate::lake::lease::Lease;
 use crate::transform::run::Status;
 use crate::transform::runs::{self, RunRecord};
-
-/// The lease a refresh or a standalone maintenance takes: one of them at a time per lake.
-pub const LEASE: &str = "lake";
 
 /// One line of the summary.
 struct Row {
@@ -46,7 +39,18 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     };
     let settings = ctx.settings().map_err(cannot_start)?;
     let lake = ctx.lake().await.map_err(cannot_start)?;
-    let lease = acquire(ctx, &lake, "refresh", args.wait, args.lease_ttl).await?;
+    // SIGTERM (systemd, ECS, `lake schedule`) or Ctrl-C: free the lock and stop. Every step
+    // that finished is committed and the one in flight is not, as after a crash; the next
+    // refresh then starts at once instead of waiting for the lease to expire.
+    let lease = super::hold_lake(ctx, &lake, "refresh", args.wait, args.lease_ttl)
+        .await?
+        .release_on_signal(|code| {
+            tracing::warn!(exit_code = code, "refresh stopped by a signal");
+            eprintln!(
+                "error: the refresh was stopped by a signal; the steps it finished are committed, the one in flight is not"
+            );
+            std::process::exit(code);
+        });
     tracing::info!(owner = %lease.info().owner, expires_at = %lease.info().expires_at, "refresh started");
     // `_lake.runs` gets a start row now and an end row at the end, so `lake runs` lists the
     // refresh (and shows it interrupted if it never ends).
@@ -64,13 +68,6 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     if let Err(e) = runs::append(&lake, std::slice::from_ref(&record)).await {
         tracing::warn!("failed to record the refresh in _lake.runs: {e}");
     }
-    let lost = Arc::new(AtomicBool::new(false));
-    let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
-    let renewer = tokio::spawn(renew(lease.clone(), args.lease_ttl, lost.clone()));
-    // SIGTERM (systemd, ECS, `lake schedule`) or Ctrl-C: free the lock and stop. Every step
-    // that finished is committed and the one in flight is not, as after a crash; the next
-    // refresh then starts at once instead of waiting for the lease to expire.
-    let stopper = tokio::spawn(stop_on_signal(lease.clone()));
 
     let mut report = Report::default();
 
@@ -100,7 +97,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     }
 
     // 2. Models and their tests.
-    if lost.load(Ordering::SeqCst) {
+    if lease.lost() {
         return lost_lease(ctx, &report, started);
     }
     let t = Instant::now();
@@ -139,7 +136,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     }
 
     // 3. Export: what passed (models whose error-level tests failed are held back).
-    if lost.load(Ordering::SeqCst) {
+    if lease.lost() {
         return lost_lease(ctx, &report, started);
     }
     if args.skip_export {
@@ -183,7 +180,7 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
     }
 
     // 4. Maintenance, when lake.toml asks for it after each refresh.
-    if lost.load(Ordering::SeqCst) {
+    if lease.lost() {
         return lost_lease(ctx, &report, started);
     }
     if settings.maintain.after_refresh == Some(true) {
@@ -208,17 +205,11 @@ pub async fn run(ctx: &Context, args: RefreshArgs) -> Result<()> {
         }
     }
 
-    // Taking the lease waits for a renewal in flight, so the renewer is stopped between two
-    // renewals, never inside one (which would leave a generation the release does not know).
-    let held = lease.lock().await.take();
-    renewer.abort();
-    stopper.abort();
-    if let Some(lease) = held
-        && let Err(e) = lease.release().await
-    {
+    let lost = lease.lost();
+    if let Err(e) = lease.release().await {
         tracing::warn!("failed to release the refresh lease (it expires by itself): {e}");
     }
-    if lost.load(Ordering::SeqCst) {
+    if lost {
         return lost_lease(ctx, &report, started);
     }
     summary(ctx, &report, started);
@@ -389,98 +380,6 @@ fn stage_row(stage: &'static str, status: &str, duration: Option<Duration>, deta
         rows: String::new(),
         duration,
         detail,
-    }
-}
-
-/// Takes the lake's lease for `command`, waiting up to `wait` for another holder to finish.
-pub(super) async fn acquire(
-    ctx: &Context,
-    lake: &Lake,
-    command: &str,
-    wait: Option<Duration>,
-    ttl: Duration,
-) -> Result<Lease> {
-    let deadline = Instant::now() + wait.unwrap_or_default();
-    let mut spinner = None;
-    loop {
-        let tried = lake
-            .try_lease(LEASE, ttl, command)
-            .await
-            .map_err(|e| Exit {
-                code: exit::CANNOT_START,
-                message: format!("failed to start the {command}: {e}"),
-            })?;
-        let holder = match tried {
-            Ok(lease) => return Ok(lease),
-            Err(holder) => holder,
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(Exit {
-                code: exit::CANNOT_START,
-                message: format!(
-                    "failed to start the {command}: another process holds the lake: {}{}",
-                    holder.describe(),
-                    if wait.is_none() {
-                        "; pass --wait 30m to wait for it"
-                    } else {
-                        ""
-                    }
-                ),
-            }
-            .into());
-        }
-        let bar =
-            spinner.get_or_insert_with(|| crate::progress::spinner(ctx.quiet(), String::new()));
-        bar.set_message(format!("waiting for {}", holder.describe()));
-        tokio::time::sleep((deadline - now).min(Duration::from_secs(2))).await;
-    }
-}
-
-/// Waits for SIGTERM or SIGINT, then releases the lease and exits 128 + the signal's number.
-async fn stop_on_signal(lease: Arc<tokio::sync::Mutex<Option<Lease>>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    let code = tokio::select! {
-        _ = term.recv() => 143,
-        _ = int.recv() => 130,
-    };
-    if let Some(held) = lease.lock().await.take()
-        && let Err(e) = held.release().await
-    {
-        tracing::warn!("failed to release the lease (it expires by itself): {e}");
-    }
-    tracing::warn!(exit_code = code, "refresh stopped by a signal");
-    eprintln!(
-        "error: the refresh was stopped by a signal; the steps it finished are committed, the one in flight is not"
-    );
-    std::process::exit(code);
-}
-
-/// Renews the lease every third of its TTL; marks it lost if another process took it.
-async fn renew(
-    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
-    ttl: Duration,
-    lost: Arc<AtomicBool>,
-) {
-    loop {
-        tokio::time::sleep(ttl / 3).await;
-        let mut guard = lease.lock().await;
-        let Some(lease) = guard.as_mut() else {
-            return;
-        };
-        if let Err(e) = lease.renew(ttl).await {
-            tracing::error!("{e}");
-            if matches!(e, crate::lake::LakeError::LeaseLost { .. }) {
-                lost.store(true, Ordering::SeqCst);
-                return;
-            }
-        }
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn run(ctx: &Context, args: ScheduleArgs) -> Result<()> {
                 // The run is gone: free its lock, so the next refresh need not wait it out.
                 if let Some(pid) = pid
                     && let Ok(lake) = ctx.lake().await
-                    && let Err(e) = lake.release_dead(super::refresh::LEASE, pid).await
+                    && let Err(e) = lake.release_dead(crate::lake::lease::LAKE, pid).await
                 {
                     tracing::warn!("failed to free the stopped run's lease (it expires): {e}");
                 }

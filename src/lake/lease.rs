@@ -9,7 +9,9 @@
 //! Expiry is read against the reader's clock: keep the TTL well above the clock skew between
 //! machines.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path as StorePath;
@@ -17,6 +19,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use serde::{Deserialize, Serialize};
 
 use super::{Lake, LakeError};
+
+/// The lease a refresh, a standalone maintenance or a scheduled job takes: one of them at a time
+/// per lake.
+pub const LAKE: &str = "lake";
 
 /// Generations kept behind the newest, for a look at who held the lease before.
 const KEEP: u64 = 8;
@@ -179,6 +185,35 @@ impl Lake {
         }
     }
 
+    /// Takes the lease `name` for `command` and holds it (see [`HeldLease`]), waiting up to
+    /// `wait` while another process holds it; `waiting` hears who, every couple of seconds.
+    /// Past the wait: [`LakeError::LeaseHeld`].
+    pub async fn hold_lease(
+        &self,
+        name: &str,
+        command: &str,
+        ttl: Duration,
+        wait: Duration,
+        waiting: &(dyn Fn(&LeaseInfo) + Send + Sync),
+    ) -> Result<HeldLease, LakeError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let holder = match self.try_lease(name, ttl, command).await? {
+                Ok(lease) => return Ok(HeldLease::hold(lease, ttl)),
+                Err(holder) => holder,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(LakeError::LeaseHeld {
+                    name: name.to_string(),
+                    holder: holder.describe(),
+                });
+            }
+            waiting(&holder);
+            tokio::time::sleep((deadline - now).min(Duration::from_secs(2))).await;
+        }
+    }
+
     /// Frees the lease if process `pid` of this machine holds it: for a parent that has seen
     /// that process exit (a killed refresh), so the next one need not wait for the expiry.
     /// Returns whether it did.
@@ -296,6 +331,137 @@ fn hostname() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// A lease held for the length of some work. It renews itself every third of its TTL in the
+/// background, so work longer than the TTL keeps it; it notes when another process took it
+/// (only possible after it expired, say while the machine slept) so the work can stop at its
+/// next step; it can release itself on SIGTERM or SIGINT; and it is released by
+/// [`HeldLease::release`] or, at the latest, when dropped.
+pub struct HeldLease {
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    info: LeaseInfo,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+    signals: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HeldLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLease")
+            .field("info", &self.info)
+            .field("lost", &self.lost())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldLease {
+    /// Holds `lease`, renewing it to `ttl` every third of `ttl`.
+    pub fn hold(lease: Lease, ttl: Duration) -> Self {
+        let info = lease.info().clone();
+        let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew(lease.clone(), ttl, lost.clone()));
+        Self {
+            lease,
+            info,
+            lost,
+            renewer,
+            signals: None,
+        }
+    }
+
+    /// Who took it, and until when at first.
+    pub fn info(&self) -> &LeaseInfo {
+        &self.info
+    }
+
+    /// Whether another process took the lease: the work should stop before its next step.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// On SIGTERM or SIGINT, releases the lease (so the next holder need not wait for it to
+    /// expire), then calls `then` with the exit code a shell gives the signal (143 or 130).
+    pub fn release_on_signal(mut self, then: impl FnOnce(i32) + Send + 'static) -> Self {
+        let lease = self.lease.clone();
+        self.signals = Some(tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            let code = tokio::select! {
+                _ = term.recv() => 143,
+                _ = int.recv() => 130,
+            };
+            if let Some(held) = lease.lock().await.take()
+                && let Err(e) = held.release().await
+            {
+                tracing::warn!("failed to release the lease (it expires by itself): {e}");
+            }
+            then(code);
+        }));
+        self
+    }
+
+    /// Stops renewing and lets go of the lease.
+    pub async fn release(mut self) -> Result<(), LakeError> {
+        // Taking the lease waits for a renewal in flight, so the renewer stops between two
+        // renewals, never inside one (which would leave a generation the release does not know).
+        let held = self.lease.lock().await.take();
+        self.stop();
+        match held {
+            Some(lease) => lease.release().await,
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.renewer.abort();
+        if let Some(s) = self.signals.take() {
+            s.abort();
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    /// Released in the background if the runtime is still there; else it expires by itself.
+    fn drop(&mut self) {
+        self.stop();
+        let held = self.lease.try_lock().ok().and_then(|mut g| g.take());
+        if let (Some(lease), Ok(runtime)) = (held, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                if let Err(e) = lease.release().await {
+                    tracing::warn!("failed to release the lease (it expires by itself): {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Renews the lease every third of its TTL; marks it lost if another process took it.
+async fn renew(
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    ttl: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let mut guard = lease.lock().await;
+        let Some(lease) = guard.as_mut() else {
+            return;
+        };
+        if let Err(e) = lease.renew(ttl).await {
+            tracing::error!("{e}");
+            if matches!(e, LakeError::LeaseLost { .. }) {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,14 @@ pub enum LakeError {
         /// Why.
         source: object_store::Error,
     },
+    /// Another process holds a lease this process wanted, past the wait it was given.
+    #[error("failed to take lease {name}: another process holds the lake: {holder}")]
+    LeaseHeld {
+        /// The lease.
+        name: String,
+        /// Who holds it (described).
+        holder: String,
+    },
     /// Another process took a lease this process held, after it expired.
     #[error("failed to keep lease {name}: it expired and was taken by {holder}")]
     LeaseLost {

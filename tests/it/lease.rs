@@ -88,3 +88,60 @@ fn one_holder_at_a_time_local() {
 fn one_holder_at_a_time_s3() {
     one_holder_at_a_time(Backend::S3);
 }
+
+/// A held lease renews itself past its TTL, says when another process took it, waits for a
+/// holder up to a limit, and is released on release and on drop.
+fn held_leases_renew_themselves(backend: Backend) {
+    let ctx = TestContext::new(backend);
+    let lake = Arc::new(open(&ctx));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ttl = Duration::from_millis(900);
+        let nobody = |_: &lake::lake::lease::LeaseInfo| {};
+        let held = lake
+            .hold_lease("t", "maintain", ttl, Duration::ZERO, &nobody)
+            .await
+            .unwrap();
+        // Three TTLs later it is still held: a maintenance longer than its TTL keeps the lake.
+        tokio::time::sleep(ttl * 3).await;
+        let (_, info) = lake.lease_holder("t").await.unwrap().unwrap();
+        assert_eq!(info.owner, held.info().owner);
+        assert!(info.held_at(chrono::Utc::now()));
+        assert!(!held.lost());
+        // Another one waits for it, up to its limit, hearing who holds it.
+        let heard = std::sync::Mutex::new(Vec::new());
+        let waiting =
+            |h: &lake::lake::lease::LeaseInfo| heard.lock().unwrap().push(h.command.clone());
+        let err = lake
+            .hold_lease("t", "refresh", ttl, Duration::from_millis(500), &waiting)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LakeError::LeaseHeld { .. }), "{err}");
+        assert!(err.to_string().contains("maintain on "), "{err}");
+        assert_eq!(
+            heard.lock().unwrap().first().map(String::as_str),
+            Some("maintain")
+        );
+        // Released, it is free at once.
+        held.release().await.unwrap();
+        let next = lake
+            .hold_lease("t", "refresh", ttl, Duration::ZERO, &nobody)
+            .await
+            .unwrap();
+        // Dropped, it is released in the background.
+        drop(next);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, info) = lake.lease_holder("t").await.unwrap().unwrap();
+        assert!(info.released, "{info:?}");
+    });
+}
+
+#[test]
+fn held_leases_renew_themselves_local() {
+    held_leases_renew_themselves(Backend::Local);
+}
+
+#[test]
+fn held_leases_renew_themselves_s3() {
+    held_leases_renew_themselves(Backend::S3);
+}
