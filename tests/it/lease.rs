@@ -11,7 +11,8 @@ use lake::lake::{Lake, LakeError};
 use crate::common::{Backend, TestContext};
 use crate::s3_server::{ACCESS_KEY, SECRET_KEY};
 
-fn open(ctx: &TestContext) -> Lake {
+/// The test's lake through the library, with the S3 test server's credentials when on S3.
+pub(crate) fn open(ctx: &TestContext) -> Lake {
     let settings = Settings::resolve(&Overrides::default(), Vec::new(), ctx.dir.path()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let lake = rt.block_on(Lake::open(&settings)).unwrap();

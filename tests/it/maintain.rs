@@ -62,17 +62,9 @@ fn many_small_commits(backend: Backend) {
 
 /// What raw.t's commits after `from` up to `to` did, through the library.
 fn changes(ctx: &TestContext, from: u64, to: u64) -> lake::lake::changes::Changes {
-    use crate::s3_server::{ACCESS_KEY, SECRET_KEY};
-    use lake::config::{Overrides, Settings};
-    let settings = Settings::resolve(&Overrides::default(), Vec::new(), ctx.dir.path()).unwrap();
+    let lake = crate::lease::open(ctx);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut lake = lake::lake::Lake::open(&settings).await.unwrap();
-        if ctx.backend == Backend::S3 {
-            lake = lake
-                .with_storage_option("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                .with_storage_option("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-        }
         let name: lake::lake::TableName = "raw.t".parse().unwrap();
         let table = lake.table(&name, None, None).await.unwrap();
         lake::lake::changes::changes_since(&name, &table, from, to)
