@@ -1,13 +1,15 @@
 //! RecordBatches -> a table for people, or CSV, JSON, NDJSON or Parquet for programs.
 //! Every format but `table` streams: rows are written as they arrive.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
+
+use crate::query::{LakeSession, QueryError};
 
 /// Errors while writing results.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,23 @@ pub enum OutputError {
     /// Writing failed.
     #[error("failed to write results: {0}")]
     Io(#[from] std::io::Error),
+    /// The statement does not plan, or fails as it runs; with a caret under the position
+    /// where there is one.
+    #[error("{error}{}", caret.as_ref().map(|c| format!("\n{c}")).unwrap_or_default())]
+    Sql {
+        /// Why.
+        error: QueryError,
+        /// The statement's line with a caret under the error.
+        caret: Option<String>,
+    },
+    /// The output file cannot be created.
+    #[error("failed to create {}: {source}", path.display())]
+    Create {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Binary output to a terminal.
     #[error("failed to write results: parquet is binary; pass --output FILE or redirect stdout")]
     BinaryToTerminal,
@@ -121,6 +140,47 @@ pub async fn write_stream(
             writer.close().map_err(encode("parquet"))?;
         }
     }
+    Ok(rows)
+}
+
+/// Runs one statement over `session` and writes its results in `format` to the file
+/// `output`, or to stdout; returns the number of rows. `lake query` and the shell share it.
+pub async fn run_sql(
+    session: &LakeSession,
+    sql: &str,
+    format: OutputFormat,
+    output: Option<&std::path::Path>,
+) -> Result<u64, OutputError> {
+    let with_caret = |error: QueryError| OutputError::Sql {
+        caret: error.caret(sql),
+        error,
+    };
+    let df = session.sql(sql).await.map_err(with_caret)?;
+    let stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| with_caret(QueryError::from_datafusion(e)))?;
+    let mut out: Box<dyn Write + Send> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|source| OutputError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )),
+        None => {
+            if format == OutputFormat::Parquet && std::io::stdout().is_terminal() {
+                return Err(OutputError::BinaryToTerminal);
+            }
+            Box::new(std::io::BufWriter::new(std::io::stdout()))
+        }
+    };
+    let rows = write_stream(stream, format, out.as_mut())
+        .await
+        .map_err(|e| match e {
+            OutputError::Query(e) => with_caret(QueryError::from_datafusion(e)),
+            e => e,
+        })?;
+    out.flush()?;
     Ok(rows)
 }
 

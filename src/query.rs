@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::TableType;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::lake::{CURATED, Lake, LakeError, RAW, TableName};
 
@@ -88,10 +88,7 @@ impl LakeSession {
     /// Lists the lake and registers every table, without opening any.
     pub async fn new(lake: Arc<Lake>) -> Result<Self, QueryError> {
         let tables = lake.list_tables().await?;
-        let mut config = SessionConfig::new().with_information_schema(true);
-        config.options_mut().sql_parser.collect_spans = true;
-        let ctx = SessionContext::new_with_config(config);
-        utc::register(&ctx);
+        let ctx = lake.sessions().context(true);
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in [RAW, CURATED] {
             schemas.entry(s.to_string()).or_default();

@@ -10,8 +10,7 @@ use futures::stream::BoxStream;
 use indicatif::ProgressBar;
 
 use super::Context;
-use super::spotify_export;
-use crate::cli::{IngestArgs, IngestMode, IngestSource};
+use crate::cli::{IngestArgs, IngestMode};
 use crate::extract::files::FileSource;
 use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
 use crate::lake::{INTERNAL, TableName};
@@ -37,9 +36,6 @@ impl BatchSource for Files {
 }
 
 pub async fn run(ctx: &Context, args: IngestArgs) -> Result<()> {
-    if let Some(IngestSource::SpotifyExport(export)) = args.source {
-        return spotify_export::run(ctx, export).await;
-    }
     let table = args.table.as_deref().expect("clap requires --table");
     let name: TableName = table.parse()?;
     if name.schema() == INTERNAL {

@@ -20,34 +20,56 @@ mod spotify_export;
 mod status;
 mod tables;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 
+use crate::app::{App, Observer};
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Overrides, Settings};
 use crate::lake::Lake;
 use crate::lake::lease::{self, HeldLease};
 
-/// What every command gets: the flags and a way to resolve settings.
+/// What every command gets: the flags, the settings (resolved once, on first use) and the
+/// [`App`] (built once, on first use: commands such as `init` need neither).
 pub struct Context {
     global: GlobalArgs,
+    settings: OnceLock<Settings>,
+    app: tokio::sync::OnceCell<App>,
 }
 
 impl Context {
-    /// Resolves the settings: defaults < lake.toml < LAKE_* < flags.
-    pub fn settings(&self) -> Result<Settings> {
+    /// The settings: defaults < lake.toml < LAKE_* < flags.
+    pub fn settings(&self) -> Result<&Settings> {
+        if let Some(s) = self.settings.get() {
+            return Ok(s);
+        }
         let overrides = Overrides {
             config: self.global.config.clone(),
             root: self.global.root.clone(),
             set: self.global.set.clone(),
         };
-        Ok(Settings::load(&overrides)?)
+        let settings = Settings::load(&overrides)?;
+        Ok(self.settings.get_or_init(|| settings))
     }
 
-    /// Opens the configured lake.
-    pub async fn lake(&self) -> Result<Arc<Lake>> {
-        Ok(Arc::new(Lake::open(&self.settings()?).await?))
+    /// The application: the settings and the open lake.
+    pub async fn app(&self) -> Result<&App> {
+        if let Some(app) = self.app.get() {
+            return Ok(app);
+        }
+        let settings = self.settings()?.clone();
+        Ok(self.app.get_or_try_init(|| App::open(settings)).await?)
+    }
+
+    /// The open lake.
+    pub async fn lake(&self) -> Result<&Arc<Lake>> {
+        Ok(self.app().await?.lake())
+    }
+
+    /// The CLI's observer of a stage: spinners, and a line per item.
+    pub fn lines(&self, build: bool) -> Arc<dyn Observer> {
+        crate::progress::Lines::new(self.quiet(), build)
     }
 
     /// Whether to keep stderr free of progress and summaries: `--quiet`, or JSON logs there.
@@ -149,9 +171,17 @@ pub struct Exit {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let ctx = Context { global: cli.global };
+    let ctx = Context {
+        global: cli.global,
+        settings: OnceLock::new(),
+        app: tokio::sync::OnceCell::new(),
+    };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
+        Command::Ingest(crate::cli::IngestArgs {
+            source: Some(crate::cli::IngestSource::SpotifyExport(args)),
+            ..
+        }) => spotify_export::run(&ctx, args).await,
         Command::Ingest(args) => ingest::run(&ctx, args).await,
         Command::Extract(args) => extract::run(&ctx, args).await,
         Command::Auth(args) => auth::run(&ctx, args).await,

@@ -7,13 +7,12 @@ use super::Context;
 use crate::cli::PlanArgs;
 use crate::output;
 use crate::transform::run::prepare;
-use crate::transform::{Project, select};
+use crate::transform::select;
 
 pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
-    let settings = ctx.settings()?;
-    let lake = ctx.lake().await?;
-    let tables = lake.list_tables().await?;
-    let project = Project::load(&settings.project_dir, &tables)?;
+    let app = ctx.app().await?;
+    let (settings, lake) = (app.settings(), app.lake());
+    let project = app.project().await?;
     if project.models.is_empty() {
         if !ctx.quiet() {
             eprintln!(

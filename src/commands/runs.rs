@@ -5,12 +5,10 @@ use anyhow::Result;
 use super::Context;
 use crate::cli::RunsArgs;
 use crate::output;
-use crate::query::LakeSession;
 use crate::transform::runs;
 
 pub async fn run(ctx: &Context, args: RunsArgs) -> Result<()> {
-    let lake = ctx.lake().await?;
-    let session = LakeSession::new(lake).await?;
+    let session = ctx.app().await?.session().await?;
     if !session.tables().contains(&runs::table()) {
         if !ctx.quiet() {
             eprintln!("no runs yet: `lake run` records each run in _lake.runs");

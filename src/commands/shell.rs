@@ -10,7 +10,6 @@ use rustyline::error::ReadlineError;
 use super::Context;
 use crate::lake::quote_ident;
 use crate::output::{OutputFormat, print};
-use crate::query::LakeSession;
 
 const HELP: &str = "\
 Statements end with `;` and may span lines.
@@ -21,7 +20,7 @@ Statements end with `;` and may span lines.
   .quit            leave (or Ctrl-D)";
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let session = LakeSession::new(ctx.lake().await?).await?;
+    let session = ctx.app().await?.session().await?;
     let mut editor = DefaultEditor::new()?;
     let history =
         std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".lake_history"));
@@ -70,7 +69,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
                         None => format!("DESCRIBE {}", quote_ident(table)),
                     };
                     report(
-                        super::query::run_sql(&session, &sql, OutputFormat::Table, None).await,
+                        crate::output::run_sql(&session, &sql, OutputFormat::Table, None).await,
                         None,
                     );
                 }
@@ -92,7 +91,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
         let _ = editor.add_history_entry(statement.trim());
         let started = Instant::now();
         let result =
-            super::query::run_sql(&session, statement.trim(), OutputFormat::Table, None).await;
+            crate::output::run_sql(&session, statement.trim(), OutputFormat::Table, None).await;
         report(result, timing.then(|| started.elapsed()));
     }
     if let Some(path) = &history {
@@ -101,13 +100,13 @@ pub async fn run(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-fn report(result: Result<u64>, elapsed: Option<std::time::Duration>) {
+fn report(result: Result<u64, crate::output::OutputError>, elapsed: Option<std::time::Duration>) {
     match result {
         Ok(rows) => {
             if let Some(t) = elapsed {
                 let _ = print(format!("{rows} rows in {:.3}s", t.as_secs_f64()));
             }
         }
-        Err(e) => eprintln!("error: {e:#}"),
+        Err(e) => eprintln!("error: {e}"),
     }
 }

@@ -11,7 +11,6 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use super::{Context, Exit, exit};
 use crate::lake::TableName;
-use crate::transform::Project;
 
 /// Operations that keep the data as it is.
 const MAINTENANCE: &[&str] = &["OPTIMIZE", "VACUUM START", "VACUUM END"];
@@ -24,8 +23,8 @@ struct Thresholds {
 }
 
 pub async fn run(ctx: &Context) -> Result<()> {
-    let settings = ctx.settings()?;
-    let lake = ctx.lake().await?;
+    let app = ctx.app().await?;
+    let (settings, lake) = (app.settings(), app.lake());
     let tables = lake.list_tables().await?;
     let parse = |origin: &str, key: &str, text: &Option<String>| -> Result<Option<Duration>> {
         match text {
@@ -50,7 +49,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
         );
     }
     if settings.project_dir.join("queries").is_dir() {
-        let project = Project::load(&settings.project_dir, &tables)?;
+        let project = app.project().await?;
         for m in &project.models {
             thresholds.insert(
                 m.name.clone(),

@@ -7,9 +7,11 @@
 //! batches (COPY on PostgreSQL, multi-row INSERTs on MySQL, prepared INSERTs in one transaction
 //! on SQLite), so memory stays bounded however large the table.
 
+mod plan;
 pub mod types;
 mod warehouse;
 
+pub use plan::{Planned, plan, target};
 pub use types::Dialect;
 pub use warehouse::{Target, Warehouse};
 
@@ -67,6 +69,123 @@ pub enum ExportError {
     /// The lake could not be read or written.
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// A selector matches nothing, or the project does not load.
+    #[error(transparent)]
+    Selection(#[from] crate::transform::TransformError),
+    /// A view was selected: it has no rows of its own to load.
+    #[error("failed to export {0}: it is a view; make it a table to export it")]
+    View(TableName),
+    /// A model marked for export was never built.
+    #[error("failed to export {0}: it is not built yet; run `lake run` first")]
+    NotBuilt(TableName),
+    /// Nothing matches.
+    #[error("failed to export: no curated table matches; build models with `lake run` first")]
+    NothingToExport,
+}
+
+/// How one planned table's export ended.
+#[derive(Debug)]
+pub enum ExportOutcome {
+    /// Loaded, upserted, or found in the warehouse at its current version already.
+    Done(Exported),
+    /// Not exported: its error-level tests failed in this run.
+    HeldBack {
+        /// The run whose tests failed.
+        run_id: String,
+    },
+    /// Failed; the warehouse keeps its previous version.
+    Failed(ExportError),
+}
+
+/// What an export did, table by table, in plan order.
+#[derive(Debug, Default)]
+pub struct ExportReport {
+    /// Each planned table and how it ended.
+    pub tables: Vec<(TableName, ExportOutcome)>,
+}
+
+impl ExportReport {
+    fn matching(&self, f: impl Fn(&ExportOutcome) -> bool) -> Vec<&TableName> {
+        self.tables
+            .iter()
+            .filter(|(_, o)| f(o))
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Loaded or upserted.
+    pub fn loaded(&self) -> Vec<&TableName> {
+        self.matching(|o| matches!(o, ExportOutcome::Done(e) if !e.unchanged))
+    }
+
+    /// Already in the warehouse at their current version.
+    pub fn unchanged(&self) -> Vec<&TableName> {
+        self.matching(|o| matches!(o, ExportOutcome::Done(e) if e.unchanged))
+    }
+
+    /// Held back because their error-level tests failed.
+    pub fn held_back(&self) -> Vec<&TableName> {
+        self.matching(|o| matches!(o, ExportOutcome::HeldBack { .. }))
+    }
+
+    /// Failed to load.
+    pub fn failed(&self) -> Vec<&TableName> {
+        self.matching(|o| matches!(o, ExportOutcome::Failed(_)))
+    }
+}
+
+/// Models whose latest run ended with failed error-level tests, with that run's id: the
+/// export holds them back until a run passes.
+pub async fn held_back(lake: &Arc<Lake>) -> Result<Vec<(TableName, String)>, ExportError> {
+    use crate::transform::run::Status;
+    let session = crate::query::LakeSession::new(lake.clone())
+        .await
+        .map_err(|e| read_error(crate::transform::runs::table(), e))?;
+    if !session.tables().contains(&crate::transform::runs::table()) {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT model, run_id FROM (SELECT model, run_id, status, row_number() OVER (PARTITION BY model ORDER BY finished_at DESC) AS r FROM _lake.runs WHERE model IS NOT NULL AND finished_at IS NOT NULL) WHERE r = 1 AND status = '{}'",
+        Status::TestsFailed.name()
+    );
+    let batches = async {
+        session
+            .sql(&sql)
+            .await?
+            .collect()
+            .await
+            .map_err(crate::query::QueryError::from_datafusion)
+    }
+    .await
+    .map_err(|e| read_error(crate::transform::runs::table(), e))?;
+    let mut out = Vec::new();
+    for b in batches {
+        // Strings read back from Parquet may come as views.
+        let text = |i: usize| {
+            arrow::compute::cast(b.column(i), &DataType::Utf8)
+                .map_err(|e| read_error(crate::transform::runs::table(), e))
+        };
+        let (models, runs) = (text(0)?, text(1)?);
+        for (model, run) in models
+            .as_string::<i32>()
+            .iter()
+            .zip(runs.as_string::<i32>().iter())
+        {
+            if let (Some(model), Some(run)) = (model, run)
+                && let Ok(model) = model.parse()
+            {
+                out.push((model, run.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_error(table: TableName, e: impl std::fmt::Display) -> ExportError {
+    ExportError::Read {
+        table,
+        message: e.to_string(),
+    }
 }
 
 /// What one table's export did.
@@ -133,7 +252,7 @@ pub async fn export_table(
         table: name.clone(),
         message: e.to_string(),
     };
-    let ctx = datafusion::prelude::SessionContext::new();
+    let ctx = lake.sessions().context(false);
     let schema: SchemaRef = Arc::new(
         ctx.read_table(table.table_provider().await.map_err(read_err)?)
             .map_err(read_err)?
@@ -306,7 +425,7 @@ async fn last_exported(
         table: exports_table(),
         message: e.to_string(),
     };
-    let ctx = datafusion::prelude::SessionContext::new();
+    let ctx = lake.sessions().context(false);
     let provider = exports.table_provider().await.map_err(read_err)?;
     // Records written before the schema hash existed have none: such a table reloads whole.
     let shape = if provider.schema().field_with_name("schema_hash").is_ok() {

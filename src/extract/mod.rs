@@ -53,12 +53,12 @@ pub enum ExtractError {
         /// What is wrong.
         message: String,
     },
-    /// Reading the lake for ids or cursors failed.
-    #[error("failed to read the lake: {message}")]
-    Lake {
-        /// Why.
-        message: String,
-    },
+    /// A query over the lake for ids, keys or cursors failed.
+    #[error("failed to read the lake: {0}")]
+    Query(#[from] crate::query::QueryError),
+    /// The lake could not be read or written.
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
     /// A local file that could not be written.
     #[error("failed to write {}: {source}", path.display())]
     WriteFile {

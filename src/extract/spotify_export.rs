@@ -35,7 +35,11 @@ use sha2::{Digest, Sha256};
 use super::spotify::rows::{self, Col};
 use super::{ExtractError, UTF8_BOM};
 use crate::config::PersonalData;
-use crate::lake::write::{BatchSource, SourceError};
+use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::{Lake, RAW, TableName};
+
+/// The table the export lands in, under `raw`.
+pub const TABLE: &str = "spotify_streams";
 
 /// Rows per batch handed to the writer.
 const BATCH_ROWS: usize = 65_536;
@@ -738,6 +742,166 @@ fn offline_at(v: Option<i64>) -> Option<i64> {
     let n = v.filter(|n| *n > 0)?;
     let ms = if n < 100_000_000_000 { n * 1000 } else { n };
     ms.checked_mul(1000)
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The table.
+    pub table: TableName,
+    /// Its version after the import (as it was, when nothing was new).
+    pub version: u64,
+    /// Whether this import created the table.
+    pub created: bool,
+    /// Plays added.
+    pub inserted: u64,
+    /// Plays in the files.
+    pub plays: u64,
+    /// Plays that were in the lake already.
+    pub known: u64,
+    /// Plays that repeat another play of the same export.
+    pub repeated: u64,
+    /// Files read.
+    pub files: usize,
+}
+
+impl std::fmt::Display for Imported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, files, plays) = (&self.table, self.files, self.plays);
+        if self.inserted == 0 {
+            write!(
+                f,
+                "{name} unchanged at version {}: all {plays} plays from {files} files are in the lake",
+                self.version
+            )?;
+        } else {
+            let verb = if self.created { "created" } else { "wrote" };
+            let of = if self.inserted == plays {
+                String::new()
+            } else {
+                format!(" new of {plays}")
+            };
+            write!(
+                f,
+                "{verb} {name} version {}: {}{of} plays from {files} files",
+                self.version, self.inserted
+            )?;
+            if self.known > 0 {
+                write!(f, "; {} were in the lake", self.known)?;
+            }
+        }
+        if self.repeated > 0 {
+            write!(f, "; {} repeated within the export", self.repeated)?;
+        }
+        Ok(())
+    }
+}
+
+/// Imports the export's `files` into `raw.spotify_streams`, merged on each play's key so that
+/// re-imports and overlapping exports add no duplicates. `progress` counts the bytes read.
+///
+/// Plays already in the lake (as of one version) are left out as they are read, and the new
+/// ones appended; if another writer committed since that version, they are merged by key
+/// instead. A re-import that finds nothing new commits nothing.
+pub async fn import(
+    lake: &Arc<Lake>,
+    files: Vec<ExportFile>,
+    personal: PersonalData,
+    progress: ProgressBar,
+) -> Result<Imported, ExtractError> {
+    let salt = match personal {
+        PersonalData::Hash => Some(lake.salt().await?),
+        _ => None,
+    };
+    let name = TableName::new(RAW, TABLE).expect("a valid name");
+    let shown: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    let mut source = ExportSource::new(files, personal, salt, progress);
+    // The keys go straight from each batch into the set: 16 bytes a play.
+    let version = if lake.list_tables().await?.contains(&name) {
+        let version = lake.table(&name, None, None).await?.version().unwrap_or(0) as u64;
+        let session = crate::query::LakeSession::new(lake.clone()).await?;
+        let mut batches = session
+            .sql(&format!(
+                "SELECT stream_key FROM {}.\"{}@v{version}\"",
+                name.schema(),
+                name.name()
+            ))
+            .await?
+            .execute_stream()
+            .await
+            .map_err(crate::query::QueryError::from_datafusion)?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(crate::query::QueryError::from_datafusion)?;
+            let keys = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| crate::query::QueryError::from_datafusion(e.into()))?;
+            source = source.skipping(
+                arrow::array::AsArray::as_string::<i32>(&keys)
+                    .iter()
+                    .flatten(),
+            );
+        }
+        Some(version)
+    } else {
+        None
+    };
+    let source = Arc::new(source);
+    let counted = |source: &ExportSource, version: u64, created: bool, inserted: u64| {
+        let counts = source.counts();
+        Imported {
+            table: name.clone(),
+            version,
+            created,
+            inserted,
+            plays: counts.plays.load(Ordering::Relaxed),
+            known: counts.known.load(Ordering::Relaxed),
+            repeated: counts.repeated.load(Ordering::Relaxed),
+            files: shown.len(),
+        }
+    };
+    // Read until the first new play: with every play known, that is the whole export once
+    // more, still cheaper than a merge.
+    if let Some(version) = version {
+        let probe = source.probe();
+        let mut batches = probe.stream();
+        let mut any_new = false;
+        while let Some(batch) = batches.next().await {
+            // The files' own errors (a cut-off file, with its line) come as they are.
+            let batch = batch.map_err(|e| match e.downcast::<ExtractError>() {
+                Ok(e) => *e,
+                Err(source) => ExtractError::Lake(crate::lake::LakeError::Write {
+                    table: name.clone(),
+                    source,
+                }),
+            })?;
+            if batch.num_rows() > 0 {
+                any_new = true;
+                break;
+            }
+        }
+        if !any_new {
+            return Ok(counted(&probe, version, false, 0));
+        }
+    }
+    let metadata = vec![
+        (
+            "lake.command".to_string(),
+            serde_json::json!("ingest spotify-export"),
+        ),
+        ("lake.inputs".to_string(), serde_json::json!(shown)),
+    ];
+    // A play never changes: a re-import inserts only plays the lake lacks.
+    let mode = WriteMode::AppendChecked {
+        version,
+        otherwise: Box::new(WriteMode::InsertNew(vec!["stream_key".into()])),
+    };
+    let outcome = write(lake, &name, source.clone(), &mode, &metadata).await?;
+    let inserted = outcome.merged.map_or(outcome.rows_read, |(i, _)| i);
+    Ok(counted(
+        &source,
+        outcome.version as u64,
+        outcome.created,
+        inserted,
+    ))
 }
 
 pub mod generate;

@@ -63,6 +63,34 @@ pub struct MaintainReport {
     pub duration: Duration,
 }
 
+impl MaintainReport {
+    /// `compacted 12 files into 1, checkpoint at version 40, vacuumed 12 old files (0.41s)`;
+    /// `dry_run` says what vacuum would delete.
+    pub fn summary(&self, dry_run: bool) -> String {
+        let mut parts = Vec::new();
+        if self.compacted.0 > 0 {
+            parts.push(format!(
+                "compacted {} files into {}",
+                self.compacted.0, self.compacted.1
+            ));
+        }
+        if let Some(v) = self.checkpoint {
+            parts.push(format!("checkpoint at version {v}"));
+        }
+        if self.vacuumed > 0 || dry_run {
+            parts.push(format!(
+                "{} {} old files",
+                if dry_run { "would vacuum" } else { "vacuumed" },
+                self.vacuumed
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("nothing to do".into());
+        }
+        format!("{} ({:.2}s)", parts.join(", "), self.duration.as_secs_f64())
+    }
+}
+
 fn failed(table: &TableName, step: &str, e: impl std::fmt::Display) -> LakeError {
     LakeError::Maintain {
         table: table.clone(),

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod lease;
 pub mod maintain;
 mod name;
+pub mod sessions;
 pub mod write;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use url::Url;
 
 use crate::config::Settings;
 pub use name::{CURATED, INTERNAL, RAW, TableName, quote_ident, validate_part};
+pub use sessions::Sessions;
 
 /// Errors from the lake stage.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,8 @@ pub struct Lake {
     /// Options for deltalake's object store factory. They may hold an endpoint and a profile
     /// name but never credentials; those come from the AWS environment.
     options: HashMap<String, String>,
+    /// Where every DataFusion session over this lake comes from.
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for Lake {
@@ -227,6 +231,7 @@ impl Lake {
             return Ok(Self {
                 root: url,
                 options: HashMap::new(),
+                sessions: Sessions::default(),
             });
         };
         if !matches!(scheme, "s3" | "s3a") {
@@ -277,7 +282,11 @@ impl Lake {
             put("AWS_FORCE_CREDENTIAL_LOAD", Some("true".into()));
         }
         put("AWS_REGION", region);
-        Ok(Self { root: url, options })
+        Ok(Self {
+            root: url,
+            options,
+            sessions: Sessions::default(),
+        })
     }
 
     /// Adds a storage option, such as credentials for a library caller that holds them
@@ -285,6 +294,11 @@ impl Lake {
     pub fn with_storage_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.insert(key.into(), value.into());
         self
+    }
+
+    /// The factory of DataFusion sessions over this lake.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The root URL, ending in `/`.

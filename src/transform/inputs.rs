@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::delta_datafusion::FileSelection;
 use futures::TryStreamExt;
@@ -88,21 +88,11 @@ pub struct Inputs {
     pub reads: Vec<Read>,
 }
 
-impl Default for Inputs {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Inputs {
-    /// An empty session that keeps source positions for error messages.
-    pub fn new() -> Self {
-        let mut config = SessionConfig::new();
-        config.options_mut().sql_parser.collect_spans = true;
-        let ctx = SessionContext::new_with_config(config);
-        crate::query::utc::register(&ctx);
+    /// An empty session over `lake`, from its session factory.
+    pub fn new(lake: &Lake) -> Self {
         Self {
-            ctx,
+            ctx: lake.sessions().context(false),
             reads: Vec::new(),
         }
     }

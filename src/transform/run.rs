@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 
 use super::checks::Check;
 use super::inputs::{CURSOR_KEY, Cursor, Inputs, Read, ReadKind, cursor, model_sql_error};
-use super::runs::{self, RunRecord};
+use super::runs::{self, RunRecord, RunStatus};
 use super::{CheckKind, Materialized, Model, Project, Severity, TransformError, select};
 use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
 use crate::lake::{Lake, LakeError, TableName, quote_ident};
@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub build: bool,
     /// `run`, `test` or `refresh`, for `_lake.runs`.
     pub command: String,
+    /// The run the models belong to, when it is part of a larger one (a refresh, which
+    /// records its own start and end); otherwise a new id, with start and end rows.
+    pub run_id: Option<String>,
 }
 
 /// How a model ended.
@@ -190,18 +193,17 @@ pub async fn run(
 ) -> Result<RunSummary, TransformError> {
     let started = Instant::now();
     let selected = select::resolve(&project, &options.select, &options.exclude)?;
-    let run_id = format!(
-        "{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let own_run = options.run_id.is_none();
+    let run_id = options.run_id.clone().unwrap_or_else(runs::new_id);
     let recorder = Arc::new(Recorder {
         lake: lake.clone(),
         run_id: run_id.clone(),
         command: options.command.clone(),
         lock: Mutex::new(()),
     });
-    recorder.record(None, "started", None).await;
+    if own_run {
+        recorder.record(None, RunStatus::Started, None).await;
+    }
     let existing: Arc<BTreeSet<TableName>> =
         Arc::new(lake.list_tables().await?.into_iter().collect());
 
@@ -268,8 +270,16 @@ pub async fn run(
         outcomes,
         duration: started.elapsed(),
     };
-    let status = if summary.ok() { "ok" } else { "failed" };
-    recorder.record(None, status, Some(summary.duration)).await;
+    if own_run {
+        let status = if summary.ok() {
+            Status::Ok
+        } else {
+            Status::Failed
+        };
+        recorder
+            .record(None, RunStatus::Ended(status), Some(summary.duration))
+            .await;
+    }
     Ok(summary)
 }
 
@@ -283,13 +293,18 @@ struct Recorder {
 }
 
 impl Recorder {
-    async fn record(&self, model: Option<&ModelOutcome>, status: &str, took: Option<Duration>) {
+    async fn record(
+        &self,
+        model: Option<&ModelOutcome>,
+        status: RunStatus,
+        took: Option<Duration>,
+    ) {
         let now = Utc::now();
         let record = RunRecord {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
             model: model.map(|m| m.model.to_string()),
-            status: status.to_string(),
+            status,
             rows: model.and_then(|m| m.rows),
             version: model.and_then(|m| m.version),
             duration_ms: took.map(|d| d.as_millis() as u64),
@@ -314,7 +329,8 @@ impl Recorder {
     }
 
     async fn model(&self, outcome: &ModelOutcome) {
-        self.record(Some(outcome), outcome.status.name(), Some(outcome.duration))
+        let status = RunStatus::Ended(outcome.status);
+        self.record(Some(outcome), status, Some(outcome.duration))
             .await;
     }
 }
@@ -387,7 +403,7 @@ pub async fn prepare(
     full_refresh: bool,
 ) -> Result<Prepared, TransformError> {
     let reads: Vec<TableName> = model.reads.iter().map(|r| r.table.clone()).collect();
-    let mut inputs = Inputs::new();
+    let mut inputs = Inputs::new(lake);
     let hash = shape_hash(model);
     let mut previous: Option<Cursor> = None;
     let mut note = None;
@@ -738,7 +754,7 @@ async fn run_test(
 ) -> Result<(), TransformError> {
     let mut tables = vec![model.name.clone()];
     tables.extend(check.reads.iter().map(|r| r.table.clone()));
-    let mut inputs = Inputs::new();
+    let mut inputs = Inputs::new(lake);
     inputs.add(lake, project, &tables, &BTreeMap::new()).await?;
     let header_lines = match &check.kind {
         CheckKind::Custom { header_lines, .. } => *header_lines,

@@ -7,12 +7,43 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicr
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 
+use super::run::Status;
 use crate::lake::write::{MemorySource, WriteMode, write};
 use crate::lake::{INTERNAL, Lake, LakeError, TableName};
 
 /// The table.
 pub fn table() -> TableName {
     TableName::new(INTERNAL, "runs").expect("a valid name")
+}
+
+/// A new run id: the start time and a random suffix, `20261202T062300Z-1a2b3c4d`.
+pub fn new_id() -> String {
+    format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// A row's status: a run's start row, or how a model or a whole run ended (a run ends `ok`,
+/// `failed` or `tests_failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunStatus {
+    /// The run started.
+    #[default]
+    Started,
+    /// It ended so.
+    Ended(Status),
+}
+
+impl RunStatus {
+    /// The name in `_lake.runs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Started => "started",
+            RunStatus::Ended(s) => s.name(),
+        }
+    }
 }
 
 /// One row of `_lake.runs`.
@@ -24,9 +55,8 @@ pub struct RunRecord {
     pub command: String,
     /// The model; none for the rows of the run itself.
     pub model: Option<String>,
-    /// `started`, then for a model `ok`, `warn`, `unchanged`, `failed`, `tests_failed` or
-    /// `skipped`, and for the run `ok` or `failed`.
-    pub status: String,
+    /// `started`, then how the model or the run ended.
+    pub status: RunStatus,
     /// Rows written.
     pub rows: Option<u64>,
     /// The version committed.
@@ -85,7 +115,7 @@ pub async fn append(lake: &Lake, records: &[RunRecord]) -> Result<(), LakeError>
             strings(&|r| Some(&r.run_id)),
             strings(&|r| Some(&r.command)),
             strings(&|r| r.model.as_deref()),
-            strings(&|r| Some(&r.status)),
+            strings(&|r| Some(r.status.name())),
             ints(&|r| r.rows),
             ints(&|r| r.version),
             ints(&|r| r.duration_ms),

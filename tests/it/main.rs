@@ -13,6 +13,7 @@ mod errors;
 mod export;
 mod ingest;
 mod lease;
+mod library;
 mod maintain;
 mod models;
 mod query;

@@ -12,6 +12,12 @@ use crate::common::{Backend, TestContext, db_sql};
 /// SQLite warehouse.
 fn project() -> TestContext {
     let ctx = TestContext::new(Backend::Local);
+    orders(&ctx);
+    ctx
+}
+
+/// The SQLite source `orders`, and `curated.order_totals` over it, marked for export.
+pub(crate) fn orders(ctx: &TestContext) {
     db_sql(
         "sqlite",
         Some(&ctx.path("source.db")),
@@ -25,7 +31,6 @@ fn project() -> TestContext {
         "queries/order_totals.sql",
         "/* lake\nexport = true\n[[tests]]\nrow_count = { max = 2 }\n*/\nSELECT count(*) AS orders, sum(amount) AS amount FROM raw.orders WHERE _deleted_at IS NULL",
     );
-    ctx
 }
 
 /// The project with 200,000 orders and two exported models: a refresh of a few seconds.

@@ -562,11 +562,7 @@ async fn missing(
 
 /// A session over the lake as it is now, after the streams committed so far.
 async fn session(lake: &Arc<Lake>) -> Result<LakeSession, ExtractError> {
-    LakeSession::new(lake.clone())
-        .await
-        .map_err(|e| ExtractError::Lake {
-            message: e.to_string(),
-        })
+    Ok(LakeSession::new(lake.clone()).await?)
 }
 
 /// The values a query over `stream`'s table returns, or none when the table does not exist yet.
@@ -578,14 +574,7 @@ async fn ids_in(
     if !session.tables().contains(&stream.table()) {
         return Ok(HashSet::new());
     }
-    Ok(session
-        .strings(sql)
-        .await
-        .map_err(|e| ExtractError::Lake {
-            message: e.to_string(),
-        })?
-        .into_iter()
-        .collect())
+    Ok(session.strings(sql).await?.into_iter().collect())
 }
 
 /// Every item of an offset-paged endpoint, and the `total` Spotify reports. `wrap` names the

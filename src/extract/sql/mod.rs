@@ -65,9 +65,35 @@ pub struct SqlReport {
     pub deleted: Option<u64>,
 }
 
+/// One line: `crm -> raw.crm version 3: 120 rows, cursor start -> 2024-01-02`.
+impl std::fmt::Display for SqlReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            Some(v) => write!(
+                f,
+                "{} -> {} version {v}: {} rows",
+                self.source, self.table, self.rows
+            )?,
+            None => write!(
+                f,
+                "{} -> {}: no new rows, nothing committed",
+                self.source, self.table
+            )?,
+        }
+        if let Some((before, after)) = &self.cursor {
+            let shown = |c: &Option<String>| c.clone().unwrap_or_else(|| "start".into());
+            write!(f, ", cursor {} -> {}", shown(before), shown(after))?;
+        }
+        if let Some(d) = self.deleted {
+            write!(f, ", {d} newly deleted at the source")?;
+        }
+        Ok(())
+    }
+}
+
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub struct SqlOptions {
     /// Compare keys and mark rows deleted at the source.
     pub detect_deletes: bool,
     /// The folder a relative SQLite path is resolved against.
@@ -761,7 +787,7 @@ pub async fn extract(
     lake: &Lake,
     name: &str,
     src: &SourceSettings,
-    options: RunOptions,
+    options: SqlOptions,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<SqlReport, ExtractError> {
     let table = target(name, src)?;
