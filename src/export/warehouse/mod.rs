@@ -1,0 +1,350 @@
+//! The warehouse: one [`Backend`] per database (`postgres.rs`, `mysql.rs`, `sqlite.rs`), as
+//! extract has one driver per source database. What they share is here: the connection
+//! settings, target naming and quoting, the column lists of a load, and batching into
+//! multi-row INSERTs.
+
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::stream::BoxStream;
+use secrecy::ExposeSecret;
+
+use super::ExportError;
+use super::types::{Cell, Dialect, cells};
+use crate::config::WarehouseSettings;
+
+/// Where a table goes: a schema (PostgreSQL) or database (MySQL), and a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The schema or database; the connection's own when none.
+    pub schema: Option<String>,
+    /// The table.
+    pub name: String,
+}
+
+/// Rows on their way to the warehouse.
+pub(crate) type Batches<'a> = BoxStream<'a, Result<RecordBatch, ExportError>>;
+
+/// What one database does; the rest of the export is shared.
+#[async_trait::async_trait]
+pub(crate) trait Backend: Send + Sync {
+    /// Its SQL dialect: quoting and column types.
+    fn dialect(&self) -> Dialect;
+
+    /// Whether the table `name` exists in `schema` (the connection's own when none).
+    async fn exists(&self, schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error>;
+
+    /// Loads `batches` into a staging table and swaps it in for the target, so readers see
+    /// the whole old table or the whole new one; returns the rows.
+    async fn replace(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError>;
+
+    /// Upserts `batches` into the target on the key, in one transaction; returns the rows.
+    async fn upsert(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError>;
+}
+
+/// One table's load, as the backends need it spelled.
+pub(crate) struct Load<'a> {
+    dialect: Dialect,
+    /// The target's schema, or the warehouse's default.
+    pub schema: Option<&'a str>,
+    /// The target table's own name.
+    pub name: &'a str,
+    /// The target, qualified and quoted.
+    pub table: String,
+    /// The target as shown in messages.
+    pub shown: String,
+    /// The rows' columns.
+    pub columns: &'a SchemaRef,
+    /// The unique key; empty for none.
+    pub key: &'a [String],
+    /// Rows per INSERT, where the backend sends INSERTs.
+    pub batch_rows: usize,
+}
+
+impl Load<'_> {
+    /// An identifier, quoted.
+    pub fn quote(&self, ident: &str) -> String {
+        self.dialect.quote(ident)
+    }
+
+    /// A table beside the target (`<name>__lake_staging`), qualified and quoted.
+    pub fn beside(&self, suffix: &str) -> String {
+        qualified(self.dialect, self.schema, &format!("{}{suffix}", self.name))
+    }
+
+    /// The column definitions: `"a" BIGINT, "b" TEXT`.
+    pub fn definitions(&self) -> String {
+        let d = self.dialect;
+        let defs: Vec<String> = self
+            .columns
+            .fields()
+            .iter()
+            .map(|f| {
+                let is_key = self.key.iter().any(|k| k == f.name());
+                format!(
+                    "{} {}",
+                    d.quote(f.name()),
+                    d.column_type(f.data_type(), is_key)
+                )
+            })
+            .collect();
+        defs.join(", ")
+    }
+
+    /// Every column, quoted: `"a", "b"`.
+    pub fn column_list(&self) -> String {
+        self.quoted(self.columns.fields().iter().map(|f| f.name().as_str()))
+    }
+
+    /// The key's columns, quoted.
+    pub fn key_list(&self) -> String {
+        self.quoted(self.key.iter().map(String::as_str))
+    }
+
+    /// The columns outside the key, quoted, each.
+    pub fn others(&self) -> Vec<String> {
+        self.columns
+            .fields()
+            .iter()
+            .filter(|f| !self.key.contains(f.name()))
+            .map(|f| self.quote(f.name()))
+            .collect()
+    }
+
+    /// A failed statement of this load.
+    pub fn failed(&self, source: sqlx::Error) -> ExportError {
+        ExportError::Load {
+            target: self.shown.clone(),
+            source,
+        }
+    }
+
+    /// Every column of a batch as cells.
+    pub fn cells(&self, batch: &RecordBatch) -> Result<Vec<Vec<Cell>>, ExportError> {
+        batch
+            .columns()
+            .iter()
+            .map(cells)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ExportError::Encode {
+                target: self.shown.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    fn quoted<'s>(&self, names: impl Iterator<Item = &'s str>) -> String {
+        names.map(|n| self.quote(n)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `schema.name`, quoted; SQLite has no schemas.
+fn qualified(d: Dialect, schema: Option<&str>, name: &str) -> String {
+    match schema {
+        Some(s) if d != Dialect::Sqlite => format!("{}.{}", d.quote(s), d.quote(name)),
+        _ => d.quote(name),
+    }
+}
+
+/// The rows of each multi-row INSERT: `rows` split into runs of at most `per`.
+pub(crate) fn statements(rows: usize, per: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let per = per.max(1);
+    (0..rows)
+        .step_by(per)
+        .map(move |start| start..(start + per).min(rows))
+}
+
+/// What a backend's `connect` is given.
+pub(crate) struct Connect<'a> {
+    /// The URL, password and all.
+    pub url: &'a str,
+    /// The URL without its password, for messages.
+    pub redacted: &'a str,
+    /// The password, when given apart from the URL.
+    pub password: Option<String>,
+    /// The rest of `[warehouse]`.
+    pub settings: &'a WarehouseSettings,
+    /// The folder relative paths are under.
+    pub project_dir: &'a Path,
+}
+
+impl Connect<'_> {
+    /// The connection failed.
+    pub fn failed(&self, source: sqlx::Error) -> ExportError {
+        ExportError::Connect {
+            warehouse: self.redacted.to_string(),
+            source,
+        }
+    }
+
+    /// The URL or an option does not parse; sqlx's messages can quote the URL, so only the
+    /// kind of problem is said.
+    pub fn bad_url(&self, e: sqlx::Error) -> ExportError {
+        ExportError::Config(format!(
+            "the URL {} does not parse: {}",
+            self.redacted,
+            match e {
+                sqlx::Error::Configuration(_) => "a bad URL or option".to_string(),
+                other => other.to_string().replace(self.url, self.redacted),
+            }
+        ))
+    }
+}
+
+/// A connected warehouse.
+pub struct Warehouse {
+    backend: Box<dyn Backend>,
+    redacted: String,
+    /// The `[warehouse] schema`, for targets that name none.
+    pub default_schema: Option<String>,
+    batch_rows: usize,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Warehouse {
+    /// Connects as the settings say; `project_dir` anchors a relative SQLite path.
+    pub async fn connect(
+        settings: &WarehouseSettings,
+        project_dir: &Path,
+    ) -> Result<Self, ExportError> {
+        let url = settings
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret().to_string())
+            .unwrap_or_else(|| "sqlite://warehouse.db".to_string());
+        let redacted = crate::db::redact_url(&url);
+        let connect = Connect {
+            url: &url,
+            redacted: &redacted,
+            password: settings
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_string()),
+            settings,
+            project_dir,
+        };
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let backend: Box<dyn Backend> = match scheme.as_str() {
+            "postgres" | "postgresql" => Box::new(postgres::Postgres::connect(&connect).await?),
+            "mysql" | "mariadb" => Box::new(mysql::MySql::connect(&connect).await?),
+            "sqlite" => Box::new(sqlite::Sqlite::connect(&connect).await?),
+            other => {
+                return Err(ExportError::Config(format!(
+                    "the URL {redacted} has scheme `{other}`; use postgres://, mysql:// or sqlite://"
+                )));
+            }
+        };
+        Ok(Self {
+            backend,
+            default_schema: settings.schema.clone(),
+            batch_rows: settings.batch_rows.unwrap_or(1000).max(1) as usize,
+            redacted,
+        })
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.backend.dialect()
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> String {
+        self.redacted.clone()
+    }
+
+    /// The target as shown in output and records.
+    pub fn describe(&self, target: &Target) -> String {
+        match self.schema_of(target) {
+            Some(s) if self.dialect() != Dialect::Sqlite => format!("{s}.{}", target.name),
+            _ => target.name.clone(),
+        }
+    }
+
+    /// Whether the target table exists.
+    pub async fn exists(&self, target: &Target) -> Result<bool, ExportError> {
+        self.backend
+            .exists(self.schema_of(target), &target.name)
+            .await
+            .map_err(|source| ExportError::Load {
+                target: self.describe(target),
+                source,
+            })
+    }
+
+    /// Loads `batches` into a staging table and swaps it in for `target`; returns the rows.
+    pub async fn replace(
+        &self,
+        target: &Target,
+        schema: &SchemaRef,
+        key: &[String],
+        batches: Batches<'_>,
+    ) -> Result<u64, ExportError> {
+        self.backend
+            .replace(&self.load(target, schema, key), batches)
+            .await
+    }
+
+    /// Upserts `batches` into `target` on `key`, in one transaction.
+    pub async fn upsert(
+        &self,
+        target: &Target,
+        schema: &SchemaRef,
+        key: &[String],
+        batches: Batches<'_>,
+    ) -> Result<u64, ExportError> {
+        self.backend
+            .upsert(&self.load(target, schema, key), batches)
+            .await
+    }
+
+    fn schema_of<'a>(&'a self, target: &'a Target) -> Option<&'a str> {
+        target.schema.as_deref().or(self.default_schema.as_deref())
+    }
+
+    fn load<'a>(
+        &'a self,
+        target: &'a Target,
+        columns: &'a SchemaRef,
+        key: &'a [String],
+    ) -> Load<'a> {
+        let schema = self.schema_of(target);
+        Load {
+            dialect: self.dialect(),
+            schema,
+            name: &target.name,
+            table: qualified(self.dialect(), schema, &target.name),
+            shown: self.describe(target),
+            columns,
+            key,
+            batch_rows: self.batch_rows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn statements_cover_every_row_once() {
+        let runs: Vec<_> = statements(5, 2).collect();
+        assert_eq!(runs, vec![0..2, 2..4, 4..5]);
+        assert_eq!(statements(0, 3).count(), 0);
+        assert_eq!(statements(2, 0).collect::<Vec<_>>(), vec![0..1, 1..2]);
+    }
+}
