@@ -231,28 +231,23 @@ impl RefreshReport {
 
     /// Adds a line, and logs it: with `--log-format json` each is one JSON object.
     fn push(&mut self, step: Step) {
-        let duration_ms = step.duration.map(|d| d.as_millis() as u64);
-        let item = step.item.as_deref().unwrap_or("(stage)");
+        macro_rules! log_step {
+            ($level:ident) => {
+                tracing::$level!(
+                    stage = step.stage.name(),
+                    item = step.item.as_deref().unwrap_or("(stage)"),
+                    status = step.status.name(),
+                    rows = %step.rows,
+                    duration_ms = step.duration.map(|d| d.as_millis() as u64),
+                    detail = %step.detail,
+                    "refresh step"
+                )
+            };
+        }
         if step.status == StepStatus::Failed {
-            tracing::error!(
-                stage = step.stage.name(),
-                item,
-                status = step.status.name(),
-                rows = %step.rows,
-                duration_ms,
-                detail = %step.detail,
-                "refresh step"
-            );
+            log_step!(error);
         } else {
-            tracing::info!(
-                stage = step.stage.name(),
-                item,
-                status = step.status.name(),
-                rows = %step.rows,
-                duration_ms,
-                detail = %step.detail,
-                "refresh step"
-            );
+            log_step!(info);
         }
         self.steps.push(step);
     }

@@ -13,7 +13,7 @@ mod warehouse;
 
 pub use plan::{Planned, plan, target};
 pub use types::Dialect;
-pub use warehouse::{Target, Warehouse};
+pub use warehouse::{LoadMode, Target, Warehouse};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,11 +314,12 @@ pub async fn export_table(
             Ok(b)
         })
         .boxed();
-    let rows = if upsert {
-        warehouse.upsert(target, &schema, key, batches).await?
+    let mode = if upsert {
+        LoadMode::Upsert
     } else {
-        warehouse.replace(target, &schema, key, batches).await?
+        LoadMode::Replace
     };
+    let rows = warehouse.load(target, &schema, key, mode, batches).await?;
     let duration = started.elapsed();
     record(
         lake,

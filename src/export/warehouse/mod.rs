@@ -27,6 +27,16 @@ pub struct Target {
     pub name: String,
 }
 
+/// How a table is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Into a staging table, swapped in for the target: readers see the whole old table or
+    /// the whole new one.
+    Replace,
+    /// Upserted into the target on the key, in one transaction.
+    Upsert,
+}
+
 /// Rows on their way to the warehouse.
 pub(crate) type Batches<'a> = BoxStream<'a, Result<RecordBatch, ExportError>>;
 
@@ -286,37 +296,27 @@ impl Warehouse {
             })
     }
 
-    /// Loads `batches` into a staging table and swaps it in for `target`; returns the rows.
-    pub async fn replace(
+    /// Loads `batches` into `target` as `mode` says; returns the rows.
+    pub async fn load(
         &self,
         target: &Target,
         schema: &SchemaRef,
         key: &[String],
+        mode: LoadMode,
         batches: Batches<'_>,
     ) -> Result<u64, ExportError> {
-        self.backend
-            .replace(&self.load(target, schema, key), batches)
-            .await
-    }
-
-    /// Upserts `batches` into `target` on `key`, in one transaction.
-    pub async fn upsert(
-        &self,
-        target: &Target,
-        schema: &SchemaRef,
-        key: &[String],
-        batches: Batches<'_>,
-    ) -> Result<u64, ExportError> {
-        self.backend
-            .upsert(&self.load(target, schema, key), batches)
-            .await
+        let load = self.load_of(target, schema, key);
+        match mode {
+            LoadMode::Replace => self.backend.replace(&load, batches).await,
+            LoadMode::Upsert => self.backend.upsert(&load, batches).await,
+        }
     }
 
     fn schema_of<'a>(&'a self, target: &'a Target) -> Option<&'a str> {
         target.schema.as_deref().or(self.default_schema.as_deref())
     }
 
-    fn load<'a>(
+    fn load_of<'a>(
         &'a self,
         target: &'a Target,
         columns: &'a SchemaRef,
