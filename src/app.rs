@@ -248,10 +248,8 @@ impl App {
             .project
             .get_or_try_init(|| async {
                 let tables = self.lake.list_tables().await?;
-                Ok::<_, AppError>(Arc::new(Project::load(
-                    &self.settings.project_dir,
-                    &tables,
-                )?))
+                let (dir, tests) = (&self.settings.project_dir, self.settings.tests_dir());
+                Ok::<_, AppError>(Arc::new(Project::load(dir, &tests, &tables)?))
             })
             .await?;
         Ok(project.clone())
@@ -336,9 +334,7 @@ impl App {
     ) -> Result<RunSummary> {
         let project = self.project().await?;
         if project.models.is_empty() {
-            return Err(AppError::NoModels(
-                self.settings.project_dir.join("queries"),
-            ));
+            return Err(AppError::NoModels(self.settings.queries_dir()));
         }
         let selected = select::resolve(&project, &run.select, &run.exclude)?;
         let command = match (&run.run_id, run.build) {

@@ -43,6 +43,7 @@ pub const KEYS: &[&str] = &[
     "maintain.after_refresh",
     "maintain.vacuum_retention",
     "maintain.target_file_size",
+    "project.tests",
 ];
 
 /// The environment variables Spotify's own tools read, honoured like the AWS ones: above
@@ -196,6 +197,15 @@ pub struct MaintainSettings {
     pub target_file_size: Option<u64>,
 }
 
+/// The `[project]` table: where the project's files are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// The folder of custom SQL data tests, relative to the project [default: `tests`]. A
+    /// repository that keeps Rust or other tests in `tests/` names another.
+    pub tests: Option<PathBuf>,
+}
+
 /// One `[[schedule]]` job for `lake schedule`: a refresh on a cron expression (UTC).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,6 +309,8 @@ struct FileSettings {
     #[serde(default)]
     maintain: MaintainSettings,
     #[serde(default)]
+    project: ProjectSettings,
+    #[serde(default)]
     schedule: Vec<ScheduleJob>,
 }
 
@@ -333,6 +345,8 @@ pub struct Settings {
     pub warehouse: WarehouseSettings,
     /// Table maintenance.
     pub maintain: MaintainSettings,
+    /// Where the project's files are.
+    pub project: ProjectSettings,
     /// `lake schedule`'s jobs (lake.toml only).
     pub schedule: Vec<ScheduleJob>,
     /// SQL sources, by name.
@@ -340,6 +354,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The folder of the project's models.
+    pub fn queries_dir(&self) -> PathBuf {
+        self.project_dir.join("queries")
+    }
+
+    /// The folder of the project's custom SQL data tests.
+    pub fn tests_dir(&self) -> PathBuf {
+        crate::paths::under(
+            &self.project_dir,
+            self.project.tests.as_deref().unwrap_or(Path::new("tests")),
+        )
+    }
+
     /// Resolves settings from the process environment and working directory.
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
         let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
@@ -404,6 +431,7 @@ impl Settings {
             warehouse: file.warehouse,
             sources: file.sources,
             maintain: file.maintain,
+            project: file.project,
             schedule: file.schedule,
         };
         for (var, key) in SPOTIFY_ENV {
@@ -532,6 +560,7 @@ impl Settings {
             "maintain.after_refresh" => self.maintain.after_refresh = flag()?,
             "maintain.vacuum_retention" => self.maintain.vacuum_retention = text(),
             "maintain.target_file_size" => self.maintain.target_file_size = Some(number()?),
+            "project.tests" => self.project.tests = Some(PathBuf::from(value)),
             source if source.starts_with("sources.") => {
                 let unknown = || ConfigError::UnknownKey {
                     key: key.to_string(),

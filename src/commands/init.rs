@@ -42,48 +42,46 @@ root = "lake"
 # personal_data = "drop"
 "#;
 
-/// The example project: Spotify models over the raw tables `lake ingest spotify-export` and
-/// `lake extract spotify` land, with their tests.
+/// The example project, the repository's own `queries/` and `data_tests/`: Spotify models
+/// over the raw tables `lake ingest spotify-export` and `lake extract spotify` land, with their
+/// tests (written to the new project's `tests/`).
 const EXAMPLE: &[(&str, &str)] = &[
     (
         "queries/export_plays.sql",
-        include_str!("../transform/example/queries/export_plays.sql"),
+        include_str!("../../queries/export_plays.sql"),
     ),
     (
         "queries/api_plays.sql",
-        include_str!("../transform/example/queries/api_plays.sql"),
+        include_str!("../../queries/api_plays.sql"),
     ),
-    (
-        "queries/plays.sql",
-        include_str!("../transform/example/queries/plays.sql"),
-    ),
+    ("queries/plays.sql", include_str!("../../queries/plays.sql")),
     (
         "queries/daily_listening.sql",
-        include_str!("../transform/example/queries/daily_listening.sql"),
+        include_str!("../../queries/daily_listening.sql"),
     ),
     (
         "queries/top_artists_monthly.sql",
-        include_str!("../transform/example/queries/top_artists_monthly.sql"),
+        include_str!("../../queries/top_artists_monthly.sql"),
     ),
     (
         "queries/track_skip_rate.sql",
-        include_str!("../transform/example/queries/track_skip_rate.sql"),
+        include_str!("../../queries/track_skip_rate.sql"),
     ),
     (
         "queries/listening_sessions.sql",
-        include_str!("../transform/example/queries/listening_sessions.sql"),
+        include_str!("../../queries/listening_sessions.sql"),
     ),
     (
         "queries/playlist_tracks.sql",
-        include_str!("../transform/example/queries/playlist_tracks.sql"),
+        include_str!("../../queries/playlist_tracks.sql"),
     ),
     (
         "tests/skip_rate_is_a_fraction.sql",
-        include_str!("../transform/example/tests/skip_rate_is_a_fraction.sql"),
+        include_str!("../../data_tests/skip_rate_is_a_fraction.sql"),
     ),
     (
         "tests/sessions_cover_every_play.sql",
-        include_str!("../transform/example/tests/sessions_cover_every_play.sql"),
+        include_str!("../../data_tests/sessions_cover_every_play.sql"),
     ),
 ];
 

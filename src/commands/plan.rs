@@ -17,7 +17,7 @@ pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
         if !ctx.quiet() {
             eprintln!(
                 "no models: put one SELECT per file in {}",
-                settings.project_dir.join("queries").display()
+                settings.queries_dir().display()
             );
         }
         return Ok(());

@@ -48,7 +48,7 @@ pub async fn run(ctx: &Context) -> Result<()> {
             },
         );
     }
-    if settings.project_dir.join("queries").is_dir() {
+    if settings.queries_dir().is_dir() {
         let project = app.project().await?;
         for m in &project.models {
             thresholds.insert(

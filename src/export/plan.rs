@@ -117,7 +117,7 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, sql).unwrap();
         }
-        Project::load(dir.path(), tables).unwrap()
+        Project::load(dir.path(), &dir.path().join("tests"), tables).unwrap()
     }
 
     fn name(s: &str) -> TableName {

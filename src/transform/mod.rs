@@ -122,9 +122,14 @@ pub struct Project {
 }
 
 impl Project {
-    /// Loads every `*.sql` under `<dir>/queries` and the custom tests under `<dir>/tests`, and
-    /// orders them. `lake_tables` are the tables that exist already.
-    pub fn load(dir: &Path, lake_tables: &[TableName]) -> Result<Self, TransformError> {
+    /// Loads every `*.sql` under `<dir>/queries` and the custom tests under `tests` (a
+    /// folder, `<dir>/tests` by default), and orders them. `lake_tables` are the tables that
+    /// exist already.
+    pub fn load(
+        dir: &Path,
+        tests: &Path,
+        lake_tables: &[TableName],
+    ) -> Result<Self, TransformError> {
         let queries = dir.join("queries");
         let display = |path: &Path| path.strip_prefix(dir).unwrap_or(path).display().to_string();
         let mut models: BTreeMap<TableName, Model> = BTreeMap::new();
@@ -177,7 +182,7 @@ impl Project {
         let order = order(&models)?;
         // A custom test belongs to the model it reads that runs last, so it runs once every
         // table it reads is built.
-        for path in sql_files(&dir.join("tests"))? {
+        for path in sql_files(tests)? {
             let check = CustomTest::load(&path, display(&path))?;
             resolve(&check.file, &mut check.reads.iter())?;
             let Some(owner) = order

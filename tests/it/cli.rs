@@ -71,6 +71,50 @@ fn init_writes_a_project() {
     assert_eq!(plays, "n,d,api\n2020,2020,20\n");
 }
 
+/// The repository is itself a lake project: copied as a clone has it, its fixtures land and
+/// its models plan, build and pass their SQL data tests (kept in `data_tests/`).
+#[test]
+fn the_repository_is_a_lake_project() {
+    let ctx = TestContext::new(Backend::Local);
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for entry in walkdir::WalkDir::new(repo) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(repo).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().to_string());
+        if !matches!(
+            top.as_deref(),
+            Some("lake.toml" | "queries" | "data_tests" | "fixtures")
+        ) {
+            continue;
+        }
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(ctx.path(&rel.to_string_lossy())).unwrap();
+        } else {
+            std::fs::copy(entry.path(), ctx.path(&rel.to_string_lossy())).unwrap();
+        }
+    }
+    ctx.ok(&["ingest", "spotify-export", "fixtures/spotify-export"]);
+    for (file, table) in [
+        ("recently_played", "raw.spotify_recently_played"),
+        ("playlist_tracks", "raw.spotify_playlist_tracks"),
+    ] {
+        let file = format!("fixtures/spotify-api/{file}.ndjson");
+        ctx.ok(&["ingest", &file, "--table", table, "--mode", "overwrite"]);
+    }
+    let plan = ctx.ok(&["plan"]);
+    assert!(plan.contains("skip_rate_is_a_fraction"), "{plan}");
+    let out = ctx.ok(&["run"]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        8,
+        "{out}"
+    );
+    assert!(out.contains("3 of 3 tests passed"), "{out}");
+}
+
 #[test]
 fn help() {
     let ctx = TestContext::new(Backend::Local);
