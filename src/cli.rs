@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::extract::files::Format;
+#[cfg(feature = "bench")]
 use crate::extract::spotify_export::generate;
 use crate::output::OutputFormat;
 
@@ -336,6 +337,7 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchAction {
     /// Write a generated extended streaming history export, the same for the same seed
+    #[cfg(feature = "bench")]
     Generate(GenerateArgs),
     /// Append N one-row commits to a table, for measuring tables with long logs
     Commits(CommitsArgs),
@@ -353,6 +355,7 @@ pub struct CommitsArgs {
 }
 
 /// `lake bench generate`.
+#[cfg(feature = "bench")]
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// How many plays

@@ -1,17 +1,26 @@
 //! `lake bench generate`: a deterministic export to import and query; `lake bench commits`: a
 //! table with a long log.
 
-use anyhow::{Context as _, Result};
+#[cfg(feature = "bench")]
+use anyhow::Context as _;
+use anyhow::Result;
 
 use super::Context;
 use crate::cli::{BenchAction, BenchArgs, CommitsArgs};
+#[cfg(feature = "bench")]
 use crate::extract::spotify_export::generate;
 
 pub async fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
-    let args = match args.action {
-        BenchAction::Generate(args) => args,
-        BenchAction::Commits(args) => return commits(ctx, args).await,
-    };
+    match args.action {
+        #[cfg(feature = "bench")]
+        BenchAction::Generate(args) => generate(ctx, args),
+        BenchAction::Commits(args) => commits(ctx, args).await,
+    }
+}
+
+/// `lake bench generate`.
+#[cfg(feature = "bench")]
+fn generate(ctx: &Context, args: crate::cli::GenerateArgs) -> Result<()> {
     let shape = generate::Shape {
         users: args.users.max(1),
         artists: args.artists.max(1),

@@ -904,6 +904,7 @@ pub async fn import(
     ))
 }
 
+#[cfg(feature = "bench")]
 pub mod generate;
 
 #[cfg(test)]
