@@ -46,13 +46,13 @@ pub enum AppError {
     NoModels(std::path::PathBuf),
     /// `maintain.vacuum_retention` is not a duration.
     #[error(
-        "failed to read maintain.vacuum_retention = \"{value}\": {source}; write it as 168h or 30d"
+        "failed to read maintain.vacuum_retention = \"{value}\": {cause}; write it as 168h or 30d"
     )]
     Retention {
         /// The value.
         value: String,
         /// Why.
-        source: humantime::DurationError,
+        cause: humantime::DurationError,
     },
     /// lake.toml names no SQL source.
     #[error("failed to extract: lake.toml has no [sources.<name>]")]
@@ -448,7 +448,7 @@ impl App {
             Some(text) => {
                 humantime::parse_duration(text).map_err(|source| AppError::Retention {
                     value: text.clone(),
-                    source,
+                    cause: source,
                 })?
             }
             None => crate::lake::maintain::DEFAULT_RETENTION,

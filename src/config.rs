@@ -58,12 +58,12 @@ const SPOTIFY_ENV: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("failed to read config {}: {source}", path.display())]
+    #[error("failed to read config {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The config file is not valid TOML or has an unknown key or a bad value.
     #[error("failed to parse config {}: {message}", path.display())]
@@ -371,7 +371,7 @@ impl Settings {
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
         let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
             path: PathBuf::from("."),
-            source,
+            cause: source,
         })?;
         Self::resolve(overrides, std::env::vars(), &cwd)
     }
@@ -405,7 +405,7 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
-                    source,
+                    cause: source,
                 })?;
                 toml::from_str::<FileSettings>(&text).map_err(|e| ConfigError::Parse {
                     path: path.clone(),

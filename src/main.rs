@@ -56,21 +56,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error chain on one line. lake's own errors already quote their source, so a cause whose
-/// text is already shown is not repeated.
+/// The error chain on one line, each cause once: an error either says its cause in its own
+/// message or exposes it as its source, never both.
 fn render(err: &anyhow::Error) -> String {
-    let mut shown = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if shown.contains(&text) {
-            continue;
-        }
-        if !shown.is_empty() {
-            shown.push_str(": ");
-        }
-        shown.push_str(&text);
-    }
-    shown
+    format!("{err:#}")
 }
 
 /// `lake query ... | head` closes the pipe early; that is not a failure.
@@ -78,6 +67,5 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || e.to_string().contains("Broken pipe")
     })
 }

@@ -15,18 +15,18 @@ use crate::query::{LakeSession, QueryError};
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The query failed while its rows were read.
-    #[error("failed to read results: {0}")]
+    #[error("failed to read results")]
     Query(#[from] DataFusionError),
     /// Encoding failed.
-    #[error("failed to encode results as {format}: {source}")]
+    #[error("failed to encode results as {format}: {cause}")]
     Encode {
         /// The format.
         format: &'static str,
         /// Why.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Writing failed.
-    #[error("failed to write results: {0}")]
+    #[error("failed to write results")]
     Io(#[from] std::io::Error),
     /// The statement does not plan, or fails as it runs; with a caret under the position
     /// where there is one.
@@ -38,12 +38,12 @@ pub enum OutputError {
         caret: Option<String>,
     },
     /// The output file cannot be created.
-    #[error("failed to create {}: {source}", path.display())]
+    #[error("failed to create {}: {cause}", path.display())]
     Create {
         /// The file.
         path: std::path::PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Binary output to a terminal.
     #[error("failed to write results: parquet is binary; pass --output FILE or redirect stdout")]
@@ -71,12 +71,46 @@ fn encode<E: std::error::Error + Send + Sync + 'static>(
 ) -> impl Fn(E) -> OutputError {
     move |e| OutputError::Encode {
         format,
-        source: Box::new(e),
+        cause: Box::new(e),
+    }
+}
+
+/// A writer that remembers the kind of the last I/O error it passed on. Arrow's CSV writer
+/// turns its writer's errors into text, which loses the kind that tells a closed pipe.
+struct Watched<'a> {
+    inner: &'a mut (dyn Write + Send),
+    failed: Option<std::io::ErrorKind>,
+}
+
+impl Write for Watched<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.failed = Some(e.kind()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.failed = Some(e.kind()))
     }
 }
 
 /// Writes a stream of results in `format`; returns the number of rows.
 pub async fn write_stream(
+    stream: SendableRecordBatchStream,
+    format: OutputFormat,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, OutputError> {
+    let mut watched = Watched {
+        inner: out,
+        failed: None,
+    };
+    let result = encode_stream(stream, format, &mut watched).await;
+    match (result, watched.failed) {
+        // The writer failed under the encoder: that I/O error is the one to report.
+        (Err(OutputError::Encode { .. }), Some(kind)) => Err(OutputError::Io(kind.into())),
+        (result, _) => result,
+    }
+}
+
+async fn encode_stream(
     mut stream: SendableRecordBatchStream,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
@@ -164,7 +198,7 @@ pub async fn run_sql(
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|source| OutputError::Create {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })?,
         )),
         None => {

@@ -107,6 +107,6 @@ fn report(result: Result<u64, crate::output::OutputError>, elapsed: Option<std::
                 let _ = print(format!("{rows} rows in {:.3}s", t.as_secs_f64()));
             }
         }
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("error: {:#}", anyhow::Error::from(e)),
     }
 }

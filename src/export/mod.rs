@@ -35,20 +35,20 @@ pub enum ExportError {
     #[error("failed to configure the warehouse: {0}")]
     Config(String),
     /// The warehouse does not answer or refuses the login.
-    #[error("failed to connect to the warehouse {warehouse}: {source}")]
+    #[error("failed to connect to the warehouse {warehouse}: {cause}")]
     Connect {
         /// The URL, password redacted.
         warehouse: String,
         /// Why.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// A statement failed while loading a table; the old table is untouched.
-    #[error("failed to load {target} in the warehouse: {source}; the table there is unchanged")]
+    #[error("failed to load {target} in the warehouse: {cause}; the table there is unchanged")]
     Load {
         /// The target table.
         target: String,
         /// Why.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// A value that cannot be sent as its column's type.
     #[error("failed to encode a value for {target}: {message}; the table there is unchanged")]
@@ -400,7 +400,7 @@ async fn record(lake: &Lake, r: &ExportRecord) -> Result<(), LakeError> {
     )
     .map_err(|e| LakeError::Write {
         table: exports_table(),
-        source: Box::new(e),
+        cause: Box::new(e),
     })?;
     let source = Arc::new(MemorySource {
         schema,

@@ -163,7 +163,7 @@ async fn resolve(
         let prefix = StorePath::from_url_path(url.path()).map_err(|e| not_found(&e.to_string()))?;
         let read_err = |source| ExtractError::Read {
             file: input.to_string(),
-            source,
+            cause: source,
         };
         let bucket = url.host_str().unwrap_or_default().to_string();
         let object = |path: StorePath, size: u64| InputFile {
@@ -227,7 +227,7 @@ async fn resolve(
         let size = std::fs::metadata(&canonical)
             .map_err(|source| ExtractError::Io {
                 path: shown.clone(),
-                source,
+                cause: source,
             })?
             .len();
         let store_path =
@@ -338,7 +338,7 @@ fn json_err(file: &InputFile, line: usize, e: &serde_json::Error) -> ExtractErro
 fn read_err(file: &InputFile) -> impl Fn(object_store::Error) -> ExtractError + '_ {
     move |source| ExtractError::Read {
         file: file.display.clone(),
-        source,
+        cause: source,
     }
 }
 

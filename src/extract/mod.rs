@@ -54,18 +54,18 @@ pub enum ExtractError {
         message: String,
     },
     /// A query over the lake for ids, keys or cursors failed.
-    #[error("failed to read the lake: {0}")]
+    #[error(transparent)]
     Query(#[from] crate::query::QueryError),
     /// The lake could not be read or written.
     #[error(transparent)]
     Lake(#[from] crate::lake::LakeError),
     /// A local file that could not be written.
-    #[error("failed to write {}: {source}", path.display())]
+    #[error("failed to write {}: {cause}", path.display())]
     WriteFile {
         /// The path.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An input path, glob or prefix that matched nothing.
     #[error("failed to find input {input}: {why}")]
@@ -84,12 +84,12 @@ pub enum ExtractError {
         why: String,
     },
     /// The storage under an input failed.
-    #[error("failed to read {file}: {source}")]
+    #[error("failed to read {file}: {cause}")]
     Read {
         /// The file.
         file: String,
         /// Why.
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// Malformed content.
     #[error("failed to parse {file}{}: {message}", position(*line, *column))]
@@ -123,12 +123,12 @@ pub enum ExtractError {
     #[error(transparent)]
     Path(#[from] crate::paths::PathError),
     /// A local file system error outside object storage.
-    #[error("failed to read {}: {source}", path.display())]
+    #[error("failed to read {}: {cause}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

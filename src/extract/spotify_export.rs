@@ -160,12 +160,12 @@ impl ExportFile {
         match &self.location {
             Location::File(path) => std::fs::read(path).map_err(|source| ExtractError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             }),
             Location::Zip { archive, index } => {
                 let io = |source| ExtractError::Io {
                     path: archive.clone(),
-                    source,
+                    cause: source,
                 };
                 let mut zip = open_zip(archive)?;
                 let mut entry = zip.by_index(*index).map_err(|e| zip_err(archive, e))?;
@@ -180,7 +180,7 @@ impl ExportFile {
 fn open_zip(archive: &Path) -> Result<zip::ZipArchive<std::fs::File>, ExtractError> {
     let file = std::fs::File::open(archive).map_err(|source| ExtractError::Io {
         path: archive.to_path_buf(),
-        source,
+        cause: source,
     })?;
     zip::ZipArchive::new(file).map_err(|e| zip_err(archive, e))
 }
@@ -870,7 +870,7 @@ pub async fn import(
                 Ok(e) => *e,
                 Err(source) => ExtractError::Lake(crate::lake::LakeError::Write {
                     table: name.clone(),
-                    source,
+                    cause: source,
                 }),
             })?;
             if batch.num_rows() > 0 {

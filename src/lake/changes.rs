@@ -60,7 +60,7 @@ pub async fn changes_since(
     let store = table.log_store();
     let history = |source| LakeError::History {
         table: name.clone(),
-        source: Box::new(source),
+        cause: Box::new(source),
     };
     let mut files = Vec::new();
     for version in from + 1..=to {

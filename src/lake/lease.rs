@@ -86,7 +86,7 @@ impl std::fmt::Debug for Lease {
 fn lease_err(name: &str, source: object_store::Error) -> LakeError {
     LakeError::Lease {
         name: name.to_string(),
-        source,
+        cause: source,
     }
 }
 

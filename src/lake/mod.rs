@@ -49,36 +49,36 @@ pub enum LakeError {
     #[error("table {0} does not exist")]
     NotFound(TableName),
     /// Delta could not open a table.
-    #[error("failed to open table {table}: {source}")]
+    #[error("failed to open table {table}: {cause}")]
     Open {
         /// The table.
         table: String,
         /// Why.
-        source: Box<DeltaTableError>,
+        cause: Box<DeltaTableError>,
     },
     /// The salt object could not be read or created.
-    #[error("failed to read the salt of lake {root}: {source}")]
+    #[error("failed to read the salt of lake {root}: {cause}")]
     Salt {
         /// The root.
         root: String,
         /// Why.
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// Listing the lake failed.
-    #[error("failed to list tables under {root}: {source}")]
+    #[error("failed to list tables under {root}: {cause}")]
     List {
         /// The root.
         root: String,
         /// Why.
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// Reading a table's log failed.
-    #[error("failed to read the history of {table}: {source}")]
+    #[error("failed to read the history of {table}: {cause}")]
     History {
         /// The table.
         table: TableName,
         /// Why.
-        source: Box<DeltaTableError>,
+        cause: Box<DeltaTableError>,
     },
     /// An incoming column's type cannot go into the table's column.
     #[error(
@@ -103,12 +103,12 @@ pub enum LakeError {
         why: String,
     },
     /// A view's definition could not be read or written.
-    #[error("failed to read or write {name}: {source}")]
+    #[error("failed to read or write {name}: {cause}")]
     View {
         /// The view.
         name: String,
         /// Why.
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// A maintenance step failed; what it had committed before stays.
     #[error("failed to maintain {table}: {why}")]
@@ -119,12 +119,12 @@ pub enum LakeError {
         why: String,
     },
     /// A lease could not be read or written.
-    #[error("failed to read or write lease {name}: {source}")]
+    #[error("failed to read or write lease {name}: {cause}")]
     Lease {
         /// The lease.
         name: String,
         /// Why.
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// Another process holds a lease this process wanted, past the wait it was given.
     #[error("failed to take lease {name}: another process holds the lake: {holder}")]
@@ -143,12 +143,12 @@ pub enum LakeError {
         holder: String,
     },
     /// The write itself failed; nothing was committed.
-    #[error("failed to write {table}: {source}; the table is unchanged")]
+    #[error("failed to write {table}: {cause}; the table is unchanged")]
     Write {
         /// The table.
         table: TableName,
         /// Why.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -156,7 +156,7 @@ impl LakeError {
     fn open(table: impl ToString, source: DeltaTableError) -> Self {
         Self::Open {
             table: table.to_string(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 }
@@ -380,7 +380,7 @@ impl Lake {
         let path = self.internal_path(&["salt"]);
         let salt_err = |source| LakeError::Salt {
             root: self.display_root(),
-            source,
+            cause: source,
         };
         for _ in 0..3 {
             match store.get(&path).await {
@@ -430,7 +430,7 @@ impl Lake {
         let dir = self.internal_path(&["views"]);
         let view_err = |source| LakeError::View {
             name: "the views under _lake/views".into(),
-            source,
+            cause: source,
         };
         let listing: Vec<_> = store
             .list(Some(&dir))
@@ -473,7 +473,7 @@ impl Lake {
             .await
             .map_err(|source| LakeError::View {
                 name: format!("view {name}"),
-                source,
+                cause: source,
             })?;
         Ok(())
     }
@@ -486,7 +486,7 @@ impl Lake {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(LakeError::View {
                 name: format!("view {name}"),
-                source,
+                cause: source,
             }),
         }
     }
@@ -497,7 +497,7 @@ impl Lake {
         let base = StorePath::from_url_path(self.root.path()).unwrap_or_default();
         let list_err = |source| LakeError::List {
             root: self.display_root(),
-            source,
+            cause: source,
         };
         let mut tables = Vec::new();
         for schema in child_dirs(store.as_ref(), &base).await.map_err(list_err)? {
@@ -548,7 +548,7 @@ impl Lake {
                 .await
                 .map_err(|source| LakeError::History {
                     table: name.clone(),
-                    source: Box::new(source),
+                    cause: Box::new(source),
                 })?;
         Ok(infos
             .into_iter()

@@ -160,7 +160,7 @@ pub async fn write(
 ) -> Result<WriteOutcome, LakeError> {
     let write_err = |source: SourceError| LakeError::Write {
         table: name.clone(),
-        source,
+        cause: source,
     };
     for attempt in 1..=MAX_ATTEMPTS {
         let table = lake.table_or_new(name).await?;

@@ -296,7 +296,7 @@ impl CustomTest {
     pub fn load(path: &Path, display: String) -> Result<Check, TransformError> {
         let text = std::fs::read_to_string(path).map_err(|source| TransformError::Read {
             file: display.clone(),
-            source,
+            cause: source,
         })?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         crate::lake::validate_part(stem).map_err(|why| TransformError::Invalid {

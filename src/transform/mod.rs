@@ -26,12 +26,12 @@ use crate::lake::TableName;
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
     /// A model file that cannot be read.
-    #[error("failed to read model {file}: {source}")]
+    #[error("failed to read model {file}: {cause}")]
     Read {
         /// The file.
         file: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A model whose header or SQL is wrong.
     #[error("failed to load model {file}{}: {why}", position(*line, *column))]
@@ -263,7 +263,7 @@ fn sql_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, TransformError> {
     let mut files = Vec::new();
     collect(dir, &mut files).map_err(|source| TransformError::Read {
         file: dir.display().to_string(),
-        source,
+        cause: source,
     })?;
     files.sort();
     Ok(files)

@@ -205,7 +205,7 @@ impl Model {
     pub fn load(path: &Path, rel: &Path, display: String) -> Result<Self, TransformError> {
         let text = std::fs::read_to_string(path).map_err(|source| TransformError::Read {
             file: display.clone(),
-            source,
+            cause: source,
         })?;
         let name = table_name(rel).map_err(|why| TransformError::Invalid {
             file: display.clone(),

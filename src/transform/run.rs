@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::DataFrame;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -544,10 +545,23 @@ async fn build(
     let written = write(lake, &model.name, source, &mode, &metadata)
         .await
         .map_err(|e| match e {
-            LakeError::Write { source, .. } => TransformError::Sql {
-                file: model.display.clone(),
-                position: None,
-                message: format!("{source}; {} is unchanged", model.name),
+            // The model's query failed as its rows were read: a SQL error, at its position
+            // where DataFusion gives one. A failure of the Delta write itself stays a lake
+            // error.
+            LakeError::Write { table, cause } => match cause.downcast::<DataFusionError>() {
+                Ok(e) => match model_sql_error(model, *e) {
+                    TransformError::Sql {
+                        file,
+                        position,
+                        message,
+                    } => TransformError::Sql {
+                        file,
+                        position,
+                        message: format!("{message}; {} is unchanged", model.name),
+                    },
+                    other => other,
+                },
+                Err(cause) => LakeError::Write { table, cause }.into(),
             },
             other => other.into(),
         })?;

@@ -127,7 +127,7 @@ pub async fn append(lake: &Lake, records: &[RunRecord]) -> Result<(), LakeError>
     )
     .map_err(|e| LakeError::Write {
         table: table(),
-        source: Box::new(e),
+        cause: Box::new(e),
     })?;
     let source = Arc::new(MemorySource {
         schema,

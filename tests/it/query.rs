@@ -159,3 +159,30 @@ fn shell(ctx: TestContext) {
     snapshot!(ctx, "shell_session", text);
 }
 on_both!(shell_session, shell);
+
+/// `lake query ... | head -1`: the reader goes away early; that is no failure, and nothing is
+/// printed about it.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::io::BufRead;
+    let ctx = TestContext::new(crate::common::Backend::Local);
+    for format in ["csv", "ndjson", "table"] {
+        let mut child = ctx
+            .std_command()
+            .args(["query", "--format", format])
+            .arg("SELECT value, repeat('x', 100) AS pad FROM generate_series(1, 200000)")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{format}: {stderr}");
+        assert!(!stderr.contains("error"), "{format}: {stderr}");
+    }
+}

@@ -130,7 +130,7 @@ impl Load<'_> {
     pub fn failed(&self, source: sqlx::Error) -> ExportError {
         ExportError::Load {
             target: self.shown.clone(),
-            source,
+            cause: source,
         }
     }
 
@@ -187,7 +187,7 @@ impl Connect<'_> {
     pub fn failed(&self, source: sqlx::Error) -> ExportError {
         ExportError::Connect {
             warehouse: self.redacted.to_string(),
-            source,
+            cause: source,
         }
     }
 
@@ -292,7 +292,7 @@ impl Warehouse {
             .await
             .map_err(|source| ExportError::Load {
                 target: self.describe(target),
-                source,
+                cause: source,
             })
     }
 

@@ -48,7 +48,7 @@ pub fn read(path: &Path) -> Result<Token, ExtractError> {
 pub fn write(path: &Path, token: &Token) -> Result<(), ExtractError> {
     let io_err = |e: std::io::Error| ExtractError::WriteFile {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err)?;
