@@ -84,11 +84,15 @@ struct Watched<'a> {
 
 impl Write for Watched<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| self.failed = Some(e.kind()))
+        self.inner
+            .write(buf)
+            .inspect_err(|e| self.failed = Some(e.kind()))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush().inspect_err(|e| self.failed = Some(e.kind()))
+        self.inner
+            .flush()
+            .inspect_err(|e| self.failed = Some(e.kind()))
     }
 }
 

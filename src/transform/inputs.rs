@@ -23,11 +23,11 @@ use crate::lake::{Lake, TableName};
 use crate::query::QueryError;
 
 /// The commit metadata key holding a model's cursor.
-pub const CURSOR_KEY: &str = "lake.model";
+pub const MODEL_STATE_KEY: &str = "lake.model";
 
 /// What a model's commit records: the hash of its SQL and the version of each input it read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cursor {
+pub struct ModelCursor {
     /// SHA-256 (hex, 16 bytes) of the SQL and the settings that shape the rows.
     pub sql: String,
     /// `schema.name` -> version read.
@@ -215,9 +215,9 @@ impl Inputs {
 }
 
 /// The cursor a model's latest commit recorded, if its latest commit was made by a model run.
-pub async fn cursor(table: &DeltaTable) -> Option<Cursor> {
+pub async fn cursor(table: &DeltaTable) -> Option<ModelCursor> {
     let latest: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
-    let value = latest.first()?.info.get(CURSOR_KEY)?.clone();
+    let value = latest.first()?.info.get(MODEL_STATE_KEY)?.clone();
     serde_json::from_value(value).ok()
 }
 

@@ -26,7 +26,9 @@ use sha2::Digest;
 use tokio::sync::Mutex;
 
 use super::checks::Check;
-use super::inputs::{CURSOR_KEY, Cursor, Inputs, Read, ReadKind, cursor, model_sql_error};
+use super::inputs::{
+    Inputs, MODEL_STATE_KEY, ModelCursor, Read, ReadKind, cursor, model_sql_error,
+};
 use super::runs::{self, RunRecord, RunStatus};
 use super::{CheckKind, Materialized, Model, Project, Severity, TransformError, select};
 use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
@@ -387,7 +389,7 @@ pub struct Prepared {
     /// The session with the inputs.
     pub inputs: Inputs,
     /// The cursor of the last run, when this run merges onto it.
-    pub previous: Option<Cursor>,
+    pub previous: Option<ModelCursor>,
     /// The incremental inputs and the version each was read up to last time.
     pub since: BTreeMap<TableName, u64>,
     /// Why an incremental model is rebuilt, if it is.
@@ -406,7 +408,7 @@ pub async fn prepare(
     let reads: Vec<TableName> = model.reads.iter().map(|r| r.table.clone()).collect();
     let mut inputs = Inputs::new(lake);
     let hash = shape_hash(model);
-    let mut previous: Option<Cursor> = None;
+    let mut previous: Option<ModelCursor> = None;
     let mut note = None;
     if model.config.materialized == Materialized::Incremental {
         let target = lake.table_or_new(&model.name).await?;
@@ -482,7 +484,7 @@ async fn build(
         Some(_) => WriteMode::Merge(model.config.unique_key.clone()),
         None => WriteMode::Rebuild(model.config.partition_by.clone()),
     };
-    let new_cursor = Cursor {
+    let new_cursor = ModelCursor {
         sql: hash,
         inputs: inputs.versions(),
     };
@@ -501,7 +503,7 @@ async fn build(
         ("lake.command".to_string(), json!(options.command)),
         ("lake.run_id".to_string(), json!(run_id)),
         (
-            CURSOR_KEY.to_string(),
+            MODEL_STATE_KEY.to_string(),
             serde_json::to_value(&new_cursor).expect("a cursor serializes"),
         ),
     ];
@@ -541,7 +543,7 @@ async fn build(
         },
         other => other,
     };
-    let source = QuerySource::new(df, incremental);
+    let source = ModelSource::new(df, incremental);
     let written = write(lake, &model.name, source, &mode, &metadata)
         .await
         .map_err(|e| match e {
@@ -697,14 +699,14 @@ fn check_columns(model: &Model, df: &DataFrame) -> Result<(), TransformError> {
 }
 
 /// A planned query as a write source; re-executed if the write has to retry.
-struct QuerySource {
+struct ModelSource {
     schema: SchemaRef,
     df: DataFrame,
     /// The query yields one row per key already.
     keys_unique: bool,
 }
 
-impl QuerySource {
+impl ModelSource {
     fn new(df: DataFrame, keys_unique: bool) -> Arc<Self> {
         Arc::new(Self {
             schema: Arc::new(df.schema().as_arrow().clone()),
@@ -714,7 +716,7 @@ impl QuerySource {
     }
 }
 
-impl BatchSource for QuerySource {
+impl BatchSource for ModelSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -800,7 +802,7 @@ async fn run_test(
         outcome.audit = Some(audit.clone());
     }
     // Passing tests empty their audit table, so it never shows stale failures.
-    let source = QuerySource::new(df, false);
+    let source = ModelSource::new(df, false);
     let metadata = vec![("lake.test".to_string(), json!(check.name))];
     write(
         lake,

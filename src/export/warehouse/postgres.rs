@@ -224,7 +224,7 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
 
     use crate::export::types::{binary_value, for_text, is_binary, is_nested, text_options};
 
-    enum Col<'a> {
+    enum CopyColumn<'a> {
         Str(&'a dyn Array),
         Plain(&'a dyn Array, ArrayFormatter<'a>),
         Json(TextColumn),
@@ -237,14 +237,16 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
         .map(for_text)
         .collect::<Result<_, _>>()?;
     let options = text_options();
-    let columns: Vec<Col> = prepared
+    let columns: Vec<CopyColumn> = prepared
         .iter()
-        .map(|a| -> Result<Col, arrow::error::ArrowError> {
+        .map(|a| -> Result<CopyColumn, arrow::error::ArrowError> {
             Ok(match a.data_type() {
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Col::Str(a.as_ref()),
-                t if is_binary(t) => Col::Binary(a.clone()),
-                t if is_nested(t) => Col::Json(TextColumn::new(a)?),
-                _ => Col::Plain(a.as_ref(), ArrayFormatter::try_new(a.as_ref(), &options)?),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    CopyColumn::Str(a.as_ref())
+                }
+                t if is_binary(t) => CopyColumn::Binary(a.clone()),
+                t if is_nested(t) => CopyColumn::Json(TextColumn::new(a)?),
+                _ => CopyColumn::Plain(a.as_ref(), ArrayFormatter::try_new(a.as_ref(), &options)?),
             })
         })
         .collect::<Result<_, _>>()?;
@@ -255,8 +257,8 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
                 out.push(b'\t');
             }
             match col {
-                Col::Str(a) if a.is_null(row) => out.extend_from_slice(b"\\N"),
-                Col::Str(a) => {
+                CopyColumn::Str(a) if a.is_null(row) => out.extend_from_slice(b"\\N"),
+                CopyColumn::Str(a) => {
                     let v = match a.data_type() {
                         DataType::Utf8 => a.as_string::<i32>().value(row),
                         DataType::LargeUtf8 => a.as_string::<i64>().value(row),
@@ -264,15 +266,15 @@ fn encode_copy(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), arrow::erro
                     };
                     copy_escape(out, v);
                 }
-                Col::Plain(a, _) if a.is_null(row) => out.extend_from_slice(b"\\N"),
-                Col::Plain(_, f) => write!(out, "{}", f.value(row)).map_err(io)?,
-                Col::Json(t) => match t.get(row) {
+                CopyColumn::Plain(a, _) if a.is_null(row) => out.extend_from_slice(b"\\N"),
+                CopyColumn::Plain(_, f) => write!(out, "{}", f.value(row)).map_err(io)?,
+                CopyColumn::Json(t) => match t.get(row) {
                     None => out.extend_from_slice(b"\\N"),
                     Some(v) => copy_escape(out, v),
                 },
-                Col::Binary(a) if a.is_null(row) => out.extend_from_slice(b"\\N"),
+                CopyColumn::Binary(a) if a.is_null(row) => out.extend_from_slice(b"\\N"),
                 // bytea's hex input, `\x...`, with its backslash escaped for COPY.
-                Col::Binary(a) => {
+                CopyColumn::Binary(a) => {
                     out.extend_from_slice(b"\\\\x");
                     out.extend_from_slice(hex::encode(binary_value(a, row)).as_bytes());
                 }

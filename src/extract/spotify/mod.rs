@@ -174,7 +174,7 @@ pub enum Outcome {
 
 /// One stream's report.
 #[derive(Debug)]
-pub struct Report {
+pub struct StreamReport {
     /// The stream.
     pub stream: Stream,
     /// What happened.
@@ -256,7 +256,7 @@ pub async fn extract(
     settings: &Settings,
     streams: &[Stream],
     bar: &dyn Fn(&str) -> ProgressBar,
-) -> Result<Vec<Report>, ExtractError> {
+) -> Result<Vec<StreamReport>, ExtractError> {
     let needs_user = streams.iter().any(|s| s.needs_user());
     let user = if needs_user {
         Some(Api::user(&settings.spotify, token::path(settings))?)
@@ -295,7 +295,7 @@ pub async fn extract(
                     "Spotify answered {status} on {endpoint} ({message}); endpoints retired for \
                      Development Mode apps answer 403 or 404"
                 );
-                Report {
+                StreamReport {
                     stream,
                     outcome: Outcome::Skipped(why),
                     expected: None,
@@ -303,7 +303,7 @@ pub async fn extract(
                     warnings: Vec::new(),
                 }
             }
-            Err(e) => Report {
+            Err(e) => StreamReport {
                 stream,
                 outcome: Outcome::Failed(e.to_string()),
                 expected: None,
@@ -317,9 +317,14 @@ pub async fn extract(
     Ok(reports)
 }
 
-async fn land(lake: &Arc<Lake>, stream: Stream, mut landing: Landing, pb: &ProgressBar) -> Report {
+async fn land(
+    lake: &Arc<Lake>,
+    stream: Stream,
+    mut landing: Landing,
+    pb: &ProgressBar,
+) -> StreamReport {
     let fetched = landing.rows.len() as u64;
-    let mut report = Report {
+    let mut report = StreamReport {
         stream,
         outcome: Outcome::Unchanged,
         expected: landing.expected,

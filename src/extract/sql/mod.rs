@@ -46,7 +46,7 @@ use crate::lake::{Lake, RAW, TableName};
 /// The column an incremental target gains: when lake saw the row's key vanish at the source.
 pub const DELETED_AT: &str = "_deleted_at";
 /// The commit metadata key that holds an incremental source's cursor.
-pub const CURSOR_KEY: &str = "lake.cursor";
+pub const SOURCE_CURSOR_KEY: &str = "lake.cursor";
 
 /// What one source's extract did.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub(crate) fn list(t: DataType) -> DataType {
 
 /// One column of a source: how it is selected, read and typed.
 #[derive(Debug, Clone)]
-pub(crate) struct Col {
+pub(crate) struct SqlColumn {
     /// Its name in the result.
     pub name: String,
     /// How it is read.
@@ -196,9 +196,9 @@ pub(crate) struct Col {
     pub expr: String,
 }
 
-impl Col {
+impl SqlColumn {
     pub fn new(name: &str, kind: Kind, arrow: DataType, expr: String) -> Self {
-        Col {
+        SqlColumn {
             name: name.to_string(),
             kind,
             arrow,
@@ -208,7 +208,7 @@ impl Col {
 
     /// A column read as it is, with the type it is read in.
     pub fn plain(name: &str, kind: Kind, expr: String) -> Self {
-        Col::new(name, kind, kind.read_type(), expr)
+        SqlColumn::new(name, kind, kind.read_type(), expr)
     }
 }
 
@@ -271,11 +271,11 @@ pub(crate) struct Planned {
     /// The database's name for its type.
     pub type_name: String,
     /// How lake reads it, or `None` for a type lake does not map.
-    pub col: Option<Col>,
+    pub col: Option<SqlColumn>,
 }
 
 impl Planned {
-    pub fn mapped(type_name: &str, col: Col) -> Self {
+    pub fn mapped(type_name: &str, col: SqlColumn) -> Self {
         Planned {
             name: col.name.clone(),
             type_name: type_name.to_string(),
@@ -299,7 +299,7 @@ fn apply_casts(
     source: &str,
     planned: Vec<Planned>,
     casts: &BTreeMap<String, String>,
-) -> Result<Vec<Col>, String> {
+) -> Result<Vec<SqlColumn>, String> {
     planned
         .into_iter()
         .map(|p| match (casts.get(&p.name), &p.col) {
@@ -314,7 +314,7 @@ fn apply_casts(
 }
 
 /// A configured cast, or an error if the cast is not a plain type name.
-fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<Col, String> {
+fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<SqlColumn, String> {
     if !cast
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
@@ -328,12 +328,12 @@ fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<Col, String>
     } else {
         driver.cast(&expr, cast)
     };
-    Ok(Col::plain(&p.name, kind, read))
+    Ok(SqlColumn::plain(&p.name, kind, read))
 }
 
 /// Arrow builders for one batch, filled a value at a time by a driver.
 pub(crate) struct Batcher {
-    cols: Arc<[Col]>,
+    cols: Arc<[SqlColumn]>,
     schema: SchemaRef,
     builders: Vec<Box<dyn ArrayBuilder>>,
 }
@@ -348,7 +348,7 @@ macro_rules! builder {
 }
 
 impl Batcher {
-    fn new(cols: Arc<[Col]>, schema: SchemaRef) -> Self {
+    fn new(cols: Arc<[SqlColumn]>, schema: SchemaRef) -> Self {
         let builders = cols.iter().map(|c| new_builder(c.kind)).collect();
         Batcher {
             cols,
@@ -358,7 +358,7 @@ impl Batcher {
     }
 
     /// The columns being read.
-    pub fn cols(&self) -> &[Col] {
+    pub fn cols(&self) -> &[SqlColumn] {
         &self.cols
     }
 
@@ -533,10 +533,10 @@ where
 }
 
 /// A source's query as a write source: each stream reads a fresh snapshot.
-struct QuerySource {
+struct SqlSource {
     driver: Arc<dyn Driver>,
     sql: String,
-    cols: Arc<[Col]>,
+    cols: Arc<[SqlColumn]>,
     schema: SchemaRef,
     batch_rows: usize,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
@@ -544,7 +544,7 @@ struct QuerySource {
     keys_unique: bool,
 }
 
-impl BatchSource for QuerySource {
+impl BatchSource for SqlSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -583,15 +583,15 @@ impl BatchSource for QuerySource {
 async fn read_all(
     driver: &Arc<dyn Driver>,
     sql: String,
-    cols: Vec<Col>,
+    cols: Vec<SqlColumn>,
 ) -> Result<Vec<RecordBatch>, SourceError> {
-    let cols: Arc<[Col]> = cols.into();
+    let cols: Arc<[SqlColumn]> = cols.into();
     let schema = Arc::new(Schema::new(
         cols.iter()
             .map(|c| Field::new(&c.name, c.arrow.clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let source = QuerySource {
+    let source = SqlSource {
         driver: driver.clone(),
         sql,
         cols,
@@ -610,7 +610,7 @@ async fn read_all(
 
 /// An incremental source's position, saved with the commit that landed the rows up to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Cursor {
+pub struct SourceCursor {
     /// The cursor column.
     pub column: String,
     /// Its largest value read: an integer, days after the epoch for a date, or microseconds
@@ -634,8 +634,8 @@ pub enum CursorKind {
     Timestamptz,
 }
 
-impl Cursor {
-    fn of(col: &Col, value: i64) -> Option<Cursor> {
+impl SourceCursor {
+    fn of(col: &SqlColumn, value: i64) -> Option<SourceCursor> {
         let kind = match col.kind {
             Kind::Int => CursorKind::Int,
             Kind::Date => CursorKind::Date,
@@ -643,7 +643,7 @@ impl Cursor {
             Kind::TimestampUtc => CursorKind::Timestamptz,
             _ => return None,
         };
-        Some(Cursor {
+        Some(SourceCursor {
             column: col.name.clone(),
             value,
             kind,
@@ -678,7 +678,7 @@ impl Cursor {
     }
 
     /// The WHERE that reads from `self` minus `lookback`.
-    fn filter(&self, driver: &dyn Driver, col: &Col, lookback: i64) -> String {
+    fn filter(&self, driver: &dyn Driver, col: &SqlColumn, lookback: i64) -> String {
         let from = self.literal(driver, self.value.saturating_sub(lookback));
         format!("{} >= {from}", col.expr)
     }
@@ -723,7 +723,7 @@ async fn saved_cursor(
     lake: &Lake,
     table: &TableName,
     name: &str,
-) -> Result<Option<Cursor>, ExtractError> {
+) -> Result<Option<SourceCursor>, ExtractError> {
     use futures::TryStreamExt;
     let Ok(t) = lake.table(table, None, None).await else {
         return Ok(None);
@@ -735,8 +735,8 @@ async fn saved_cursor(
         .await
         .map_err(|e| fail(name, format!("failed to read the history of {table}: {e}")))?;
     for c in commits {
-        if let Some(v) = c.info.get(CURSOR_KEY) {
-            let cursor: Cursor = serde_json::from_value(v.clone()).map_err(|e| {
+        if let Some(v) = c.info.get(SOURCE_CURSOR_KEY) {
+            let cursor: SourceCursor = serde_json::from_value(v.clone()).map_err(|e| {
                 fail(
                     name,
                     format!("failed to read the cursor saved in {table}: {e}"),
@@ -812,7 +812,7 @@ pub async fn extract(
         Err(e) => Err(e),
     }
     .map_err(|e| fail(name, format!("{e} (at {redacted}, reading {what})")))?;
-    let col = |c: &str, role: &str| -> Result<Col, ExtractError> {
+    let col = |c: &str, role: &str| -> Result<SqlColumn, ExtractError> {
         cols.iter().find(|x| x.name == c).cloned().ok_or_else(|| {
             let names: Vec<&str> = cols.iter().map(|x| x.name.as_str()).collect();
             fail(
@@ -841,7 +841,7 @@ pub async fn extract(
 
     if src.mode == SourceMode::Full {
         let schema = Arc::new(Schema::new(fields));
-        let source = Arc::new(QuerySource {
+        let source = Arc::new(SqlSource {
             driver: driver.clone(),
             sql: driver.select(&exprs, &base, None),
             cols: cols.into(),
@@ -878,13 +878,13 @@ pub async fn extract(
             "mode = \"incremental\" needs `primary_key`, the columns the merge matches on",
         ));
     }
-    let keys: Vec<Col> = src
+    let keys: Vec<SqlColumn> = src
         .primary_key
         .iter()
         .map(|k| col(k, "primary key"))
         .collect::<Result<_, _>>()?;
     let lookback = lookback(name, src.lookback.as_deref(), cursor_col.kind)?;
-    if Cursor::of(&cursor_col, 0).is_none() {
+    if SourceCursor::of(&cursor_col, 0).is_none() {
         return Err(fail(
             name,
             format!(
@@ -915,7 +915,7 @@ pub async fn extract(
         &base,
         filter.as_deref(),
     );
-    let max_col = Col::plain("m", cursor_col.kind, String::new());
+    let max_col = SqlColumn::plain("m", cursor_col.kind, String::new());
     let max = read_all(&driver, max_sql, vec![max_col])
         .await
         .map_err(|e| {
@@ -927,15 +927,18 @@ pub async fn extract(
     // Never backwards: when the rows at the saved cursor are gone, it stays where it was.
     let after = max_value(&max)
         .map(|v| before.as_ref().map_or(v, |b| v.max(b.value)))
-        .and_then(|v| Cursor::of(&cursor_col, v));
+        .and_then(|v| SourceCursor::of(&cursor_col, v));
     let mut report = SqlReport {
         source: name.to_string(),
         table: table.clone(),
         rows: 0,
         version: None,
         cursor: Some((
-            before.as_ref().map(Cursor::display),
-            after.as_ref().or(before.as_ref()).map(Cursor::display),
+            before.as_ref().map(SourceCursor::display),
+            after
+                .as_ref()
+                .or(before.as_ref())
+                .map(SourceCursor::display),
         )),
         deleted: None,
     };
@@ -947,14 +950,14 @@ pub async fn extract(
         fields.push(Field::new(DELETED_AT, Kind::TimestampUtc.read_type(), true));
         let schema = Arc::new(Schema::new(fields.clone()));
         metadata.push((
-            CURSOR_KEY.to_string(),
+            SOURCE_CURSOR_KEY.to_string(),
             serde_json::to_value(after).expect("json"),
         ));
         // The database checks that the key is unique in what is read, so the merge need not
         // dedupe (which would hold the whole read in memory), and a key that is not one is an
         // error, not rows silently dropped.
         unique_keys(&driver, name, &base, &keys, filter.as_deref()).await?;
-        let source = Arc::new(QuerySource {
+        let source = Arc::new(SqlSource {
             driver: driver.clone(),
             sql: driver.select(&exprs, &base, filter.as_deref()),
             cols: cols.clone().into(),
@@ -1016,7 +1019,7 @@ async fn unique_keys(
     driver: &Arc<dyn Driver>,
     name: &str,
     base: &str,
-    keys: &[Col],
+    keys: &[SqlColumn],
     filter: Option<&str>,
 ) -> Result<(), ExtractError> {
     let selected: Vec<String> = keys
@@ -1064,8 +1067,8 @@ async fn mark_deleted(
     name: &str,
     table: &TableName,
     base: &str,
-    keys: &[Col],
-    cursor: Option<&Cursor>,
+    keys: &[SqlColumn],
+    cursor: Option<&SourceCursor>,
 ) -> Result<(u64, Option<u64>), ExtractError> {
     let exprs = keys
         .iter()
@@ -1132,7 +1135,7 @@ async fn mark_deleted(
     ];
     if let Some(c) = cursor {
         metadata.push((
-            CURSOR_KEY.to_string(),
+            SOURCE_CURSOR_KEY.to_string(),
             serde_json::to_value(c).expect("json"),
         ));
     }

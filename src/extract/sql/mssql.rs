@@ -10,7 +10,7 @@ use arrow::datatypes::DataType;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use mssql_client::{Client, Config, Credentials, IsolationLevel, Ready};
 
-use super::{Col, Driver, Kind, Planned, Sink};
+use super::{Driver, Kind, Planned, Sink, SqlColumn};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Mssql {
@@ -151,28 +151,28 @@ impl Driver for Mssql {
             let text = |len: u32| format!("CONVERT(NVARCHAR({len}), {q})");
             let width = column.max_length.unwrap_or(0);
             let col = match column.type_name.as_str() {
-                "Bit" | "BitN" => Col::plain(name, Kind::Bool, q.clone()),
-                "Int1" => Col::new(name, Kind::Int, DataType::Int16, q.clone()),
-                "Int2" => Col::new(name, Kind::Int, DataType::Int16, q.clone()),
-                "Int4" => Col::new(name, Kind::Int, DataType::Int32, q.clone()),
-                "Int8" => Col::plain(name, Kind::Int, q.clone()),
+                "Bit" | "BitN" => SqlColumn::plain(name, Kind::Bool, q.clone()),
+                "Int1" => SqlColumn::new(name, Kind::Int, DataType::Int16, q.clone()),
+                "Int2" => SqlColumn::new(name, Kind::Int, DataType::Int16, q.clone()),
+                "Int4" => SqlColumn::new(name, Kind::Int, DataType::Int32, q.clone()),
+                "Int8" => SqlColumn::plain(name, Kind::Int, q.clone()),
                 "IntN" => {
                     let t = match width {
                         1 | 2 => DataType::Int16,
                         4 => DataType::Int32,
                         _ => DataType::Int64,
                     };
-                    Col::new(name, Kind::Int, t, q.clone())
+                    SqlColumn::new(name, Kind::Int, t, q.clone())
                 }
-                "Float4" => Col::new(name, Kind::Float, DataType::Float32, q.clone()),
-                "Float8" => Col::plain(name, Kind::Float, q.clone()),
+                "Float4" => SqlColumn::new(name, Kind::Float, DataType::Float32, q.clone()),
+                "Float8" => SqlColumn::plain(name, Kind::Float, q.clone()),
                 "FloatN" => {
                     let t = if width == 4 {
                         DataType::Float32
                     } else {
                         DataType::Float64
                     };
-                    Col::new(name, Kind::Float, t, q.clone())
+                    SqlColumn::new(name, Kind::Float, t, q.clone())
                 }
                 "Decimal" | "Numeric" | "DecimalN" | "NumericN" => {
                     let t = match (column.precision, column.scale) {
@@ -181,23 +181,23 @@ impl Driver for Mssql {
                         }
                         _ => DataType::Utf8,
                     };
-                    Col::new(name, Kind::Text, t, text(50))
+                    SqlColumn::new(name, Kind::Text, t, text(50))
                 }
                 "Money" | "Money4" | "MoneyN" => {
-                    Col::new(name, Kind::Text, DataType::Decimal128(19, 4), text(50))
+                    SqlColumn::new(name, Kind::Text, DataType::Decimal128(19, 4), text(50))
                 }
                 "Char" | "VarChar" | "BigChar" | "BigVarChar" | "NChar" | "NVarChar" | "Text"
-                | "NText" | "Xml" => Col::plain(name, Kind::Text, q.clone()),
-                "Guid" => Col::plain(name, Kind::Text, text(36)),
-                "Time" => Col::plain(name, Kind::Text, text(20)),
+                | "NText" | "Xml" => SqlColumn::plain(name, Kind::Text, q.clone()),
+                "Guid" => SqlColumn::plain(name, Kind::Text, text(36)),
+                "Time" => SqlColumn::plain(name, Kind::Text, text(20)),
                 "Binary" | "VarBinary" | "BigBinary" | "BigVarBinary" | "Image" => {
-                    Col::plain(name, Kind::Bytes, q.clone())
+                    SqlColumn::plain(name, Kind::Bytes, q.clone())
                 }
-                "Date" => Col::plain(name, Kind::Date, q.clone()),
+                "Date" => SqlColumn::plain(name, Kind::Date, q.clone()),
                 "DateTime" | "DateTime4" | "DateTimeN" | "DateTime2" => {
-                    Col::plain(name, Kind::Timestamp, q.clone())
+                    SqlColumn::plain(name, Kind::Timestamp, q.clone())
                 }
-                "DateTimeOffset" => Col::plain(name, Kind::TimestampUtc, q.clone()),
+                "DateTimeOffset" => SqlColumn::plain(name, Kind::TimestampUtc, q.clone()),
                 other => {
                     cols.push(Planned::unmapped(name, other));
                     continue;

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use sqlx::mysql::{MySqlColumn, MySqlPool};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, SqlSafeStr, Statement, TypeInfo};
 
-use super::{Col, Driver, Kind, Planned, Sink, append_sqlx};
+use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx};
 use crate::lake::write::SourceError;
 
 /// sqlx sets each session's time zone to UTC, so TIMESTAMP columns read as UTC.
@@ -67,23 +67,25 @@ impl Driver for Mysql {
             let text = format!("CAST({q} AS CHAR)");
             let type_name = column.type_info().name();
             let col = match type_name {
-                "BOOLEAN" => Col::plain(name, Kind::Bool, q.clone()),
-                "TINYINT" => Col::new(name, Kind::Int, DataType::Int8, signed),
+                "BOOLEAN" => SqlColumn::plain(name, Kind::Bool, q.clone()),
+                "TINYINT" => SqlColumn::new(name, Kind::Int, DataType::Int8, signed),
                 "TINYINT UNSIGNED" | "SMALLINT" | "YEAR" => {
-                    Col::new(name, Kind::Int, DataType::Int16, signed)
+                    SqlColumn::new(name, Kind::Int, DataType::Int16, signed)
                 }
                 "SMALLINT UNSIGNED" | "MEDIUMINT" | "MEDIUMINT UNSIGNED" | "INT" => {
-                    Col::new(name, Kind::Int, DataType::Int32, signed)
+                    SqlColumn::new(name, Kind::Int, DataType::Int32, signed)
                 }
-                "INT UNSIGNED" | "BIGINT" | "BIT" => Col::plain(name, Kind::Int, signed),
-                "BIGINT UNSIGNED" => Col::new(name, Kind::Text, DataType::Decimal128(20, 0), text),
-                "FLOAT" => Col::new(
+                "INT UNSIGNED" | "BIGINT" | "BIT" => SqlColumn::plain(name, Kind::Int, signed),
+                "BIGINT UNSIGNED" => {
+                    SqlColumn::new(name, Kind::Text, DataType::Decimal128(20, 0), text)
+                }
+                "FLOAT" => SqlColumn::new(
                     name,
                     Kind::Float,
                     DataType::Float32,
                     format!("CAST({q} AS DOUBLE)"),
                 ),
-                "DOUBLE" => Col::plain(name, Kind::Float, format!("CAST({q} AS DOUBLE)")),
+                "DOUBLE" => SqlColumn::plain(name, Kind::Float, format!("CAST({q} AS DOUBLE)")),
                 "DECIMAL" => {
                     let t = match origin_of(pool, column).await {
                         Some(Origin {
@@ -93,19 +95,21 @@ impl Driver for Mysql {
                         }) if (1..=38).contains(&p) => DataType::Decimal128(p as u8, s as i8),
                         _ => DataType::Utf8,
                     };
-                    Col::new(name, Kind::Text, t, text)
+                    SqlColumn::new(name, Kind::Text, t, text)
                 }
                 "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
-                | "SET" | "JSON" | "TIME" => Col::plain(name, Kind::Text, text),
-                "DATE" => Col::plain(name, Kind::Date, q.clone()),
-                "DATETIME" => Col::plain(name, Kind::Timestamp, q.clone()),
-                "TIMESTAMP" => Col::plain(name, Kind::TimestampUtc, q.clone()),
+                | "SET" | "JSON" | "TIME" => SqlColumn::plain(name, Kind::Text, text),
+                "DATE" => SqlColumn::plain(name, Kind::Date, q.clone()),
+                "DATETIME" => SqlColumn::plain(name, Kind::Timestamp, q.clone()),
+                "TIMESTAMP" => SqlColumn::plain(name, Kind::TimestampUtc, q.clone()),
                 "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
                     // Text in a `_bin` collation (MariaDB's JSON is one) carries the binary
                     // flag too; the table's column says whether it has a character set.
                     match origin_of(pool, column).await {
-                        Some(info) if info.charset.is_some() => Col::plain(name, Kind::Text, text),
-                        _ => Col::plain(name, Kind::Bytes, q.clone()),
+                        Some(info) if info.charset.is_some() => {
+                            SqlColumn::plain(name, Kind::Text, text)
+                        }
+                        _ => SqlColumn::plain(name, Kind::Bytes, q.clone()),
                     }
                 }
                 other => {

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use sqlx::postgres::{PgColumn, PgPool, PgTypeKind};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
-use super::{Col, Driver, Item, Kind, Planned, Sink, append_sqlx};
+use super::{Driver, Item, Kind, Planned, Sink, SqlColumn, append_sqlx};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Postgres {
@@ -50,15 +50,15 @@ impl Driver for Postgres {
             let type_name = column.type_info().name().to_ascii_uppercase();
             let cast = |t: &str| format!("{q}::{t}");
             let col = match type_name.as_str() {
-                "BOOL" => Col::plain(name, Kind::Bool, q.clone()),
-                "INT2" => Col::new(name, Kind::Int, DataType::Int16, cast("int8")),
-                "INT4" => Col::new(name, Kind::Int, DataType::Int32, cast("int8")),
-                "INT8" | "OID" => Col::plain(name, Kind::Int, cast("int8")),
-                "FLOAT4" => Col::new(name, Kind::Float, DataType::Float32, cast("float8")),
-                "FLOAT8" => Col::plain(name, Kind::Float, q.clone()),
+                "BOOL" => SqlColumn::plain(name, Kind::Bool, q.clone()),
+                "INT2" => SqlColumn::new(name, Kind::Int, DataType::Int16, cast("int8")),
+                "INT4" => SqlColumn::new(name, Kind::Int, DataType::Int32, cast("int8")),
+                "INT8" | "OID" => SqlColumn::plain(name, Kind::Int, cast("int8")),
+                "FLOAT4" => SqlColumn::new(name, Kind::Float, DataType::Float32, cast("float8")),
+                "FLOAT8" => SqlColumn::plain(name, Kind::Float, q.clone()),
                 "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UUID" | "JSON" | "JSONB"
                 | "INTERVAL" | "INET" | "CIDR" | "MONEY" | "XML" | "TIME" | "TIMETZ" => {
-                    Col::plain(name, Kind::Text, cast("text"))
+                    SqlColumn::plain(name, Kind::Text, cast("text"))
                 }
                 "NUMERIC" => {
                     let t = match numeric_typmod(pool, column).await {
@@ -67,24 +67,24 @@ impl Driver for Postgres {
                         }
                         _ => DataType::Utf8,
                     };
-                    Col::new(name, Kind::Text, t, cast("text"))
+                    SqlColumn::new(name, Kind::Text, t, cast("text"))
                 }
-                "DATE" => Col::plain(name, Kind::Date, q.clone()),
-                "TIMESTAMP" => Col::plain(name, Kind::Timestamp, q.clone()),
-                "TIMESTAMPTZ" => Col::plain(name, Kind::TimestampUtc, q.clone()),
-                "BYTEA" => Col::plain(name, Kind::Bytes, q.clone()),
-                "BOOL[]" => Col::plain(name, Kind::List(Item::Bool), cast("bool[]")),
+                "DATE" => SqlColumn::plain(name, Kind::Date, q.clone()),
+                "TIMESTAMP" => SqlColumn::plain(name, Kind::Timestamp, q.clone()),
+                "TIMESTAMPTZ" => SqlColumn::plain(name, Kind::TimestampUtc, q.clone()),
+                "BYTEA" => SqlColumn::plain(name, Kind::Bytes, q.clone()),
+                "BOOL[]" => SqlColumn::plain(name, Kind::List(Item::Bool), cast("bool[]")),
                 "INT2[]" | "INT4[]" | "INT8[]" => {
-                    Col::plain(name, Kind::List(Item::Int), cast("int8[]"))
+                    SqlColumn::plain(name, Kind::List(Item::Int), cast("int8[]"))
                 }
                 "FLOAT4[]" | "FLOAT8[]" | "NUMERIC[]" => {
-                    Col::plain(name, Kind::List(Item::Float), cast("float8[]"))
+                    SqlColumn::plain(name, Kind::List(Item::Float), cast("float8[]"))
                 }
                 "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "UUID[]" => {
-                    Col::plain(name, Kind::List(Item::Text), cast("text[]"))
+                    SqlColumn::plain(name, Kind::List(Item::Text), cast("text[]"))
                 }
                 _ if matches!(column.type_info().kind(), PgTypeKind::Enum(_)) => {
-                    Col::plain(name, Kind::Text, cast("text"))
+                    SqlColumn::plain(name, Kind::Text, cast("text"))
                 }
                 other => {
                     cols.push(Planned::unmapped(name, other));

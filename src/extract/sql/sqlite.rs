@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteColumn, SqliteConnectOptions, SqlitePool, SqlitePoolOpt
 use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
 use tokio::sync::OnceCell;
 
-use super::{Col, Driver, Kind, Planned, Sink, append_sqlx};
+use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Sqlite {
@@ -105,43 +105,43 @@ impl Driver for Sqlite {
 
 /// A column by its declared type, the way SQLite's affinity rules read it, with exact
 /// DECIMAL(p,s) and dates and timestamps by name.
-fn map(name: &str, q: &str, declared: &str) -> Col {
+fn map(name: &str, q: &str, declared: &str) -> SqlColumn {
     let text = format!("CAST({q} AS TEXT)");
     let base = declared.split('(').next().unwrap_or_default().trim();
     if declared.contains("bool") {
-        return Col::plain(name, Kind::Bool, q.to_string());
+        return SqlColumn::plain(name, Kind::Bool, q.to_string());
     }
     match base {
-        "date" => return Col::plain(name, Kind::Date, q.to_string()),
-        "datetime" | "timestamp" => return Col::plain(name, Kind::Timestamp, q.to_string()),
-        "time" => return Col::plain(name, Kind::Text, text),
+        "date" => return SqlColumn::plain(name, Kind::Date, q.to_string()),
+        "datetime" | "timestamp" => return SqlColumn::plain(name, Kind::Timestamp, q.to_string()),
+        "time" => return SqlColumn::plain(name, Kind::Text, text),
         "decimal" | "numeric" => {
             if let Some((p, s)) = precision(declared)
                 && (1..=38).contains(&p)
                 && s <= p
             {
-                return Col::new(
+                return SqlColumn::new(
                     name,
                     Kind::Text,
                     DataType::Decimal128(p as u8, s as i8),
                     text,
                 );
             }
-            return Col::plain(name, Kind::Float, format!("CAST({q} AS REAL)"));
+            return SqlColumn::plain(name, Kind::Float, format!("CAST({q} AS REAL)"));
         }
         _ => {}
     }
     if declared.contains("int") {
-        Col::plain(name, Kind::Int, q.to_string())
+        SqlColumn::plain(name, Kind::Int, q.to_string())
     } else if declared.contains("char") || declared.contains("clob") || declared.contains("text") {
-        Col::plain(name, Kind::Text, text)
+        SqlColumn::plain(name, Kind::Text, text)
     } else if declared.contains("blob") {
-        Col::plain(name, Kind::Bytes, q.to_string())
+        SqlColumn::plain(name, Kind::Bytes, q.to_string())
     } else if declared.contains("real") || declared.contains("floa") || declared.contains("doub") {
-        Col::plain(name, Kind::Float, q.to_string())
+        SqlColumn::plain(name, Kind::Float, q.to_string())
     } else {
         // No declared type, or one SQLite does not know (json, uuid): the value's text.
-        Col::plain(name, Kind::Text, text)
+        SqlColumn::plain(name, Kind::Text, text)
     }
 }
 
