@@ -44,16 +44,6 @@ pub enum AppError {
         .0.display()
     )]
     NoModels(std::path::PathBuf),
-    /// `maintain.vacuum_retention` is not a duration.
-    #[error(
-        "failed to read maintain.vacuum_retention = \"{value}\": {cause}; write it as 168h or 30d"
-    )]
-    Retention {
-        /// The value.
-        value: String,
-        /// Why.
-        cause: humantime::DurationError,
-    },
     /// lake.toml names no SQL source.
     #[error("failed to extract: lake.toml has no [sources.<name>]")]
     NoSources,
@@ -442,23 +432,17 @@ impl App {
     }
 
     /// The maintenance options `[maintain]` sets.
-    pub fn maintain_options(&self) -> Result<MaintainOptions> {
+    pub fn maintain_options(&self) -> MaintainOptions {
         let maintain = &self.settings.maintain;
-        let retention = match &maintain.vacuum_retention {
-            Some(text) => {
-                humantime::parse_duration(text).map_err(|source| AppError::Retention {
-                    value: text.clone(),
-                    cause: source,
-                })?
-            }
-            None => crate::lake::maintain::DEFAULT_RETENTION,
-        };
-        Ok(MaintainOptions {
+        let retention = maintain
+            .vacuum_retention
+            .unwrap_or(crate::lake::maintain::DEFAULT_RETENTION);
+        MaintainOptions {
             retention,
             target_file_size: maintain.target_file_size,
             dry_run: false,
             unsafe_retention: false,
-        })
+        }
     }
 
     /// Compacts, checkpoints and vacuums each table in turn (every table when none is

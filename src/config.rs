@@ -8,43 +8,137 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use std::time::Duration;
 
 /// The file lake looks for in the working directory and its parents.
 pub const FILE_NAME: &str = "lake.toml";
 
+/// The lake.toml `lake init` writes: every key it shows is in [`KEYS`] (a test checks).
+pub const TEMPLATE: &str = r#"# lake.toml: where the lake is and how to reach it.
+# Every key can be overridden by a LAKE_* environment variable (root -> LAKE_ROOT,
+# s3.region -> LAKE_S3_REGION) or by a flag (--root, --set s3.region=...).
+
+# A folder, relative to this file, or s3://bucket/prefix.
+root = "lake"
+
+# Options for an s3:// root. Unset options fall back to the standard AWS environment
+# and profiles (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+# Credentials are never read from this file.
+[s3]
+# endpoint = "http://127.0.0.1:9000"
+# region = "eu-west-1"
+# profile = "analytics"
+# allow_http = false
+# virtual_hosted_style = false
+
+# The Spotify Web API (`lake extract spotify`). The client ID and secret may instead come
+# from SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET; keep the secret out of version control.
+[spotify]
+# client_id = "your app's client ID"
+# Playlists whose tracks land in raw.spotify_playlist_tracks: URLs, URIs or IDs.
+# playlists = ["https://open.spotify.com/playlist/...", "spotify:playlist:..."]
+# The listener's streams need `lake auth spotify` once; the redirect URI must be
+# registered for the app.
+# redirect_uri = "http://127.0.0.1:8888/callback"
+# token_file = ".lake/spotify-token.json"
+# streams = ["playlist_tracks", "recently_played", "saved_tracks", "top_tracks"]
+
+# The personal data export (`lake ingest spotify-export my_spotify_data.zip`).
+[spotify_export]
+# IP address, username and user agent: "drop" (default), "hash" (with this lake's salt)
+# or "keep".
+# personal_data = "drop"
+"#;
+
 /// Environment variables with a meaning of their own, not settings keys.
 const RESERVED_ENV: &[&str] = &["LAKE_CONFIG", "LAKE_LOG"];
 
-/// Every settings key, as written in lake.toml.
-pub const KEYS: &[&str] = &[
-    "root",
-    "s3.endpoint",
-    "s3.region",
-    "s3.profile",
-    "s3.allow_http",
-    "s3.virtual_hosted_style",
-    "spotify.client_id",
-    "spotify.client_secret",
-    "spotify.api_url",
-    "spotify.accounts_url",
-    "spotify.redirect_uri",
-    "spotify.token_file",
-    "spotify.playlists",
-    "spotify.streams",
-    "spotify.max_retries",
-    "spotify.max_retry_after",
-    "spotify_export.personal_data",
-    "warehouse.url",
-    "warehouse.password",
-    "warehouse.schema",
-    "warehouse.sslmode",
-    "warehouse.ssl_root_cert",
-    "warehouse.batch_rows",
-    "maintain.after_refresh",
-    "maintain.vacuum_retention",
-    "maintain.target_file_size",
-    "project.tests",
+/// How a key's text, from the environment or `--set`, becomes its value in lake.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string (durations such as `168h` included, parsed as the file's are).
+    Text,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`).
+    Flag,
+    /// A whole number.
+    Number,
+    /// A list, comma-separated outside lake.toml.
+    List,
+    /// One of a few words.
+    Choice(&'static [&'static str]),
+}
+
+/// One settings key: its dotted name in lake.toml (its `LAKE_*` name and `--set` name follow
+/// from it, see [`env_name`]) and the kind of its value. The one table the environment, the
+/// flags and the test of the file's shape all read.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// As written in lake.toml: `s3.allow_http`.
+    pub name: &'static str,
+    /// The kind of its value.
+    pub kind: Kind,
+}
+
+const fn key(name: &'static str, kind: Kind) -> Key {
+    Key { name, kind }
+}
+
+/// Every settings key but those of `[sources.<name>]` ([`SOURCE_KEYS`]) and `[[schedule]]`
+/// (lake.toml only).
+pub const KEYS: &[Key] = &[
+    key("root", Kind::Text),
+    key("s3.endpoint", Kind::Text),
+    key("s3.region", Kind::Text),
+    key("s3.profile", Kind::Text),
+    key("s3.allow_http", Kind::Flag),
+    key("s3.virtual_hosted_style", Kind::Flag),
+    key("spotify.client_id", Kind::Text),
+    key("spotify.client_secret", Kind::Text),
+    key("spotify.api_url", Kind::Text),
+    key("spotify.accounts_url", Kind::Text),
+    key("spotify.redirect_uri", Kind::Text),
+    key("spotify.token_file", Kind::Text),
+    key("spotify.playlists", Kind::List),
+    key("spotify.streams", Kind::List),
+    key("spotify.max_retries", Kind::Number),
+    key("spotify.max_retry_after", Kind::Number),
+    key(
+        "spotify_export.personal_data",
+        Kind::Choice(&["drop", "hash", "keep"]),
+    ),
+    key("warehouse.url", Kind::Text),
+    key("warehouse.password", Kind::Text),
+    key("warehouse.schema", Kind::Text),
+    key("warehouse.sslmode", Kind::Text),
+    key("warehouse.ssl_root_cert", Kind::Text),
+    key("warehouse.batch_rows", Kind::Number),
+    key("maintain.after_refresh", Kind::Flag),
+    key("maintain.vacuum_retention", Kind::Text),
+    key("maintain.target_file_size", Kind::Number),
+    key("project.tests", Kind::Text),
 ];
+
+/// The keys of one `[sources.<name>]`: `sources.<name>.<key>`, and `sources.<name>.casts.<column>`
+/// for one column's cast.
+pub const SOURCE_KEYS: &[Key] = &[
+    key("url", Kind::Text),
+    key("password", Kind::Text),
+    key("table", Kind::Text),
+    key("query", Kind::Text),
+    key("target", Kind::Text),
+    key("mode", Kind::Choice(&["full", "incremental"])),
+    key("cursor", Kind::Text),
+    key("primary_key", Kind::List),
+    key("lookback", Kind::Text),
+    key("batch_rows", Kind::Number),
+    key("warn_after", Kind::Text),
+    key("error_after", Kind::Text),
+];
+
+fn known_keys() -> String {
+    let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+    format!("{}, sources.<name>.<key>", names.join(", "))
+}
 
 /// The environment variables Spotify's own tools read, honoured like the AWS ones: above
 /// lake.toml, below `LAKE_*`.
@@ -74,12 +168,25 @@ pub enum ConfigError {
         message: String,
     },
     /// An environment variable or flag names a key lake does not have.
-    #[error("failed to apply {origin}: unknown key `{key}` (known keys: {})", KEYS.join(", "))]
+    #[error(
+        "failed to apply {origin}: unknown key `{key}` (known keys: {})",
+        known_keys()
+    )]
     UnknownKey {
         /// The key as written.
         key: String,
         /// Where it came from, such as `environment variable LAKE_ROOTT`.
         origin: String,
+    },
+    /// A value that lake.toml's shape refuses for its key.
+    #[error("failed to apply {origin}: `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// Where it came from.
+        origin: String,
+        /// Why.
+        message: String,
     },
     /// A value that does not fit its key.
     #[error("failed to apply {origin}: `{key}` expects {expected}, got {value:?}")]
@@ -91,7 +198,7 @@ pub enum ConfigError {
         /// The value as given.
         value: String,
         /// What was expected.
-        expected: &'static str,
+        expected: String,
     },
 }
 
@@ -192,7 +299,8 @@ pub struct MaintainSettings {
     pub after_refresh: Option<bool>,
     /// How long removed data files are kept for readers and time travel before vacuum deletes
     /// them: `168h` [default: 7 days, Delta's own; less than 1 hour is refused].
-    pub vacuum_retention: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub vacuum_retention: Option<Duration>,
     /// The size compaction aims for, in bytes [default: the table's, else 100 MiB].
     pub target_file_size: Option<u64>,
 }
@@ -270,26 +378,12 @@ pub struct SourceSettings {
     #[serde(default)]
     pub casts: std::collections::BTreeMap<String, String>,
     /// `lake status` warns when the target's last update is older than this (`26h`).
-    pub warn_after: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub warn_after: Option<Duration>,
     /// `lake status` fails when the target's last update is older than this (`50h`).
-    pub error_after: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub error_after: Option<Duration>,
 }
-
-/// The fields of a source that the environment and `--set` can set.
-pub const SOURCE_KEYS: &[&str] = &[
-    "url",
-    "password",
-    "table",
-    "query",
-    "target",
-    "mode",
-    "cursor",
-    "primary_key",
-    "lookback",
-    "batch_rows",
-    "warn_after",
-    "error_after",
-];
 
 /// The file's shape. Every field is optional; defaults fill the gaps.
 #[derive(Debug, Default, Deserialize)]
@@ -401,18 +495,22 @@ impl Settings {
             }
             None => find_upwards(cwd),
         };
-        let file = match &config_file {
+        // The file is read through the settings' own shape (so an error names its line), and
+        // kept as TOML for the overrides to be laid over it.
+        let mut table = match &config_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     cause: source,
                 })?;
-                toml::from_str::<FileSettings>(&text).map_err(|e| ConfigError::Parse {
+                let parse_error = |e: toml::de::Error| ConfigError::Parse {
                     path: path.clone(),
                     message: e.to_string().trim_end().to_string(),
-                })?
+                };
+                toml::from_str::<FileSettings>(&text).map_err(parse_error)?;
+                toml::from_str::<toml::Table>(&text).map_err(parse_error)?
             }
-            None => FileSettings::default(),
+            None => toml::Table::new(),
         };
         let project_dir = match &config_file {
             Some(path) => path
@@ -421,7 +519,78 @@ impl Settings {
                 .unwrap_or_else(|| cwd.to_path_buf()),
             None => cwd.to_path_buf(),
         };
-        let mut settings = Settings {
+
+        // The overrides, lowest first: Spotify's own variables, LAKE_*, --set, --root.
+        let mut layers: Vec<(String, String, String)> = Vec::new();
+        for (var, key) in SPOTIFY_ENV {
+            if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {
+                layers.push((
+                    key.to_string(),
+                    value.clone(),
+                    format!("environment variable {var}"),
+                ));
+            }
+        }
+        let mut env_keys: Vec<_> = env
+            .iter()
+            .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+            .collect();
+        env_keys.sort();
+        // A source's keys are `sources.<name>.<key>`: LAKE_SOURCES_CRM_PASSWORD for a source
+        // named crm in lake.toml, LAKE_SOURCES_CRM_CASTS_AMOUNT for its column `amount`.
+        let sources: Vec<String> = table
+            .get("sources")
+            .and_then(toml::Value::as_table)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        for (var, value) in env_keys {
+            let origin = format!("environment variable {var}");
+            let named = KEYS
+                .iter()
+                .map(|k| k.name.to_string())
+                .chain(sources.iter().flat_map(|n| {
+                    SOURCE_KEYS
+                        .iter()
+                        .map(move |k| format!("sources.{n}.{}", k.name))
+                }))
+                .find(|key| env_name(key) == *var);
+            let cast = || {
+                sources.iter().find_map(|n| {
+                    let column = var.strip_prefix(&env_name(&format!("sources.{n}.casts.")))?;
+                    (!column.is_empty())
+                        .then(|| format!("sources.{n}.casts.{}", column.to_ascii_lowercase()))
+                })
+            };
+            let key = named.or_else(cast).ok_or_else(|| ConfigError::UnknownKey {
+                key: var.clone(),
+                origin: origin.clone(),
+            })?;
+            layers.push((key, value.clone(), origin));
+        }
+        for pair in &overrides.set {
+            let origin = format!("--set {pair}");
+            let (key, value) = pair.split_once('=').ok_or_else(|| ConfigError::BadValue {
+                key: pair.clone(),
+                origin: origin.clone(),
+                value: pair.clone(),
+                expected: "KEY=VALUE".into(),
+            })?;
+            layers.push((key.trim().to_string(), value.trim().to_string(), origin));
+        }
+        if let Some(root) = &overrides.root {
+            layers.push(("root".into(), root.clone(), "--root".into()));
+        }
+        for (key, value, origin) in &layers {
+            apply(&mut table, key, value, origin)?;
+        }
+        let file = FileSettings::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Invalid {
+                key: "(settings)".into(),
+                origin: "the overrides".into(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Settings {
             project_dir,
             config_file,
             root: file.root.unwrap_or_else(|| "lake".to_string()),
@@ -433,201 +602,100 @@ impl Settings {
             maintain: file.maintain,
             project: file.project,
             schedule: file.schedule,
-        };
-        for (var, key) in SPOTIFY_ENV {
-            if let Some((_, value)) = all.iter().find(|(k, _)| k == var) {
-                settings.set(key, value, &format!("environment variable {var}"))?;
-            }
-        }
-
-        let mut env_keys: Vec<_> = env
-            .iter()
-            .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
-            .collect();
-        env_keys.sort();
-        // A source's keys are `sources.<name>.<field>`: LAKE_SOURCES_CRM_PASSWORD for a source
-        // named crm in lake.toml.
-        let source_keys: Vec<String> = settings
-            .sources
-            .keys()
-            .flat_map(|n| SOURCE_KEYS.iter().map(move |f| format!("sources.{n}.{f}")))
-            .collect();
-        for (var, value) in env_keys {
-            let key = KEYS
-                .iter()
-                .map(|k| k.to_string())
-                .chain(source_keys.iter().cloned())
-                .find(|key| env_name(key) == *var)
-                .ok_or_else(|| ConfigError::UnknownKey {
-                    key: var.clone(),
-                    origin: format!("environment variable {var}"),
-                })?;
-            settings.set(&key, value, &format!("environment variable {var}"))?;
-        }
-        for pair in &overrides.set {
-            let origin = format!("--set {pair}");
-            let (key, value) = pair.split_once('=').ok_or_else(|| ConfigError::BadValue {
-                key: pair.clone(),
-                origin: origin.clone(),
-                value: pair.clone(),
-                expected: "KEY=VALUE",
-            })?;
-            settings.set(key.trim(), value.trim(), &origin)?;
-        }
-        if let Some(root) = &overrides.root {
-            settings.set("root", root, "--root")?;
-        }
-        Ok(settings)
+        })
     }
+}
 
-    /// Sets one key from its text form.
-    fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let text = || Some(value.to_string());
-        let flag = || -> Result<Option<bool>, ConfigError> {
-            match value.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Some(true)),
-                "false" | "0" | "no" => Ok(Some(false)),
-                _ => Err(ConfigError::BadValue {
-                    key: key.to_string(),
-                    origin: origin.to_string(),
-                    value: value.to_string(),
-                    expected: "true or false",
-                }),
+/// Lays one override over the file's TOML: the key's text turned into its value by the key's
+/// kind, then checked against lake.toml's shape alone, so that an error names its origin.
+fn apply(table: &mut toml::Table, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        key: key.to_string(),
+        origin: origin.to_string(),
+    };
+    // `sources.<name>.<key>` or `sources.<name>.casts.<column>`; every other key is in KEYS.
+    let (path, kind): (Vec<&str>, Kind) = match key.strip_prefix("sources.") {
+        Some(rest) => match rest.split_once(".casts.") {
+            Some((name, column)) if !name.is_empty() && !column.is_empty() => {
+                (vec!["sources", name, "casts", column], Kind::Text)
             }
-        };
-        // Lists are comma-separated outside lake.toml.
-        let list = || -> Vec<String> {
+            _ => {
+                let (name, field) = rest.rsplit_once('.').ok_or_else(unknown)?;
+                let k = SOURCE_KEYS.iter().find(|k| k.name == field);
+                match k {
+                    Some(k) if !name.is_empty() => (vec!["sources", name, k.name], k.kind),
+                    _ => return Err(unknown()),
+                }
+            }
+        },
+        None => {
+            let k = KEYS.iter().find(|k| k.name == key).ok_or_else(unknown)?;
+            (k.name.split('.').collect(), k.kind)
+        }
+    };
+    let bad = |expected: String| ConfigError::BadValue {
+        key: key.to_string(),
+        origin: origin.to_string(),
+        value: value.to_string(),
+        expected,
+    };
+    let typed = match kind {
+        Kind::Text => toml::Value::String(value.to_string()),
+        Kind::Flag => match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => toml::Value::Boolean(true),
+            "false" | "0" | "no" => toml::Value::Boolean(false),
+            _ => return Err(bad("true or false".into())),
+        },
+        Kind::Number => value
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| i64::try_from(n).ok())
+            .map(toml::Value::Integer)
+            .ok_or_else(|| bad("a whole number".into()))?,
+        Kind::List => toml::Value::Array(
             value
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        };
-        let number = || -> Result<u64, ConfigError> {
-            value
-                .parse::<u32>()
-                .map(u64::from)
-                .map_err(|_| ConfigError::BadValue {
-                    key: key.to_string(),
-                    origin: origin.to_string(),
-                    value: value.to_string(),
-                    expected: "a whole number",
-                })
-        };
-        match key {
-            "root" => self.root = value.to_string(),
-            "s3.endpoint" => self.s3.endpoint = text(),
-            "s3.region" => self.s3.region = text(),
-            "s3.profile" => self.s3.profile = text(),
-            "s3.allow_http" => self.s3.allow_http = flag()?,
-            "s3.virtual_hosted_style" => self.s3.virtual_hosted_style = flag()?,
-            "spotify.client_id" => self.spotify.client_id = text(),
-            "spotify.client_secret" => {
-                self.spotify.client_secret = Some(SecretString::from(value.to_string()))
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        Kind::Choice(words) => {
+            let word = value.to_ascii_lowercase();
+            if !words.contains(&word.as_str()) {
+                let (last, rest) = words.split_last().expect("a choice has words");
+                return Err(bad(format!("{} or {last}", rest.join(", "))));
             }
-            "spotify.api_url" => self.spotify.api_url = text(),
-            "spotify.accounts_url" => self.spotify.accounts_url = text(),
-            "spotify.redirect_uri" => self.spotify.redirect_uri = text(),
-            "spotify.token_file" => self.spotify.token_file = Some(PathBuf::from(value)),
-            "spotify.playlists" => self.spotify.playlists = list(),
-            "spotify.streams" => self.spotify.streams = Some(list()),
-            "spotify.max_retries" => self.spotify.max_retries = Some(number()? as u32),
-            "spotify.max_retry_after" => self.spotify.max_retry_after = Some(number()?),
-            "spotify_export.personal_data" => {
-                self.spotify_export.personal_data = match value.to_ascii_lowercase().as_str() {
-                    "drop" => PersonalData::Drop,
-                    "hash" => PersonalData::Hash,
-                    "keep" => PersonalData::Keep,
-                    _ => {
-                        return Err(ConfigError::BadValue {
-                            key: key.to_string(),
-                            origin: origin.to_string(),
-                            value: value.to_string(),
-                            expected: "drop, hash or keep",
-                        });
-                    }
-                }
-            }
-            "warehouse.url" => self.warehouse.url = Some(SecretString::from(value.to_string())),
-            "warehouse.password" => {
-                self.warehouse.password = Some(SecretString::from(value.to_string()))
-            }
-            "warehouse.schema" => self.warehouse.schema = text(),
-            "warehouse.sslmode" => self.warehouse.sslmode = text(),
-            "warehouse.ssl_root_cert" => self.warehouse.ssl_root_cert = Some(PathBuf::from(value)),
-            "warehouse.batch_rows" => self.warehouse.batch_rows = Some(number()?),
-            "maintain.after_refresh" => self.maintain.after_refresh = flag()?,
-            "maintain.vacuum_retention" => self.maintain.vacuum_retention = text(),
-            "maintain.target_file_size" => self.maintain.target_file_size = Some(number()?),
-            "project.tests" => self.project.tests = Some(PathBuf::from(value)),
-            source if source.starts_with("sources.") => {
-                let unknown = || ConfigError::UnknownKey {
-                    key: key.to_string(),
-                    origin: origin.to_string(),
-                };
-                // `sources.<name>.casts.<column>`: one column's cast.
-                if let Some((name, column)) = source["sources.".len()..]
-                    .split_once(".casts.")
-                    .filter(|(n, c)| !n.is_empty() && !c.is_empty())
-                {
-                    self.sources
-                        .entry(name.to_string())
-                        .or_default()
-                        .casts
-                        .insert(column.to_string(), value.to_string());
-                    return Ok(());
-                }
-                let (name, field) = source["sources.".len()..]
-                    .rsplit_once('.')
-                    .ok_or_else(unknown)?;
-                if name.is_empty() || !SOURCE_KEYS.contains(&field) {
-                    return Err(unknown());
-                }
-                let batch_rows = if field == "batch_rows" {
-                    Some(number()?)
-                } else {
-                    None
-                };
-                let mode = match (field, value.to_ascii_lowercase().as_str()) {
-                    ("mode", "full") => Some(SourceMode::Full),
-                    ("mode", "incremental") => Some(SourceMode::Incremental),
-                    ("mode", _) => {
-                        return Err(ConfigError::BadValue {
-                            key: key.to_string(),
-                            origin: origin.to_string(),
-                            value: value.to_string(),
-                            expected: "full or incremental",
-                        });
-                    }
-                    _ => None,
-                };
-                let keys = list();
-                let src = self.sources.entry(name.to_string()).or_default();
-                match field {
-                    "url" => src.url = Some(SecretString::from(value.to_string())),
-                    "password" => src.password = Some(SecretString::from(value.to_string())),
-                    "table" => src.table = text(),
-                    "query" => src.query = text(),
-                    "target" => src.target = text(),
-                    "mode" => src.mode = mode.unwrap_or_default(),
-                    "cursor" => src.cursor = text(),
-                    "primary_key" => src.primary_key = keys,
-                    "lookback" => src.lookback = text(),
-                    "warn_after" => src.warn_after = text(),
-                    "error_after" => src.error_after = text(),
-                    _ => src.batch_rows = batch_rows,
-                }
-            }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    key: key.to_string(),
-                    origin: origin.to_string(),
-                });
-            }
+            toml::Value::String(word)
         }
-        Ok(())
+    };
+    // Alone, against the shape: a value the key refuses (a duration that does not parse, say)
+    // is this override's error.
+    let mut alone = toml::Table::new();
+    insert(&mut alone, &path, typed.clone());
+    FileSettings::deserialize(toml::Value::Table(alone)).map_err(|e| ConfigError::Invalid {
+        key: key.to_string(),
+        origin: origin.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    insert(table, &path, typed);
+    Ok(())
+}
+
+/// Sets `path` in `table`, making the tables on the way.
+fn insert(table: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("a key has a name");
+    let mut at = table;
+    for p in parents {
+        let entry = at
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        at = entry.as_table_mut().expect("made a table");
     }
+    at.insert(last.to_string(), value);
 }
 
 /// `s3.allow_http` -> `LAKE_S3_ALLOW_HTTP`.
@@ -766,6 +834,125 @@ mod tests {
         .unwrap();
         assert_eq!(s.spotify.client_id.as_deref(), Some("from-lake-env"));
         assert_eq!(s.spotify.playlists, ["x", "y"]);
+    }
+
+    /// The key tables, the file's shape, the environment and `--set` agree: every key sets the
+    /// same value from each of the three, and every field of lake.toml's shape is a key.
+    #[test]
+    fn every_key_is_the_same_key_in_the_file_the_environment_and_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[sources.crm]\ntable = \"t\"\n";
+        let resolve = |file: &str, env: Vec<(String, String)>, set: Vec<String>| {
+            std::fs::write(dir.path().join(FILE_NAME), file).unwrap();
+            let flags = Overrides {
+                set,
+                ..Default::default()
+            };
+            let s = Settings::resolve(&flags, env, dir.path());
+            format!("{:?}", s.unwrap_or_else(|e| panic!("{file:?}: {e}")))
+        };
+        let unset = resolve(base, Vec::new(), Vec::new());
+        let sources = SOURCE_KEYS
+            .iter()
+            .map(|k| Key {
+                name: Box::leak(format!("sources.crm.{}", k.name).into_boxed_str()),
+                kind: k.kind,
+            })
+            .chain([key("sources.crm.casts.amount", Kind::Text)]);
+        for k in KEYS.iter().copied().chain(sources) {
+            // A text each kind takes (a duration, for the keys that are one).
+            let (text, toml_value) = match k.kind {
+                Kind::Text => ("2h".to_string(), "\"2h\"".to_string()),
+                Kind::Flag => ("true".into(), "true".into()),
+                Kind::Number => ("7".into(), "7".into()),
+                Kind::List => ("a, b".into(), "[\"a\", \"b\"]".into()),
+                Kind::Choice(words) => {
+                    let w = words.last().unwrap();
+                    (w.to_string(), format!("\"{w}\""))
+                }
+            };
+            let (section, field) = match k.name.rsplit_once('.') {
+                Some((s, f)) => (Some(s), f),
+                None => (None, k.name),
+            };
+            let file = match section {
+                Some("sources.crm") => {
+                    format!("[sources.crm]\ntable = \"t\"\n{field} = {toml_value}\n")
+                }
+                Some(s) => format!("{base}[{s}]\n{field} = {toml_value}\n"),
+                None => format!("{field} = {toml_value}\n{base}"),
+            };
+            let file = if k.name == "sources.crm.table" {
+                format!("[sources.crm]\ntable = {toml_value}\n")
+            } else {
+                file
+            };
+            let from_file = resolve(&file, Vec::new(), Vec::new());
+            let from_env = resolve(base, vec![(env_name(k.name), text.clone())], Vec::new());
+            let from_flag = resolve(base, Vec::new(), vec![format!("{}={text}", k.name)]);
+            assert_ne!(from_file, unset, "{} set nothing", k.name);
+            assert_eq!(from_file, from_env, "{} from the environment", k.name);
+            assert_eq!(from_file, from_flag, "{} from --set", k.name);
+        }
+        // The other way: serde's own list of each table's fields, every one a key.
+        let fields = |toml: &str| -> Vec<String> {
+            let e = toml::from_str::<FileSettings>(toml)
+                .unwrap_err()
+                .to_string();
+            // "expected one of `a`, `b`", or "expected `a`" for a table of one field.
+            let list = &e[e.find("unknown field").expect("a list of fields")..];
+            let list = &list[list.find("expected").expect("a list of fields")..];
+            list.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(String::from)
+                .collect()
+        };
+        let named = |name: String| {
+            KEYS.iter().any(|k| k.name == name)
+                || name
+                    .strip_prefix("sources.crm.")
+                    .is_some_and(|f| f == "casts" || SOURCE_KEYS.iter().any(|k| k.name == f))
+        };
+        for section in [
+            "s3",
+            "spotify",
+            "spotify_export",
+            "warehouse",
+            "maintain",
+            "project",
+        ] {
+            for f in fields(&format!("[{section}]\nnot_a_key = 1\n")) {
+                assert!(
+                    named(format!("{section}.{f}")),
+                    "{section}.{f} is not in KEYS"
+                );
+            }
+        }
+        for f in fields("[sources.crm]\nnot_a_key = 1\n") {
+            assert!(
+                named(format!("sources.crm.{f}")),
+                "sources.{f} is not in SOURCE_KEYS"
+            );
+        }
+    }
+
+    /// `lake init`'s lake.toml parses, and with its examples uncommented still does: each key
+    /// it shows is one lake knows.
+    #[test]
+    fn the_template_shows_only_known_keys() {
+        toml::from_str::<FileSettings>(TEMPLATE).unwrap();
+        let uncommented: String = TEMPLATE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.contains("->") => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = toml::from_str::<FileSettings>(&uncommented);
+        assert!(parsed.is_ok(), "{uncommented}\n{parsed:?}");
+        assert!(uncommented.contains("\nclient_id = "), "{uncommented}");
     }
 
     #[test]

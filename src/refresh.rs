@@ -468,10 +468,7 @@ async fn maintain(app: &App, observer: &Arc<dyn Observer>, report: &mut RefreshR
         return;
     }
     let t = Instant::now();
-    let maintained = match app.maintain_options() {
-        Ok(options) => app.maintain(&[], &options, observer).await,
-        Err(e) => Err(e),
-    };
+    let maintained = app.maintain(&[], &app.maintain_options(), observer).await;
     report.results(Stage::Maintain, "tables", t, maintained, |table, m| Step {
         stage: Stage::Maintain,
         item: Some(table.to_string()),

@@ -4,43 +4,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::Context;
 use crate::cli::InitArgs;
-use crate::config::FILE_NAME;
-
-const LAKE_TOML: &str = r#"# lake.toml: where the lake is and how to reach it.
-# Every key can be overridden by a LAKE_* environment variable (root -> LAKE_ROOT,
-# s3.region -> LAKE_S3_REGION) or by a flag (--root, --set s3.region=...).
-
-# A folder, relative to this file, or s3://bucket/prefix.
-root = "lake"
-
-# Options for an s3:// root. Unset options fall back to the standard AWS environment
-# and profiles (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
-# Credentials are never read from this file.
-[s3]
-# endpoint = "http://127.0.0.1:9000"
-# region = "eu-west-1"
-# profile = "analytics"
-# allow_http = false
-# virtual_hosted_style = false
-
-# The Spotify Web API (`lake extract spotify`). The client ID and secret may instead come
-# from SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET; keep the secret out of version control.
-[spotify]
-# client_id = "your app's client ID"
-# Playlists whose tracks land in raw.spotify_playlist_tracks: URLs, URIs or IDs.
-# playlists = ["https://open.spotify.com/playlist/...", "spotify:playlist:..."]
-# The listener's streams need `lake auth spotify` once; the redirect URI must be
-# registered for the app.
-# redirect_uri = "http://127.0.0.1:8888/callback"
-# token_file = ".lake/spotify-token.json"
-# streams = ["playlist_tracks", "recently_played", "saved_tracks", "top_tracks"]
-
-# The personal data export (`lake ingest spotify-export my_spotify_data.zip`).
-[spotify_export]
-# IP address, username and user agent: "drop" (default), "hash" (with this lake's salt)
-# or "keep".
-# personal_data = "drop"
-"#;
+use crate::config::{FILE_NAME, TEMPLATE};
 
 /// The example project, the repository's own `queries/` and `data_tests/`: Spotify models
 /// over the raw tables `lake ingest spotify-export` and `lake extract spotify` land, with their
@@ -107,7 +71,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<()> {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("failed to create {}", dir.join(sub).display()))?;
     }
-    write(config, LAKE_TOML)?;
+    write(config, TEMPLATE)?;
     for (path, text) in EXAMPLE {
         write(dir.join(path), text)?;
     }

@@ -11,7 +11,7 @@ use crate::lake::TableName;
 
 pub async fn run(ctx: &Context, args: MaintainArgs) -> Result<()> {
     let app = ctx.app().await?;
-    let mut options = app.maintain_options()?;
+    let mut options = app.maintain_options();
     options.dry_run = args.dry_run;
     options.unsafe_retention = args.unsafe_retention;
     if let Some(r) = args.retention {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
@@ -26,25 +26,13 @@ pub async fn run(ctx: &Context) -> Result<()> {
     let app = ctx.app().await?;
     let (settings, lake) = (app.settings(), app.lake());
     let tables = lake.list_tables().await?;
-    let parse = |origin: &str, key: &str, text: &Option<String>| -> Result<Option<Duration>> {
-        match text {
-            None => Ok(None),
-            Some(t) => match humantime::parse_duration(t) {
-                Ok(d) => Ok(Some(d)),
-                Err(e) => {
-                    bail!("failed to read {key} = \"{t}\" of {origin}: {e}; write it as 26h or 2d")
-                }
-            },
-        }
-    };
     let mut thresholds: BTreeMap<TableName, Thresholds> = BTreeMap::new();
     for (name, src) in &settings.sources {
-        let origin = format!("[sources.{name}]");
         thresholds.insert(
             crate::extract::sql::target(name, src)?,
             Thresholds {
-                warn_after: parse(&origin, "warn_after", &src.warn_after)?,
-                error_after: parse(&origin, "error_after", &src.error_after)?,
+                warn_after: src.warn_after,
+                error_after: src.error_after,
             },
         );
     }
@@ -54,8 +42,8 @@ pub async fn run(ctx: &Context) -> Result<()> {
             thresholds.insert(
                 m.name.clone(),
                 Thresholds {
-                    warn_after: parse(&m.display, "warn_after", &m.config.warn_after)?,
-                    error_after: parse(&m.display, "error_after", &m.config.error_after)?,
+                    warn_after: m.config.warn_after,
+                    error_after: m.config.error_after,
                 },
             );
         }

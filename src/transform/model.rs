@@ -88,9 +88,11 @@ pub struct ModelConfig {
     #[serde(default)]
     pub tests: Vec<toml::Spanned<TestSpec>>,
     /// `lake status` warns when the table's last update is older than this (`26h`).
-    pub warn_after: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub warn_after: Option<std::time::Duration>,
     /// `lake status` fails when the table's last update is older than this (`50h`).
-    pub error_after: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub error_after: Option<std::time::Duration>,
 }
 
 /// How a failing test counts.
