@@ -303,8 +303,20 @@ pub async fn refresh(
             report.lease_lost = true;
             break;
         }
+        let skipped = match stage {
+            Stage::Extract if options.skip_extract => Some("--skip-extract"),
+            Stage::Extract if app.settings().sources.is_empty() => {
+                Some("no [sources] in lake.toml")
+            }
+            Stage::Export if options.skip_export => Some("--skip-export"),
+            _ => None,
+        };
+        if let Some(why) = skipped {
+            report.skipped(stage, why);
+            continue;
+        }
         match stage {
-            Stage::Extract => extract(app, options, observer, &mut report).await,
+            Stage::Extract => extract(app, observer, &mut report).await,
             Stage::Run => run(app, options, observer, &mut report).await,
             Stage::Export => export(app, options, observer, &mut report).await,
             Stage::Maintain => maintain(app, observer, &mut report).await,
@@ -336,18 +348,7 @@ pub async fn refresh(
     report
 }
 
-async fn extract(
-    app: &App,
-    options: &RefreshOptions,
-    observer: &Arc<dyn Observer>,
-    report: &mut RefreshReport,
-) {
-    if options.skip_extract {
-        return report.skipped(Stage::Extract, "--skip-extract");
-    }
-    if app.settings().sources.is_empty() {
-        return report.skipped(Stage::Extract, "no [sources] in lake.toml");
-    }
+async fn extract(app: &App, observer: &Arc<dyn Observer>, report: &mut RefreshReport) {
     let t = Instant::now();
     let results = app.extract_sources(&[], false, observer).await;
     report.results(Stage::Extract, "sources", t, results, |name, x| Step {
@@ -416,9 +417,6 @@ async fn export(
     observer: &Arc<dyn Observer>,
     report: &mut RefreshReport,
 ) {
-    if options.skip_export {
-        return report.skipped(Stage::Export, "--skip-export");
-    }
     let t = Instant::now();
     match app
         .export(&options.select, &options.exclude, observer)

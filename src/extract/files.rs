@@ -335,6 +335,17 @@ fn json_err(file: &InputFile, line: usize, e: &serde_json::Error) -> ExtractErro
     }
 }
 
+/// A file's bytes, whole: a JSON array is parsed in one piece.
+async fn whole(file: &InputFile) -> Result<bytes::Bytes, ExtractError> {
+    file.store
+        .get(&file.path)
+        .await
+        .map_err(read_err(file))?
+        .bytes()
+        .await
+        .map_err(read_err(file))
+}
+
 fn read_err(file: &InputFile) -> impl Fn(object_store::Error) -> ExtractError + '_ {
     move |source| ExtractError::Read {
         file: file.display.clone(),
@@ -418,14 +429,7 @@ async fn infer_schema(file: &mut InputFile) -> Result<Schema, ExtractError> {
                 file.format = Format::Ndjson;
             }
             if file.format == Format::Json {
-                let bytes = file
-                    .store
-                    .get(&file.path)
-                    .await
-                    .map_err(read_err(file))?
-                    .bytes()
-                    .await
-                    .map_err(read_err(file))?;
+                let bytes = whole(file).await?;
                 let values = parse_array(file, &bytes)?;
                 let schema =
                     arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
@@ -730,14 +734,7 @@ async fn read_json(
     let mut decoder = builder()?;
     // `infer_schema` turned a `json` file that is not an array into `ndjson`.
     if file.format == Format::Json {
-        let bytes = file
-            .store
-            .get(&file.path)
-            .await
-            .map_err(read_err(file))?
-            .bytes()
-            .await
-            .map_err(read_err(file))?;
+        let bytes = whole(file).await?;
         progress.inc(bytes.len() as u64);
         let values = parse_array(file, &bytes)?;
         for (n, chunk) in values.chunks(BATCH_ROWS).enumerate() {

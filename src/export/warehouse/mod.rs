@@ -160,6 +160,38 @@ fn qualified(d: Dialect, schema: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The next batch as cells, with the rows of each of its multi-row INSERTs: at most
+/// `max_rows` a statement and `max_params` values. None when the batches are done.
+pub(crate) async fn next_inserts(
+    batches: &mut Batches<'_>,
+    load: &Load<'_>,
+    max_rows: usize,
+    max_params: usize,
+) -> Result<Option<Inserts>, ExportError> {
+    use futures::StreamExt as _;
+    let Some(batch) = batches.next().await else {
+        return Ok(None);
+    };
+    let batch = batch?;
+    let columns = load.cells(&batch)?;
+    let per = max_rows.min(max_params / columns.len().max(1)).max(1);
+    Ok(Some(Inserts {
+        statements: statements(batch.num_rows(), per).collect(),
+        rows: batch.num_rows() as u64,
+        columns,
+    }))
+}
+
+/// One batch, ready for multi-row INSERTs.
+pub(crate) struct Inserts {
+    /// Each column's cells.
+    pub columns: Vec<Vec<Cell>>,
+    /// The rows of each statement.
+    pub statements: Vec<std::ops::Range<usize>>,
+    /// Rows in the batch.
+    pub rows: u64,
+}
+
 /// The rows of each multi-row INSERT: `rows` split into runs of at most `per`.
 pub(crate) fn statements(rows: usize, per: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let per = per.max(1);
@@ -347,4 +379,27 @@ mod tests {
         assert_eq!(statements(0, 3).count(), 0);
         assert_eq!(statements(2, 0).collect::<Vec<_>>(), vec![0..1, 1..2]);
     }
+}
+
+/// Whether `sql`, a count of tables bound to `binds`, counts one or more: how a backend tells
+/// that a table exists.
+pub(crate) async fn any_table<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: &'static str,
+    binds: &[Option<&str>],
+) -> Result<bool, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i64: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut query = sqlx::query_scalar::<DB, i64>(sql);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    Ok(query.fetch_one(pool).await? > 0)
 }

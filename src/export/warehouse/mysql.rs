@@ -4,11 +4,10 @@
 
 use std::str::FromStr;
 
-use futures::StreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlSslMode};
 use sqlx::{AssertSqlSafe, Executor};
 
-use super::{Backend, Batches, Connect, Load, statements};
+use super::{Backend, Batches, Connect, Load, any_table, next_inserts};
 use crate::export::ExportError;
 use crate::export::types::{Cell, Dialect};
 
@@ -55,14 +54,8 @@ impl Backend for MySql {
     }
 
     async fn exists(&self, schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error> {
-        let found: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce(?, database()) AND table_name = ?",
-        )
-        .bind(schema)
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(found > 0)
+        let sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce(?, database()) AND table_name = ?";
+        any_table(&self.pool, sql, &[schema, Some(name)]).await
     }
 
     async fn replace(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError> {
@@ -153,15 +146,12 @@ async fn insert(
     mut batches: Batches<'_>,
 ) -> Result<u64, ExportError> {
     let mut rows = 0u64;
-    while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        let columns = load.cells(&batch)?;
-        // MySQL takes at most 65,535 parameters a statement.
-        let per_insert = load.batch_rows.min(60_000 / columns.len().max(1)).max(1);
-        for rows_of_statement in statements(batch.num_rows(), per_insert) {
+    // MySQL takes at most 65,535 parameters a statement.
+    while let Some(batch) = next_inserts(&mut batches, load, load.batch_rows, 60_000).await? {
+        for statement in batch.statements.iter().cloned() {
             let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(head);
-            q.push_values(rows_of_statement, |mut b, row| {
-                for col in &columns {
+            q.push_values(statement, |mut b, row| {
+                for col in &batch.columns {
                     match col[row].clone() {
                         Cell::Null => b.push_bind(None::<String>),
                         Cell::Bool(v) => b.push_bind(v),
@@ -181,7 +171,7 @@ async fn insert(
                 .await
                 .map_err(|e| load.failed(e))?;
         }
-        rows += batch.num_rows() as u64;
+        rows += batch.rows;
     }
     Ok(rows)
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 use sqlx::{AssertSqlSafe, Executor};
 
-use super::{Backend, Batches, Connect, Load};
+use super::{Backend, Batches, Connect, Load, any_table};
 use crate::export::ExportError;
 use crate::export::types::{Dialect, TextColumn, copy_escape};
 
@@ -47,14 +47,8 @@ impl Backend for Postgres {
     }
 
     async fn exists(&self, schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error> {
-        let found: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
-        )
-        .bind(schema)
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(found > 0)
+        let sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2";
+        any_table(&self.pool, sql, &[schema, Some(name)]).await
     }
 
     async fn replace(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError> {

@@ -1,12 +1,11 @@
 //! SQLite, the embedded default: one transaction holds a load's drop, create and every row,
 //! so readers see the old table or the new one; an upsert is `ON CONFLICT ... DO UPDATE`.
 
-use futures::StreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 
 use super::postgres::on_conflict;
-use super::{Backend, Batches, Connect, Load, statements};
+use super::{Backend, Batches, Connect, Load, any_table, next_inserts};
 use crate::export::ExportError;
 use crate::export::types::{Cell, Dialect};
 
@@ -46,13 +45,8 @@ impl Backend for Sqlite {
     }
 
     async fn exists(&self, _schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error> {
-        let found: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-        )
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(found > 0)
+        let sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
+        any_table(&self.pool, sql, &[Some(name)]).await
     }
 
     async fn replace(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError> {
@@ -110,15 +104,12 @@ async fn insert(
     mut batches: Batches<'_>,
 ) -> Result<u64, ExportError> {
     let mut rows = 0u64;
-    while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        let columns = load.cells(&batch)?;
-        // SQLite takes at most 32,766 parameters a statement; 500 rows is past the gain.
-        let per_insert = (32_000 / columns.len().max(1)).clamp(1, 500);
-        for rows_of_statement in statements(batch.num_rows(), per_insert) {
+    // SQLite takes at most 32,766 parameters a statement; 500 rows is past the gain.
+    while let Some(batch) = next_inserts(&mut batches, load, 500, 32_000).await? {
+        for statement in batch.statements.iter().cloned() {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(head);
-            q.push_values(rows_of_statement, |mut b, row| {
-                for col in &columns {
+            q.push_values(statement, |mut b, row| {
+                for col in &batch.columns {
                     match col[row].clone() {
                         Cell::Null => b.push_bind(None::<String>),
                         Cell::Bool(v) => b.push_bind(v),
@@ -140,7 +131,7 @@ async fn insert(
                 .await
                 .map_err(|e| load.failed(e))?;
         }
-        rows += batch.num_rows() as u64;
+        rows += batch.rows;
     }
     Ok(rows)
 }

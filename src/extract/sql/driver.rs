@@ -133,11 +133,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// A literal of a timestamp, `micros` after the epoch, for the cursor's WHERE.
     fn timestamp_literal(&self, micros: i64, utc: bool) -> String {
-        let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
         if utc {
-            format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00:00"))
+            time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f+00:00")
         } else {
-            format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
+            time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f")
         }
     }
 
@@ -220,4 +219,34 @@ fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<SqlColumn, S
         driver.cast(&expr, cast)
     };
     Ok(SqlColumn::plain(&p.name, kind, read))
+}
+
+/// The columns of `base` as the database describes it, without running it: each with the
+/// expression that selects it from the subquery `q` (`q."name"`, quoted by `quote`).
+pub(crate) async fn describe<DB>(
+    pool: &sqlx::Pool<DB>,
+    base: &str,
+    quote: impl Fn(&str) -> String,
+) -> Result<Vec<(DB::Column, String)>, String>
+where
+    DB: sqlx::Database,
+    DB::Column: Clone,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::{Column as _, Executor as _, SqlSafeStr as _, Statement as _};
+    let described = pool
+        .prepare(sqlx::AssertSqlSafe(base.to_string()).into_sql_str())
+        .await
+        .map_err(|e| format!("failed to read the columns: {e}"))?;
+    Ok(described
+        .columns()
+        .iter()
+        .map(|c| (c.clone(), format!("q.{}", quote(c.name()))))
+        .collect())
+}
+
+/// A quoted literal of the instant `micros` after the epoch, written with `format`.
+pub(crate) fn time_literal(micros: i64, format: &str) -> String {
+    let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    format!("'{}'", t.format(format))
 }

@@ -31,7 +31,7 @@ pub use cursor::{CursorKind, SourceCursor};
 use cursor::{lookback, max_value, saved_cursor};
 use deletes::mark_deleted;
 use driver::apply_casts;
-pub(crate) use driver::{Driver, Item, Kind, Planned, SqlColumn};
+pub(crate) use driver::{Driver, Item, Kind, Planned, SqlColumn, describe, time_literal};
 
 use std::sync::Arc;
 
@@ -260,37 +260,24 @@ impl Read<'_> {
 
 /// `mode = "full"`: every row, replacing the target in one commit.
 async fn full(lake: &Lake, read: Read<'_>) -> Result<SqlReport, ExtractError> {
-    let Read {
-        name,
-        table,
-        driver,
-        base,
-        cols,
-        fields,
-        exprs,
-        batch_rows,
-        metadata,
-        progress,
-        ..
-    } = read;
-    let schema = Arc::new(Schema::new(fields));
     let source = Arc::new(SqlSource {
-        driver: driver.clone(),
-        sql: driver.select(&exprs, &base, None),
-        cols: cols.into(),
-        schema,
-        batch_rows,
-        progress,
+        sql: read.driver.select(&read.exprs, &read.base, None),
+        driver: read.driver,
+        cols: read.cols.into(),
+        schema: Arc::new(Schema::new(read.fields)),
+        batch_rows: read.batch_rows,
+        progress: read.progress,
         keys_unique: false,
     });
     // The table mirrors the source: its rows and its columns, even when a column's type
     // changed or a column was dropped at the source.
-    let outcome = write(lake, &table, source, &WriteMode::Rebuild(vec![]), &metadata)
+    let rebuild = WriteMode::Rebuild(vec![]);
+    let outcome = write(lake, &read.table, source, &rebuild, &read.metadata)
         .await
-        .map_err(|e| fail(name, e))?;
+        .map_err(|e| fail(read.name, e))?;
     Ok(SqlReport {
-        source: name.to_string(),
-        table,
+        source: read.name.to_string(),
+        table: read.table,
         rows: outcome.rows_read,
         version: Some(outcome.version),
         cursor: None,

@@ -3,12 +3,11 @@
 
 use crate::db::LazyPool;
 use arrow::datatypes::DataType;
-use chrono::DateTime;
 use futures::StreamExt;
 use sqlx::mysql::{MySqlColumn, MySqlPool};
-use sqlx::{AssertSqlSafe, Column, Connection, Executor, SqlSafeStr, Statement, TypeInfo};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, TypeInfo};
 
-use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx};
+use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx, describe, time_literal};
 use crate::lake::write::SourceError;
 
 /// sqlx sets each session's time zone to UTC, so TIMESTAMP columns read as UTC.
@@ -49,20 +48,14 @@ impl Driver for Mysql {
 
     fn timestamp_literal(&self, micros: i64, _utc: bool) -> String {
         // The session is in UTC; MariaDB takes no offset in a literal.
-        let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
-        format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
+        time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f")
     }
 
     async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let pool = self.pool().await?;
-        let described = pool
-            .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
-            .await
-            .map_err(|e| format!("failed to read the columns: {e}"))?;
         let mut cols = Vec::new();
-        for column in described.columns() {
+        for (column, q) in &describe(pool, base, |n| self.quote(n)).await? {
             let name = column.name();
-            let q = format!("q.{}", self.quote(name));
             let signed = format!("CAST({q} AS SIGNED)");
             let text = format!("CAST({q} AS CHAR)");
             let type_name = column.type_info().name();

@@ -6,9 +6,9 @@ use arrow::array::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::DataType;
 use futures::StreamExt;
 use sqlx::postgres::{PgColumn, PgPool, PgTypeKind};
-use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo};
+use sqlx::{AssertSqlSafe, Column, Row, TypeInfo};
 
-use super::{Driver, Item, Kind, Planned, Sink, SqlColumn, append_sqlx};
+use super::{Driver, Item, Kind, Planned, Sink, SqlColumn, append_sqlx, describe};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Postgres {
@@ -39,14 +39,9 @@ impl Driver for Postgres {
 
     async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let pool = self.pool().await?;
-        let described = pool
-            .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
-            .await
-            .map_err(|e| format!("failed to read the columns: {e}"))?;
         let mut cols = Vec::new();
-        for column in described.columns() {
+        for (column, q) in &describe(pool, base, |n| self.quote(n)).await? {
             let name = column.name();
-            let q = format!("q.{}", self.quote(name));
             let type_name = column.type_info().name().to_ascii_uppercase();
             let cast = |t: &str| format!("{q}::{t}");
             let col = match type_name.as_str() {

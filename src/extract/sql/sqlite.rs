@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
-use chrono::DateTime;
 use futures::StreamExt;
 use sqlx::sqlite::{SqliteColumn, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
+use sqlx::{AssertSqlSafe, Column, TypeInfo};
 use tokio::sync::OnceCell;
 
-use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx};
+use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx, describe, time_literal};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Sqlite {
@@ -59,20 +58,14 @@ impl Driver for Sqlite {
     fn timestamp_literal(&self, micros: i64, _utc: bool) -> String {
         // SQLite compares timestamps as text: from the start of the second, so a value written
         // without a fraction still compares at or after it. The merge absorbs the re-read.
-        let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
-        format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"))
+        time_literal(micros, "%Y-%m-%d %H:%M:%S")
     }
 
     async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
         let pool = self.pool().await?;
-        let described = pool
-            .prepare(AssertSqlSafe(base.to_string()).into_sql_str())
-            .await
-            .map_err(|e| format!("failed to read the columns: {e}"))?;
         let mut cols = Vec::new();
-        for column in described.columns() {
+        for (column, q) in &describe(pool, base, |n| self.quote(n)).await? {
             let name = column.name();
-            let q = format!("q.{}", self.quote(name));
             let declared = match declared_type(pool, column).await {
                 Some(d) => d,
                 None => column.type_info().name().to_string(),
