@@ -178,6 +178,14 @@ pub enum ConfigError {
         /// Where it came from, such as `environment variable LAKE_ROOTT`.
         origin: String,
     },
+    /// A `[sources.<name>]` whose keys do not make one shape.
+    #[error("failed to read [sources.{name}]: {why}")]
+    Source {
+        /// The source.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A value that lake.toml's shape refuses for its key.
     #[error("failed to apply {origin}: `{key}`: {message}")]
     Invalid {
@@ -385,6 +393,88 @@ pub struct SourceSettings {
     pub error_after: Option<Duration>,
 }
 
+/// What a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRead<'a> {
+    /// A table, `schema.table` or `table`, read whole.
+    Table(&'a str),
+    /// A query.
+    Query(&'a str),
+}
+
+/// How a source is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePlan<'a> {
+    /// Every row, each run; the target is replaced.
+    Full,
+    /// The rows past the saved cursor (minus the lookback), merged on the primary key.
+    Incremental {
+        /// The column that grows.
+        cursor: &'a str,
+        /// The columns the merge matches on; never empty.
+        primary_key: &'a [String],
+        /// How far behind the cursor to read again.
+        lookback: Option<&'a str>,
+    },
+}
+
+/// A `[sources.<name>]` as the one shape its keys may take: checked when the settings load,
+/// so a wrong combination stops every command before anything runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceShape<'a> {
+    /// What it reads.
+    pub read: SourceRead<'a>,
+    /// How.
+    pub plan: SourcePlan<'a>,
+}
+
+impl SourceSettings {
+    /// Its shape, or what is wrong with the combination of its keys.
+    pub fn shape(&self) -> Result<SourceShape<'_>, String> {
+        let read = match (&self.table, &self.query) {
+            (Some(t), None) => SourceRead::Table(t),
+            (None, Some(q)) => SourceRead::Query(q),
+            _ => return Err("give exactly one of `table` and `query`".into()),
+        };
+        let plan = match self.mode {
+            SourceMode::Full => {
+                let given: Vec<&str> = [
+                    ("cursor", self.cursor.is_some()),
+                    ("primary_key", !self.primary_key.is_empty()),
+                    ("lookback", self.lookback.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(k, set)| set.then_some(k))
+                .collect();
+                if !given.is_empty() {
+                    return Err(format!(
+                        "`{}` only apply to mode = \"incremental\"; set it, or leave them out",
+                        given.join("`, `")
+                    ));
+                }
+                SourcePlan::Full
+            }
+            SourceMode::Incremental => SourcePlan::Incremental {
+                cursor: self
+                    .cursor
+                    .as_deref()
+                    .ok_or("mode = \"incremental\" needs `cursor`, the column that grows")?,
+                primary_key: match self.primary_key.as_slice() {
+                    [] => {
+                        return Err(
+                            "mode = \"incremental\" needs `primary_key`, the columns the merge matches on"
+                                .into(),
+                        );
+                    }
+                    keys => keys,
+                },
+                lookback: self.lookback.as_deref(),
+            },
+        };
+        Ok(SourceShape { read, plan })
+    }
+}
+
 /// The file's shape. Every field is optional; defaults fill the gaps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -590,6 +680,12 @@ impl Settings {
                 message: e.to_string(),
             }
         })?;
+        for (name, source) in &file.sources {
+            source.shape().map_err(|why| ConfigError::Source {
+                name: name.clone(),
+                why,
+            })?;
+        }
         Ok(Settings {
             project_dir,
             config_file,
@@ -841,7 +937,11 @@ mod tests {
     #[test]
     fn every_key_is_the_same_key_in_the_file_the_environment_and_the_flags() {
         let dir = tempfile::tempdir().unwrap();
-        let base = "[sources.crm]\ntable = \"t\"\n";
+        // An incremental source that reads a table; for `table` and `query` themselves, one
+        // that reads neither yet.
+        let reading =
+            "[sources.crm]\nmode = \"incremental\"\ncursor = \"c\"\nprimary_key = [\"id\"]\n";
+        let with_table = format!("{reading}table = \"t\"\n");
         let resolve = |file: &str, env: Vec<(String, String)>, set: Vec<String>| {
             std::fs::write(dir.path().join(FILE_NAME), file).unwrap();
             let flags = Overrides {
@@ -851,7 +951,7 @@ mod tests {
             let s = Settings::resolve(&flags, env, dir.path());
             format!("{:?}", s.unwrap_or_else(|e| panic!("{file:?}: {e}")))
         };
-        let unset = resolve(base, Vec::new(), Vec::new());
+        let unset = resolve(&with_table, Vec::new(), Vec::new());
         let sources = SOURCE_KEYS
             .iter()
             .map(|k| Key {
@@ -861,36 +961,33 @@ mod tests {
             .chain([key("sources.crm.casts.amount", Kind::Text)]);
         for k in KEYS.iter().copied().chain(sources) {
             // A text each kind takes (a duration, for the keys that are one).
-            let (text, toml_value) = match k.kind {
-                Kind::Text => ("2h".to_string(), "\"2h\"".to_string()),
-                Kind::Flag => ("true".into(), "true".into()),
-                Kind::Number => ("7".into(), "7".into()),
-                Kind::List => ("a, b".into(), "[\"a\", \"b\"]".into()),
+            let (text, value) = match k.kind {
+                Kind::Text => ("2h".to_string(), toml::Value::from("2h")),
+                Kind::Flag => ("true".into(), toml::Value::from(true)),
+                Kind::Number => ("7".into(), toml::Value::from(7)),
+                Kind::List => ("a, b".into(), toml::Value::from(vec!["a", "b"])),
                 Kind::Choice(words) => {
                     let w = words.last().unwrap();
-                    (w.to_string(), format!("\"{w}\""))
+                    (w.to_string(), toml::Value::from(*w))
                 }
             };
-            let (section, field) = match k.name.rsplit_once('.') {
-                Some((s, f)) => (Some(s), f),
-                None => (None, k.name),
-            };
-            let file = match section {
-                Some("sources.crm") => {
-                    format!("[sources.crm]\ntable = \"t\"\n{field} = {toml_value}\n")
-                }
-                Some(s) => format!("{base}[{s}]\n{field} = {toml_value}\n"),
-                None => format!("{field} = {toml_value}\n{base}"),
-            };
-            let file = if k.name == "sources.crm.table" {
-                format!("[sources.crm]\ntable = {toml_value}\n")
+            let base = if matches!(k.name, "sources.crm.table" | "sources.crm.query") {
+                reading.to_string()
             } else {
-                file
+                with_table.clone()
             };
+            // The file form: the base with the key set in it.
+            let mut table: toml::Table = toml::from_str(&base).unwrap();
+            let path: Vec<&str> = k.name.split('.').collect();
+            insert(&mut table, &path, value);
+            let file = toml::to_string(&table).unwrap();
             let from_file = resolve(&file, Vec::new(), Vec::new());
-            let from_env = resolve(base, vec![(env_name(k.name), text.clone())], Vec::new());
-            let from_flag = resolve(base, Vec::new(), vec![format!("{}={text}", k.name)]);
-            assert_ne!(from_file, unset, "{} set nothing", k.name);
+            let from_env = resolve(&base, vec![(env_name(k.name), text.clone())], Vec::new());
+            let from_flag = resolve(&base, Vec::new(), vec![format!("{}={text}", k.name)]);
+            // `mode` can only be set to what the base's other keys fit: incremental.
+            if k.name != "sources.crm.mode" {
+                assert_ne!(from_file, unset, "{} set nothing", k.name);
+            }
             assert_eq!(from_file, from_env, "{} from the environment", k.name);
             assert_eq!(from_file, from_flag, "{} from --set", k.name);
         }
@@ -953,6 +1050,62 @@ mod tests {
         let parsed = toml::from_str::<FileSettings>(&uncommented);
         assert!(parsed.is_ok(), "{uncommented}\n{parsed:?}");
         assert!(uncommented.contains("\nclient_id = "), "{uncommented}");
+    }
+
+    /// A source's keys make one shape, or the settings do not load, naming the source.
+    #[test]
+    fn a_source_is_one_shape_or_no_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |source: &str| {
+            std::fs::write(
+                dir.path().join(FILE_NAME),
+                format!("[sources.crm]\n{source}"),
+            )
+            .unwrap();
+            Settings::resolve(&Overrides::default(), env(&[]), dir.path())
+        };
+        let s = load("query = \"SELECT 1\"\n").unwrap();
+        assert_eq!(
+            s.sources["crm"].shape().unwrap(),
+            SourceShape {
+                read: SourceRead::Query("SELECT 1"),
+                plan: SourcePlan::Full
+            }
+        );
+        let s = load("table = \"t\"\nmode = \"incremental\"\ncursor = \"c\"\nprimary_key = [\"id\"]\nlookback = \"1h\"\n").unwrap();
+        assert!(matches!(
+            s.sources["crm"].shape().unwrap().plan,
+            SourcePlan::Incremental {
+                cursor: "c",
+                lookback: Some("1h"),
+                ..
+            }
+        ));
+        for (keys, why) in [
+            (
+                "table = \"t\"\nquery = \"q\"\n",
+                "exactly one of `table` and `query`",
+            ),
+            ("target = \"raw.x\"\n", "exactly one of `table` and `query`"),
+            (
+                "table = \"t\"\nmode = \"incremental\"\nprimary_key = [\"id\"]\n",
+                "needs `cursor`",
+            ),
+            (
+                "table = \"t\"\nmode = \"incremental\"\ncursor = \"c\"\n",
+                "needs `primary_key`",
+            ),
+            (
+                "table = \"t\"\ncursor = \"c\"\nlookback = \"1h\"\n",
+                "`cursor`, `lookback` only apply to mode = \"incremental\"",
+            ),
+        ] {
+            let err = load(keys).unwrap_err().to_string();
+            assert!(
+                err.contains("[sources.crm]") && err.contains(why),
+                "{keys}: {err}"
+            );
+        }
     }
 
     #[test]

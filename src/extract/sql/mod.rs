@@ -39,7 +39,7 @@ use arrow::datatypes::{Field, Schema};
 use secrecy::ExposeSecret;
 
 use super::ExtractError;
-use crate::config::{SourceMode, SourceSettings};
+use crate::config::{SourcePlan, SourceRead, SourceSettings};
 use crate::lake::write::{WriteMode, write};
 use crate::lake::{Lake, RAW, TableName};
 
@@ -163,20 +163,22 @@ pub async fn extract(
 ) -> Result<SqlReport, ExtractError> {
     let table = target(name, src)?;
     let (driver, redacted) = driver_for(name, src, &options.project_dir)?;
-    let base = match (&src.table, &src.query) {
-        (Some(t), None) => format!(
-            "SELECT * FROM {}",
-            t.split('.')
-                .map(|p| driver.quote(p))
-                .collect::<Vec<_>>()
-                .join(".")
+    let shape = src.shape().map_err(|why| fail(name, why))?;
+    let (base, what) = match shape.read {
+        SourceRead::Table(t) => (
+            format!(
+                "SELECT * FROM {}",
+                t.split('.')
+                    .map(|p| driver.quote(p))
+                    .collect::<Vec<_>>()
+                    .join(".")
+            ),
+            format!("table {t}"),
         ),
-        (None, Some(q)) => q.trim().trim_end_matches(';').to_string(),
-        _ => return Err(fail(name, "give exactly one of `table` and `query`")),
-    };
-    let what = match &src.table {
-        Some(t) => format!("table {t}"),
-        None => "the query".to_string(),
+        SourceRead::Query(q) => (
+            q.trim().trim_end_matches(';').to_string(),
+            "the query".to_string(),
+        ),
     };
     let cols = match driver.plan(&base).await {
         Ok(planned) => apply_casts(&*driver, name, planned, &src.casts),
@@ -200,7 +202,6 @@ pub async fn extract(
 
     let read = Read {
         name,
-        src,
         table,
         driver,
         base,
@@ -212,16 +213,26 @@ pub async fn extract(
         metadata,
         progress,
     };
-    match src.mode {
-        SourceMode::Full => full(lake, read).await,
-        SourceMode::Incremental => incremental(lake, read, options.detect_deletes).await,
+    match shape.plan {
+        SourcePlan::Full => full(lake, read).await,
+        SourcePlan::Incremental {
+            cursor,
+            primary_key,
+            lookback,
+        } => {
+            let by = Increment {
+                cursor,
+                primary_key,
+                lookback,
+            };
+            incremental(lake, read, by, options.detect_deletes).await
+        }
     }
 }
 
 /// What a source's extract reads, planned: shared by the full and the incremental path.
 struct Read<'a> {
     name: &'a str,
-    src: &'a SourceSettings,
     table: TableName,
     driver: Arc<dyn Driver>,
     /// The source's SELECT.
@@ -287,27 +298,27 @@ async fn full(lake: &Lake, read: Read<'_>) -> Result<SqlReport, ExtractError> {
 
 /// `mode = "incremental"`: the rows at or past the saved cursor (minus the lookback), merged on
 /// the primary key, the new cursor saved in the same commit; then `--detect-deletes`.
+/// What an incremental source reads by: its shape's keys.
+struct Increment<'a> {
+    cursor: &'a str,
+    primary_key: &'a [String],
+    lookback: Option<&'a str>,
+}
+
 async fn incremental(
     lake: &Lake,
     read: Read<'_>,
+    by: Increment<'_>,
     detect_deletes: bool,
 ) -> Result<SqlReport, ExtractError> {
-    let cursor_col = read.col(
-        read.src
-            .cursor
-            .as_deref()
-            .ok_or_else(|| fail(read.name, "mode = \"incremental\" needs `cursor`"))?,
-        "cursor",
-    )?;
-    let keys: Vec<SqlColumn> = read
-        .src
+    let cursor_col = read.col(by.cursor, "cursor")?;
+    let keys: Vec<SqlColumn> = by
         .primary_key
         .iter()
         .map(|k| read.col(k, "primary key"))
         .collect::<Result<_, _>>()?;
     let Read {
         name,
-        src,
         table,
         driver,
         base,
@@ -319,13 +330,7 @@ async fn incremental(
         progress,
         ..
     } = read;
-    if src.primary_key.is_empty() {
-        return Err(fail(
-            name,
-            "mode = \"incremental\" needs `primary_key`, the columns the merge matches on",
-        ));
-    }
-    let lookback = lookback(name, src.lookback.as_deref(), cursor_col.kind)?;
+    let lookback = lookback(name, by.lookback, cursor_col.kind)?;
     if SourceCursor::of(&cursor_col, 0).is_none() {
         return Err(fail(
             name,
@@ -412,7 +417,7 @@ async fn incremental(
             lake,
             &table,
             source,
-            &WriteMode::Merge(src.primary_key.clone()),
+            &WriteMode::Merge(by.primary_key.to_vec()),
             &metadata,
         )
         .await
