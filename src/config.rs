@@ -430,7 +430,14 @@ pub struct SourceShape<'a> {
 
 impl SourceSettings {
     /// Its shape, or what is wrong with the combination of its keys.
-    pub fn shape(&self) -> Result<SourceShape<'_>, String> {
+    pub fn shape(&self, name: &str) -> Result<SourceShape<'_>, ConfigError> {
+        self.shape_of().map_err(|why| ConfigError::Source {
+            name: name.to_string(),
+            why,
+        })
+    }
+
+    fn shape_of(&self) -> Result<SourceShape<'_>, String> {
         let read = match (&self.table, &self.query) {
             (Some(t), None) => SourceRead::Table(t),
             (None, Some(q)) => SourceRead::Query(q),
@@ -681,10 +688,7 @@ impl Settings {
             }
         })?;
         for (name, source) in &file.sources {
-            source.shape().map_err(|why| ConfigError::Source {
-                name: name.clone(),
-                why,
-            })?;
+            source.shape(name)?;
         }
         Ok(Settings {
             project_dir,
@@ -1066,7 +1070,7 @@ mod tests {
         };
         let s = load("query = \"SELECT 1\"\n").unwrap();
         assert_eq!(
-            s.sources["crm"].shape().unwrap(),
+            s.sources["crm"].shape("crm").unwrap(),
             SourceShape {
                 read: SourceRead::Query("SELECT 1"),
                 plan: SourcePlan::Full
@@ -1074,7 +1078,7 @@ mod tests {
         );
         let s = load("table = \"t\"\nmode = \"incremental\"\ncursor = \"c\"\nprimary_key = [\"id\"]\nlookback = \"1h\"\n").unwrap();
         assert!(matches!(
-            s.sources["crm"].shape().unwrap().plan,
+            s.sources["crm"].shape("crm").unwrap().plan,
             SourcePlan::Incremental {
                 cursor: "c",
                 lookback: Some("1h"),

@@ -68,21 +68,29 @@ where
     }
 
     /// The pool, connecting (at most `max` connections) the first time.
-    pub async fn get(&self, max: u32) -> Result<&Pool<DB>, String> {
+    pub async fn get(&self, max: u32) -> Result<&Pool<DB>, PoolError> {
         self.pool
             .get_or_try_init(|| async {
-                let unparsable = || "the URL does not parse".to_string();
-                let mut url = url::Url::parse(&self.url).map_err(|_| unparsable())?;
+                let mut url = url::Url::parse(&self.url).map_err(|_| PoolError::Url)?;
                 if let Some(p) = &self.password {
-                    url.set_password(Some(p)).map_err(|()| unparsable())?;
+                    url.set_password(Some(p)).map_err(|()| PoolError::Url)?;
                 }
-                let options = url.as_str().parse().map_err(|_| unparsable())?;
-                pool(options, max)
-                    .await
-                    .map_err(|e| format!("failed to connect: {e}"))
+                let options = url.as_str().parse().map_err(|_| PoolError::Url)?;
+                pool(options, max).await.map_err(PoolError::Connect)
             })
             .await
     }
+}
+
+/// Why a [`LazyPool`] has no pool. Neither says the URL, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The URL (with its password set) does not parse.
+    #[error("the URL does not parse")]
+    Url,
+    /// The database does not answer or refuses the login.
+    #[error("failed to connect: {0}")]
+    Connect(sqlx::Error),
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ enum AsOf {
 }
 
 /// Splits `plays@v3` or `plays@2026-11-01T12:00:00Z` into a name and a state.
-fn split_as_of(name: &str) -> Result<(&str, AsOf), String> {
+fn split_as_of(name: &str) -> Result<(&str, AsOf), DataFusionError> {
     let Some((base, spec)) = name.split_once('@') else {
         return Ok((name, AsOf::Latest));
     };
@@ -241,9 +241,9 @@ fn split_as_of(name: &str) -> Result<(&str, AsOf), String> {
             AsOf::Time(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
         ));
     }
-    Err(format!(
+    Err(DataFusionError::Plan(format!(
         "`{name}`: after `@` write a version such as `v3` or a UTC time such as `2026-11-01T12:00:00Z`"
-    ))
+    )))
 }
 
 #[async_trait]
@@ -263,7 +263,7 @@ impl SchemaProvider for LakeSchema {
         if let Some(p) = self.opened.lock().expect("poisoned").get(name) {
             return Ok(Some(p.clone()));
         }
-        let (base, as_of) = split_as_of(name).map_err(DataFusionError::Plan)?;
+        let (base, as_of) = split_as_of(name)?;
         if !self.table_exist(base) {
             return Ok(None);
         }

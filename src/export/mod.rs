@@ -51,24 +51,27 @@ pub enum ExportError {
         cause: sqlx::Error,
     },
     /// A value that cannot be sent as its column's type.
-    #[error("failed to encode a value for {target}: {message}; the table there is unchanged")]
+    #[error("failed to encode a value for {target}: {cause}; the table there is unchanged")]
     Encode {
         /// The target table.
         target: String,
         /// Why.
-        message: String,
+        cause: arrow::error::ArrowError,
     },
     /// A lake table could not be read.
-    #[error("failed to read {table} for export: {message}")]
+    #[error("failed to read {table} for export: {cause}")]
     Read {
         /// The table.
         table: TableName,
         /// Why.
-        message: String,
+        cause: datafusion::error::DataFusionError,
     },
     /// The lake could not be read or written.
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// A session over the lake does not open or plan.
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
     /// A selector matches nothing, or the project does not load.
     #[error(transparent)]
     Selection(#[from] crate::transform::TransformError),
@@ -138,9 +141,8 @@ impl ExportReport {
 /// export holds them back until a run passes.
 pub async fn held_back(lake: &Arc<Lake>) -> Result<Vec<(TableName, String)>, ExportError> {
     use crate::transform::run::Status;
-    let session = crate::query::LakeSession::new(lake.clone())
-        .await
-        .map_err(|e| read_error(crate::transform::runs::table(), e))?;
+    let runs = crate::transform::runs::table();
+    let session = crate::query::LakeSession::new(lake.clone()).await?;
     if !session.tables().contains(&crate::transform::runs::table()) {
         return Ok(Vec::new());
     }
@@ -148,22 +150,18 @@ pub async fn held_back(lake: &Arc<Lake>) -> Result<Vec<(TableName, String)>, Exp
         "SELECT model, run_id FROM (SELECT model, run_id, status, row_number() OVER (PARTITION BY model ORDER BY finished_at DESC) AS r FROM _lake.runs WHERE model IS NOT NULL AND finished_at IS NOT NULL) WHERE r = 1 AND status = '{}'",
         Status::TestsFailed.name()
     );
-    let batches = async {
-        session
-            .sql(&sql)
-            .await?
-            .collect()
-            .await
-            .map_err(crate::query::QueryError::from_datafusion)
-    }
-    .await
-    .map_err(|e| read_error(crate::transform::runs::table(), e))?;
+    let batches = session
+        .sql(&sql)
+        .await?
+        .collect()
+        .await
+        .map_err(|e| read_error(runs.clone(), e))?;
     let mut out = Vec::new();
     for b in batches {
         // Strings read back from Parquet may come as views.
         let text = |i: usize| {
             arrow::compute::cast(b.column(i), &DataType::Utf8)
-                .map_err(|e| read_error(crate::transform::runs::table(), e))
+                .map_err(|e| read_error(runs.clone(), e))
         };
         let (models, runs) = (text(0)?, text(1)?);
         for (model, run) in models
@@ -181,10 +179,10 @@ pub async fn held_back(lake: &Arc<Lake>) -> Result<Vec<(TableName, String)>, Exp
     Ok(out)
 }
 
-fn read_error(table: TableName, e: impl std::fmt::Display) -> ExportError {
+fn read_error(table: TableName, e: impl Into<datafusion::error::DataFusionError>) -> ExportError {
     ExportError::Read {
         table,
-        message: e.to_string(),
+        cause: e.into(),
     }
 }
 
@@ -250,7 +248,7 @@ pub async fn export_table(
     let exists = warehouse.exists(target).await?;
     let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
         table: name.clone(),
-        message: e.to_string(),
+        cause: e.into(),
     };
     let ctx = lake.sessions().context(false);
     let schema: SchemaRef = Arc::new(
@@ -307,7 +305,7 @@ pub async fn export_table(
         .map(move |b| {
             let b = b.map_err(|e| ExportError::Read {
                 table: name_for_err.clone(),
-                message: e.to_string(),
+                cause: e.into(),
             })?;
             read += b.num_rows() as u64;
             progress(read);
@@ -424,7 +422,7 @@ async fn last_exported(
     };
     let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
         table: exports_table(),
-        message: e.to_string(),
+        cause: e.into(),
     };
     let ctx = lake.sessions().context(false);
     let provider = exports.table_provider().await.map_err(read_err)?;
@@ -458,7 +456,7 @@ async fn last_exported(
     let shape =
         arrow::compute::cast(batch.column(1), &DataType::Utf8).map_err(|e| ExportError::Read {
             table: exports_table(),
-            message: e.to_string(),
+            cause: e.into(),
         })?;
     let shape = shape.as_string::<i32>();
     Ok(Some(LastExport {

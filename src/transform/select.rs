@@ -73,7 +73,7 @@ fn matching(project: &Project, selector: &str) -> Result<BTreeSet<TableName>, Tr
         Some(r) => (true, r),
         None => (false, rest),
     };
-    let model = find(project, name).map_err(fail)?;
+    let model = find(project, selector, name)?;
     let mut found = BTreeSet::from([model.clone()]);
     if up {
         walk(project, &model, &mut found, |p, n| p.upstream_of(n));
@@ -85,13 +85,17 @@ fn matching(project: &Project, selector: &str) -> Result<BTreeSet<TableName>, Tr
 }
 
 /// A model by `name` (in `curated`, or the only schema that has it) or `schema.name`.
-fn find(project: &Project, name: &str) -> Result<TableName, String> {
+fn find(project: &Project, selector: &str, name: &str) -> Result<TableName, TransformError> {
+    let fail = |why: String| TransformError::Select {
+        selector: selector.to_string(),
+        why,
+    };
     if let Some((schema, table)) = name.split_once('.') {
-        let t = TableName::new(schema, table).map_err(|e| e.to_string())?;
+        let t = TableName::new(schema, table).map_err(|e| fail(e.to_string()))?;
         return project
             .model(&t)
             .map(|m| m.name.clone())
-            .ok_or_else(|| format!("no model makes {t}"));
+            .ok_or_else(|| fail(format!("no model makes {t}")));
     }
     let all: Vec<&TableName> = project
         .models
@@ -100,7 +104,7 @@ fn find(project: &Project, name: &str) -> Result<TableName, String> {
         .filter(|t| t.name() == name)
         .collect();
     match all.as_slice() {
-        [] => Err(format!("no model is named `{name}`")),
+        [] => Err(fail(format!("no model is named `{name}`"))),
         [one] => Ok((*one).clone()),
         many => many
             .iter()
@@ -108,7 +112,7 @@ fn find(project: &Project, name: &str) -> Result<TableName, String> {
             .map(|t| (*t).clone())
             .ok_or_else(|| {
                 let names: Vec<String> = many.iter().map(|t| t.to_string()).collect();
-                format!("`{name}` is ambiguous: {}", names.join(", "))
+                fail(format!("`{name}` is ambiguous: {}", names.join(", ")))
             }),
     }
 }

@@ -143,7 +143,7 @@ impl Load<'_> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ExportError::Encode {
                 target: self.shown.clone(),
-                message: e.to_string(),
+                cause: e,
             })
     }
 

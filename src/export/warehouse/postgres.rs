@@ -178,7 +178,7 @@ async fn copy_into(
             let mut buf = Vec::with_capacity(1 << 20);
             encode_copy(&batch, &mut buf).map_err(|e| ExportError::Encode {
                 target: load.shown.clone(),
-                message: e.to_string(),
+                cause: e,
             })?;
             if futures::SinkExt::send(&mut tx, buf).await.is_err() {
                 // The COPY stopped; its error is the one to report.

@@ -121,7 +121,7 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// The columns of `base` (a SELECT): each with its type's name and, where lake maps the
     /// type, how to read it (an expression over `q`). Configured casts are applied after.
-    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String>;
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError>;
 
     /// `expr` read as text, for `casts = { col = "text" }` on a column of type `type_name`.
     fn text_of(&self, expr: &str, _type_name: &str) -> String {
@@ -189,7 +189,7 @@ pub(super) fn apply_casts(
     source: &str,
     planned: Vec<Planned>,
     casts: &BTreeMap<String, String>,
-) -> Result<Vec<SqlColumn>, String> {
+) -> Result<Vec<SqlColumn>, SourceError> {
     planned
         .into_iter()
         .map(|p| match (casts.get(&p.name), &p.col) {
@@ -198,18 +198,19 @@ pub(super) fn apply_casts(
             (None, None) => Err(format!(
                 "column `{0}` has type {1}, which lake does not map; add `casts = {{ {0} = \"text\" }}` to [sources.{source}]",
                 p.name, p.type_name
-            )),
+            )
+            .into()),
         })
         .collect()
 }
 
 /// A configured cast, or an error if the cast is not a plain type name.
-fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<SqlColumn, String> {
+fn cast_col(driver: &dyn Driver, p: &Planned, cast: &str) -> Result<SqlColumn, SourceError> {
     if !cast
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
     {
-        return Err(format!("casts.{} = `{cast}` is not a type name", p.name));
+        return Err(format!("casts.{} = `{cast}` is not a type name", p.name).into());
     }
     let expr = format!("q.{}", driver.quote(&p.name));
     let kind = Kind::of_cast(cast);
@@ -227,7 +228,7 @@ pub(crate) async fn describe<DB>(
     pool: &sqlx::Pool<DB>,
     base: &str,
     quote: impl Fn(&str) -> String,
-) -> Result<Vec<(DB::Column, String)>, String>
+) -> Result<Vec<(DB::Column, String)>, SourceError>
 where
     DB: sqlx::Database,
     DB::Column: Clone,

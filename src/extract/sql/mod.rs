@@ -163,7 +163,7 @@ pub async fn extract(
 ) -> Result<SqlReport, ExtractError> {
     let table = target(name, src)?;
     let (driver, redacted) = driver_for(name, src, &options.project_dir)?;
-    let shape = src.shape().map_err(|why| fail(name, why))?;
+    let shape = src.shape(name).map_err(|e| fail(name, e))?;
     let (base, what) = match shape.read {
         SourceRead::Table(t) => (
             format!(

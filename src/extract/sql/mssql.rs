@@ -32,7 +32,7 @@ impl Mssql {
         }
     }
 
-    fn config(&self) -> Result<Settings, String> {
+    fn config(&self) -> Result<Settings, SourceError> {
         let url = url::Url::parse(&self.url).map_err(|_| "the URL does not parse".to_string())?;
         let host = url.host_str().ok_or("the URL names no host")?;
         let port = url.port().unwrap_or(1433);
@@ -49,12 +49,13 @@ impl Mssql {
                 ("isolation", other) => {
                     return Err(format!(
                         "isolation={other}: use snapshot (the default) or read_committed"
-                    ));
+                    )
+                    .into());
                 }
                 (other, _) => {
                     return Err(format!(
                         "the URL option `{other}` is not known; use encrypt, trust_server_certificate or isolation"
-                    ));
+                    ).into());
                 }
             }
         }
@@ -62,7 +63,7 @@ impl Mssql {
             if part.contains([';', '=', '{', '}']) {
                 return Err(format!(
                     "the URL part `{part}` holds a character SQL Server connection strings do not allow"
-                ));
+                ).into());
             }
         }
         let mut conn = format!(
@@ -84,7 +85,7 @@ impl Mssql {
         })
     }
 
-    async fn connect(&self) -> Result<(Client<Ready>, IsolationLevel), String> {
+    async fn connect(&self) -> Result<(Client<Ready>, IsolationLevel), SourceError> {
         let settings = self.config()?;
         let client = Client::connect(settings.config)
             .await
@@ -126,7 +127,7 @@ impl Driver for Mssql {
         }
     }
 
-    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError> {
         let (mut client, _) = self.connect().await?;
         let sql = format!("SELECT TOP 0 * FROM ({base}) AS q");
         let columns = {
@@ -302,6 +303,9 @@ mod tests {
         let Err(err) = Mssql::new("mssql://h/db?encryption=off", None).config() else {
             panic!("an unknown option is refused");
         };
-        assert!(err.contains("`encryption` is not known"), "{err}");
+        assert!(
+            err.to_string().contains("`encryption` is not known"),
+            "{err}"
+        );
     }
 }

@@ -22,8 +22,8 @@ impl Mysql {
         }
     }
 
-    async fn pool(&self) -> Result<&MySqlPool, String> {
-        self.pool.get(2).await
+    async fn pool(&self) -> Result<&MySqlPool, SourceError> {
+        self.pool.get(2).await.map_err(Into::into)
     }
 }
 
@@ -51,7 +51,7 @@ impl Driver for Mysql {
         time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f")
     }
 
-    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError> {
         let pool = self.pool().await?;
         let mut cols = Vec::new();
         for (column, q) in &describe(pool, base, |n| self.quote(n)).await? {

@@ -22,8 +22,8 @@ impl Postgres {
         }
     }
 
-    async fn pool(&self) -> Result<&PgPool, String> {
-        self.pool.get(2).await
+    async fn pool(&self) -> Result<&PgPool, SourceError> {
+        self.pool.get(2).await.map_err(Into::into)
     }
 }
 
@@ -37,7 +37,7 @@ impl Driver for Postgres {
         "text"
     }
 
-    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError> {
         let pool = self.pool().await?;
         let mut cols = Vec::new();
         for (column, q) in &describe(pool, base, |n| self.quote(n)).await? {

@@ -26,7 +26,7 @@ impl Sqlite {
         }
     }
 
-    async fn pool(&self) -> Result<&SqlitePool, String> {
+    async fn pool(&self) -> Result<&SqlitePool, SourceError> {
         self.pool
             .get_or_try_init(|| async {
                 if !self.path.is_file() {
@@ -46,6 +46,7 @@ impl Sqlite {
                     .map_err(|e| format!("failed to open {}: {e}", self.path.display()))
             })
             .await
+            .map_err(Into::into)
     }
 }
 
@@ -61,7 +62,7 @@ impl Driver for Sqlite {
         time_literal(micros, "%Y-%m-%d %H:%M:%S")
     }
 
-    async fn plan(&self, base: &str) -> Result<Vec<Planned>, String> {
+    async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError> {
         let pool = self.pool().await?;
         let mut cols = Vec::new();
         for (column, q) in &describe(pool, base, |n| self.quote(n)).await? {
