@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use crate::config::{ConfigError, Settings};
 use crate::export::{self, ExportError, ExportOutcome, ExportReport, Warehouse};
 use crate::extract::ExtractError;
-use crate::extract::sql::{SqlOptions, SqlReport};
+use crate::extract::sql::{Source, SqlOptions, SqlReport};
 use crate::lake::maintain::{MaintainOptions, MaintainReport};
 use crate::lake::{Lake, LakeError, TableName};
 use crate::query::{LakeSession, QueryError};
@@ -188,6 +188,7 @@ pub struct App {
     lake: Arc<Lake>,
     project: OnceCell<Arc<Project>>,
     warehouse: OnceCell<Warehouse>,
+    sources: std::sync::Mutex<std::collections::HashMap<String, Source>>,
 }
 
 impl std::fmt::Debug for App {
@@ -213,6 +214,7 @@ impl App {
             lake,
             project: OnceCell::new(),
             warehouse: OnceCell::new(),
+            sources: std::sync::Mutex::default(),
         }
     }
 
@@ -255,6 +257,22 @@ impl App {
             .await?)
     }
 
+    /// The handle of SQL source `name`, made on first use (it connects when first read).
+    pub fn source(&self, name: &str) -> std::result::Result<Source, ExtractError> {
+        let mut sources = self.sources.lock().expect("not poisoned");
+        if let Some(s) = sources.get(name) {
+            return Ok(s.clone());
+        }
+        let settings = self
+            .settings
+            .sources
+            .get(name)
+            .ok_or_else(|| crate::extract::sql::fail(name, "no such source in lake.toml"))?;
+        let source = Source::open(name, settings, &self.settings.project_dir)?;
+        sources.insert(name.to_string(), source.clone());
+        Ok(source)
+    }
+
     /// Extracts the named SQL sources (all when none is named), one commit each; a failed
     /// source commits nothing and the others still land. An error only when none can start.
     pub async fn extract_sources(
@@ -289,10 +307,7 @@ impl App {
                 stage: Stage::Extract,
                 item: name,
             });
-            let options = SqlOptions {
-                detect_deletes,
-                project_dir: self.settings.project_dir.clone(),
-            };
+            let options = SqlOptions { detect_deletes };
             let shown = {
                 // The driver reads in a task of its own: it gets an owned closure.
                 let (name, observer) = (name.clone(), observer.clone());
@@ -304,7 +319,13 @@ impl App {
                     })
                 })
             };
-            let result = crate::extract::sql::extract(&self.lake, name, src, options, shown).await;
+            let result = match self.source(name) {
+                Ok(source) => {
+                    crate::extract::sql::extract(&self.lake, name, src, &source, options, shown)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             observer.event(Event::Extracted {
                 source: name,
                 result: &result,

@@ -431,17 +431,14 @@ pub struct SourceShape<'a> {
 impl SourceSettings {
     /// Its shape, or what is wrong with the combination of its keys.
     pub fn shape(&self, name: &str) -> Result<SourceShape<'_>, ConfigError> {
-        self.shape_of().map_err(|why| ConfigError::Source {
+        let bad = |why: &str| ConfigError::Source {
             name: name.to_string(),
-            why,
-        })
-    }
-
-    fn shape_of(&self) -> Result<SourceShape<'_>, String> {
+            why: why.to_string(),
+        };
         let read = match (&self.table, &self.query) {
             (Some(t), None) => SourceRead::Table(t),
             (None, Some(q)) => SourceRead::Query(q),
-            _ => return Err("give exactly one of `table` and `query`".into()),
+            _ => return Err(bad("give exactly one of `table` and `query`")),
         };
         let plan = match self.mode {
             SourceMode::Full => {
@@ -454,24 +451,22 @@ impl SourceSettings {
                 .filter_map(|(k, set)| set.then_some(k))
                 .collect();
                 if !given.is_empty() {
-                    return Err(format!(
-                        "`{}` only apply to mode = \"incremental\"; set it, or leave them out",
+                    return Err(bad(&format!(
+                        "`{}` only apply to mode = \"incremental\"; set that mode, or leave them out",
                         given.join("`, `")
-                    ));
+                    )));
                 }
                 SourcePlan::Full
             }
             SourceMode::Incremental => SourcePlan::Incremental {
-                cursor: self
-                    .cursor
-                    .as_deref()
-                    .ok_or("mode = \"incremental\" needs `cursor`, the column that grows")?,
+                cursor: self.cursor.as_deref().ok_or_else(|| {
+                    bad("mode = \"incremental\" needs `cursor`, the column that grows")
+                })?,
                 primary_key: match self.primary_key.as_slice() {
                     [] => {
-                        return Err(
-                            "mode = \"incremental\" needs `primary_key`, the columns the merge matches on"
-                                .into(),
-                        );
+                        return Err(bad(
+                            "mode = \"incremental\" needs `primary_key`, the columns the merge matches on",
+                        ));
                     }
                     keys => keys,
                 },

@@ -3,6 +3,16 @@
 //! settings, target naming and quoting, the column lists of a load, and batching into
 //! multi-row INSERTs.
 
+/// Runs one statement of a load on `$conn` (a pooled connection or a transaction), its
+/// error the load's: `run!(conn, load, "DROP TABLE IF EXISTS {staging}")`.
+macro_rules! run {
+    ($conn:expr, $load:expr, $($sql:tt)+) => {
+        sqlx::Executor::execute(&mut *$conn, sqlx::AssertSqlSafe(format!($($sql)+)))
+            .await
+            .map_err(|e| $load.failed(e))?
+    };
+}
+
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -43,9 +53,6 @@ pub(crate) type Batches<'a> = BoxStream<'a, Result<RecordBatch, ExportError>>;
 /// What one database does; the rest of the export is shared.
 #[async_trait::async_trait]
 pub(crate) trait Backend: Send + Sync {
-    /// Its SQL dialect: quoting and column types.
-    fn dialect(&self) -> Dialect;
-
     /// Whether the table `name` exists in `schema` (the connection's own when none).
     async fn exists(&self, schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error>;
 
@@ -182,6 +189,82 @@ pub(crate) async fn next_inserts(
     }))
 }
 
+/// Sends batches as multi-row INSERTs on `conn` (inside the caller's transaction, if any):
+/// `head` is `INSERT INTO t (cols) `, `tail` follows each statement's VALUES, and a statement
+/// holds at most `limits.0` rows and `limits.1` values. Returns the rows sent.
+pub(crate) async fn insert_all<DB>(
+    conn: &mut DB::Connection,
+    load: &Load<'_>,
+    (head, tail): (&str, &str),
+    mut batches: Batches<'_>,
+    limits: (usize, usize),
+    bind: fn(&mut sqlx::query_builder::Separated<'_, DB, &'static str>, Cell),
+) -> Result<u64, ExportError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut rows = 0u64;
+    while let Some(batch) = next_inserts(&mut batches, load, limits.0, limits.1).await? {
+        for statement in batch.statements.iter().cloned() {
+            let mut q = insert_statement(head, tail, &batch.columns, statement, bind);
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| load.failed(e))?;
+        }
+        rows += batch.rows;
+    }
+    Ok(rows)
+}
+
+/// One multi-row INSERT: `head` (`INSERT INTO t (cols) `), the VALUES of `rows` with each cell
+/// bound by `bind`, then `tail` (an `ON CONFLICT` clause, say).
+pub(crate) fn insert_statement<DB: sqlx::Database>(
+    head: &str,
+    tail: &str,
+    columns: &[Vec<Cell>],
+    rows: std::ops::Range<usize>,
+    bind: impl Fn(&mut sqlx::query_builder::Separated<'_, DB, &'static str>, Cell),
+) -> sqlx::QueryBuilder<DB> {
+    let mut q = sqlx::QueryBuilder::<DB>::new(head.to_string());
+    q.push_values(rows, |mut b, row| {
+        for col in columns {
+            bind(&mut b, col[row].clone());
+        }
+    });
+    q.push(tail.to_string());
+    q
+}
+
+/// Binds a cell every database takes alike (nulls, flags, signed integers, floats, text and
+/// bytes); the others come back for the backend to bind its own way.
+pub(crate) fn bind_plain<DB>(
+    b: &mut sqlx::query_builder::Separated<'_, DB, &'static str>,
+    cell: Cell,
+) -> Option<Cell>
+where
+    DB: sqlx::Database,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> f64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    match cell {
+        Cell::Null => b.push_bind(None::<String>),
+        Cell::Bool(v) => b.push_bind(v),
+        Cell::Int(v) => b.push_bind(v),
+        Cell::Float(v) => b.push_bind(v),
+        Cell::Text(v) => b.push_bind(v),
+        Cell::Bytes(v) => b.push_bind(v),
+        other => return Some(other),
+    };
+    None
+}
+
 /// One batch, ready for multi-row INSERTs.
 pub(crate) struct Inserts {
     /// Each column's cells.
@@ -240,6 +323,7 @@ impl Connect<'_> {
 /// A connected warehouse.
 pub struct Warehouse {
     backend: Box<dyn Backend>,
+    dialect: Dialect,
     redacted: String,
     /// The `[warehouse] schema`, for targets that name none.
     pub default_schema: Option<String>,
@@ -281,10 +365,19 @@ impl Warehouse {
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let backend: Box<dyn Backend> = match scheme.as_str() {
-            "postgres" | "postgresql" => Box::new(postgres::Postgres::connect(&connect).await?),
-            "mysql" | "mariadb" => Box::new(mysql::MySql::connect(&connect).await?),
-            "sqlite" => Box::new(sqlite::Sqlite::connect(&connect).await?),
+        let (backend, dialect): (Box<dyn Backend>, _) = match scheme.as_str() {
+            "postgres" | "postgresql" => (
+                Box::new(postgres::Postgres::connect(&connect).await?),
+                Dialect::Postgres,
+            ),
+            "mysql" | "mariadb" => (
+                Box::new(mysql::MySql::connect(&connect).await?),
+                Dialect::MySql,
+            ),
+            "sqlite" => (
+                Box::new(sqlite::Sqlite::connect(&connect).await?),
+                Dialect::Sqlite,
+            ),
             other => {
                 return Err(ExportError::Config(format!(
                     "the URL {redacted} has scheme `{other}`; use postgres://, mysql:// or sqlite://"
@@ -293,6 +386,7 @@ impl Warehouse {
         };
         Ok(Self {
             backend,
+            dialect,
             default_schema: settings.schema.clone(),
             batch_rows: settings.batch_rows.unwrap_or(1000).max(1) as usize,
             redacted,
@@ -301,7 +395,7 @@ impl Warehouse {
 
     /// Which database this is.
     pub fn dialect(&self) -> Dialect {
-        self.backend.dialect()
+        self.dialect
     }
 
     /// The URL without its password.

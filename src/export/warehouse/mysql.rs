@@ -7,9 +7,9 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlSslMode};
 use sqlx::{AssertSqlSafe, Executor};
 
-use super::{Backend, Batches, Connect, Load, any_table, next_inserts};
+use super::{Backend, Batches, Connect, Load, any_table, bind_plain, insert_all};
 use crate::export::ExportError;
-use crate::export::types::{Cell, Dialect};
+use crate::export::types::Cell;
 
 /// A MySQL or MariaDB warehouse.
 pub(crate) struct MySql {
@@ -49,10 +49,6 @@ impl MySql {
 
 #[async_trait::async_trait]
 impl Backend for MySql {
-    fn dialect(&self) -> Dialect {
-        Dialect::MySql
-    }
-
     async fn exists(&self, schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error> {
         let sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce(?, database()) AND table_name = ?";
         any_table(&self.pool, sql, &[schema, Some(name)]).await
@@ -66,9 +62,7 @@ impl Backend for MySql {
             let create = format!("CREATE DATABASE IF NOT EXISTS {}", load.quote(s));
             conn.execute(AssertSqlSafe(create)).await.map_err(fail)?;
         }
-        conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
-            .await
-            .map_err(fail)?;
+        run!(conn, load, "DROP TABLE IF EXISTS {staging}");
         let key = if load.key.is_empty() {
             String::new()
         } else {
@@ -78,20 +72,19 @@ impl Backend for MySql {
                 load.key_list()
             )
         };
-        conn.execute(AssertSqlSafe(format!(
+        run!(
+            conn,
+            load,
             "CREATE TABLE {staging} ({}{key}) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
             load.definitions()
-        )))
-        .await
-        .map_err(fail)?;
+        );
         let head = format!("INSERT INTO {staging} ({}) ", load.column_list());
-        let rows = insert(&mut conn, load, &head, "", batches).await?;
+        let limits = (load.batch_rows, MAX_PARAMS);
+        let rows = insert_all(&mut *conn, load, (&head, ""), batches, limits, bind).await?;
         let exists = self.exists(load.schema, load.name).await.map_err(fail)?;
         let table = &load.table;
         let swap = if exists {
-            conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
-                .await
-                .map_err(fail)?;
+            run!(conn, load, "DROP TABLE IF EXISTS {old}");
             // Both renames in one statement: atomic for readers.
             format!("RENAME TABLE {table} TO {old}, {staging} TO {table}")
         } else {
@@ -99,9 +92,7 @@ impl Backend for MySql {
         };
         conn.execute(AssertSqlSafe(swap)).await.map_err(fail)?;
         if exists {
-            conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
-                .await
-                .map_err(fail)?;
+            run!(conn, load, "DROP TABLE IF EXISTS {old}");
         }
         Ok(rows)
     }
@@ -123,7 +114,8 @@ impl Backend for MySql {
         conn.execute("START TRANSACTION").await.map_err(fail)?;
         let head = format!("INSERT INTO {} ({}) ", load.table, load.column_list());
         let tail = format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "));
-        match insert(&mut conn, load, &head, &tail, batches).await {
+        let limits = (load.batch_rows, MAX_PARAMS);
+        match insert_all(&mut *conn, load, (&head, &tail), batches, limits, bind).await {
             Ok(rows) => {
                 conn.execute("COMMIT").await.map_err(fail)?;
                 Ok(rows)
@@ -136,42 +128,15 @@ impl Backend for MySql {
     }
 }
 
-/// Sends batches as multi-row INSERTs: `head` is `INSERT INTO t (cols) `, `tail` follows
-/// each statement's VALUES.
-async fn insert(
-    conn: &mut sqlx::MySqlConnection,
-    load: &Load<'_>,
-    head: &str,
-    tail: &str,
-    mut batches: Batches<'_>,
-) -> Result<u64, ExportError> {
-    let mut rows = 0u64;
-    // MySQL takes at most 65,535 parameters a statement.
-    while let Some(batch) = next_inserts(&mut batches, load, load.batch_rows, 60_000).await? {
-        for statement in batch.statements.iter().cloned() {
-            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(head);
-            q.push_values(statement, |mut b, row| {
-                for col in &batch.columns {
-                    match col[row].clone() {
-                        Cell::Null => b.push_bind(None::<String>),
-                        Cell::Bool(v) => b.push_bind(v),
-                        Cell::Int(v) => b.push_bind(v),
-                        Cell::UInt(v) => b.push_bind(v),
-                        Cell::Float(v) => b.push_bind(v),
-                        Cell::Text(v) => b.push_bind(v),
-                        Cell::Bytes(v) => b.push_bind(v),
-                        Cell::Date(v) => b.push_bind(v),
-                        Cell::Timestamp(v) => b.push_bind(v),
-                    };
-                }
-            });
-            q.push(tail);
-            q.build()
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| load.failed(e))?;
-        }
-        rows += batch.rows;
-    }
-    Ok(rows)
+/// MySQL takes at most 65,535 parameters a statement.
+const MAX_PARAMS: usize = 60_000;
+
+/// Binds one cell as MySQL takes it: unsigned integers, dates and timestamps as they are.
+fn bind(b: &mut sqlx::query_builder::Separated<'_, sqlx::MySql, &'static str>, cell: Cell) {
+    match bind_plain(b, cell) {
+        Some(Cell::UInt(v)) => b.push_bind(v),
+        Some(Cell::Date(v)) => b.push_bind(v),
+        Some(Cell::Timestamp(v)) => b.push_bind(v),
+        _ => b,
+    };
 }

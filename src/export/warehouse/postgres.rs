@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Executor};
 
 use super::{Backend, Batches, Connect, Load, any_table};
 use crate::export::ExportError;
-use crate::export::types::{Dialect, TextColumn, copy_escape};
+use crate::export::types::{TextColumn, copy_escape};
 
 /// A PostgreSQL warehouse.
 pub(crate) struct Postgres {
@@ -42,10 +42,6 @@ impl Postgres {
 
 #[async_trait::async_trait]
 impl Backend for Postgres {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
     async fn exists(&self, schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error> {
         let sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2";
         any_table(&self.pool, sql, &[schema, Some(name)]).await
@@ -59,9 +55,7 @@ impl Backend for Postgres {
             let create = format!("CREATE SCHEMA IF NOT EXISTS {}", load.quote(s));
             conn.execute(AssertSqlSafe(create)).await.map_err(fail)?;
         }
-        conn.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
-            .await
-            .map_err(fail)?;
+        run!(conn, load, "DROP TABLE IF EXISTS {staging}");
         let create = format!("CREATE TABLE {staging} ({})", load.definitions());
         conn.execute(AssertSqlSafe(create)).await.map_err(fail)?;
         let rows = copy_into(&mut conn, &staging, load, batches).await?;
@@ -86,13 +80,13 @@ impl Backend for Postgres {
                     }
                 })
                 .collect();
-            conn.execute(AssertSqlSafe(format!(
+            run!(
+                conn,
+                load,
                 "CREATE UNIQUE INDEX {} ON {staging} ({})",
                 load.quote(&format!("{index}_new")),
                 indexed.join(", ")
-            )))
-            .await
-            .map_err(fail)?;
+            );
         }
         // The swap: one transaction, so readers see the old table or the new one.
         let mut swap = format!(
@@ -124,22 +118,20 @@ impl Backend for Postgres {
         let (table, columns) = (&load.table, load.column_list());
         let mut conn = self.pool.acquire().await.map_err(fail)?;
         let temp = load.quote(&format!("{}__lake_upsert", load.name));
-        conn.execute(AssertSqlSafe(format!(
+        run!(
+            conn,
+            load,
             "CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}); TRUNCATE {temp}"
-        )))
-        .await
-        .map_err(fail)?;
+        );
         let rows = copy_into(&mut conn, &temp, load, batches).await?;
-        conn.execute(AssertSqlSafe(format!(
+        run!(
+            conn,
+            load,
             "INSERT INTO {table} ({columns}) SELECT {columns} FROM {temp} ON CONFLICT ({}) DO {}",
             load.key_list(),
             on_conflict(load, "EXCLUDED")
-        )))
-        .await
-        .map_err(fail)?;
-        conn.execute(AssertSqlSafe(format!("DROP TABLE {temp}")))
-            .await
-            .map_err(fail)?;
+        );
+        run!(conn, load, "DROP TABLE {temp}");
         Ok(rows)
     }
 }

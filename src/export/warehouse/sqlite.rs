@@ -2,12 +2,11 @@
 //! so readers see the old table or the new one; an upsert is `ON CONFLICT ... DO UPDATE`.
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Executor};
 
 use super::postgres::on_conflict;
-use super::{Backend, Batches, Connect, Load, any_table, next_inserts};
+use super::{Backend, Batches, Connect, Load, any_table, bind_plain, insert_all};
 use crate::export::ExportError;
-use crate::export::types::{Cell, Dialect};
+use crate::export::types::Cell;
 
 /// A SQLite warehouse file.
 pub(crate) struct Sqlite {
@@ -40,10 +39,6 @@ impl Sqlite {
 
 #[async_trait::async_trait]
 impl Backend for Sqlite {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
     async fn exists(&self, _schema: Option<&str>, name: &str) -> Result<bool, sqlx::Error> {
         let sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
         any_table(&self.pool, sql, &[Some(name)]).await
@@ -53,26 +48,19 @@ impl Backend for Sqlite {
         let fail = |e| load.failed(e);
         let table = &load.table;
         let mut tx = self.pool.begin().await.map_err(fail)?;
-        tx.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-            .await
-            .map_err(fail)?;
-        tx.execute(AssertSqlSafe(format!(
-            "CREATE TABLE {table} ({})",
-            load.definitions()
-        )))
-        .await
-        .map_err(fail)?;
+        run!(tx, load, "DROP TABLE IF EXISTS {table}");
+        run!(tx, load, "CREATE TABLE {table} ({})", load.definitions());
         let head = format!("INSERT INTO {table} ({}) ", load.column_list());
-        let rows = insert(&mut tx, load, &head, "", batches).await?;
+        let rows = insert_all(&mut *tx, load, (&head, ""), batches, LIMITS, bind).await?;
         if !load.key.is_empty() {
-            tx.execute(AssertSqlSafe(format!(
+            run!(
+                tx,
+                load,
                 "CREATE UNIQUE INDEX {} ON {} ({})",
                 load.quote(&format!("{}__lake_key", load.name)),
                 load.quote(load.name),
                 load.key_list()
-            )))
-            .await
-            .map_err(fail)?;
+            );
         }
         tx.commit().await.map_err(fail)?;
         Ok(rows)
@@ -87,51 +75,23 @@ impl Backend for Sqlite {
             load.key_list(),
             on_conflict(load, "excluded")
         );
-        let rows = insert(&mut tx, load, &head, &tail, batches).await?;
+        let rows = insert_all(&mut *tx, load, (&head, &tail), batches, LIMITS, bind).await?;
         tx.commit().await.map_err(fail)?;
         Ok(rows)
     }
 }
 
-/// Sends batches as multi-row INSERTs inside the caller's transaction: `head` is `INSERT INTO
-/// t (cols) `, `tail` follows each statement's VALUES. A statement a row cost 29 s for 626,000
-/// rows (sqlx hands each statement to SQLite's worker thread).
-async fn insert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    load: &Load<'_>,
-    head: &str,
-    tail: &str,
-    mut batches: Batches<'_>,
-) -> Result<u64, ExportError> {
-    let mut rows = 0u64;
-    // SQLite takes at most 32,766 parameters a statement; 500 rows is past the gain.
-    while let Some(batch) = next_inserts(&mut batches, load, 500, 32_000).await? {
-        for statement in batch.statements.iter().cloned() {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(head);
-            q.push_values(statement, |mut b, row| {
-                for col in &batch.columns {
-                    match col[row].clone() {
-                        Cell::Null => b.push_bind(None::<String>),
-                        Cell::Bool(v) => b.push_bind(v),
-                        Cell::Int(v) => b.push_bind(v),
-                        Cell::UInt(v) => b.push_bind(v as i64),
-                        Cell::Float(v) => b.push_bind(v),
-                        Cell::Text(v) => b.push_bind(v),
-                        Cell::Bytes(v) => b.push_bind(v),
-                        Cell::Date(v) => b.push_bind(v.format("%Y-%m-%d").to_string()),
-                        Cell::Timestamp(v) => {
-                            b.push_bind(v.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
-                        }
-                    };
-                }
-            });
-            q.push(tail);
-            q.build()
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| load.failed(e))?;
-        }
-        rows += batch.rows;
-    }
-    Ok(rows)
+/// SQLite takes at most 32,766 parameters a statement; 500 rows is past the gain. A statement
+/// a row cost 29 s for 626,000 rows (sqlx hands each statement to SQLite's worker thread).
+const LIMITS: (usize, usize) = (500, 32_000);
+
+/// Binds one cell as SQLite keeps it: unsigned integers as signed, dates and timestamps as
+/// ISO 8601 text.
+fn bind(b: &mut sqlx::query_builder::Separated<'_, sqlx::Sqlite, &'static str>, cell: Cell) {
+    match bind_plain(b, cell) {
+        Some(Cell::UInt(v)) => b.push_bind(v as i64),
+        Some(Cell::Date(v)) => b.push_bind(v.format("%Y-%m-%d").to_string()),
+        Some(Cell::Timestamp(v)) => b.push_bind(v.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string()),
+        _ => b,
+    };
 }

@@ -293,3 +293,34 @@ pub(crate) async fn read_all(
         .into_iter()
         .collect()
 }
+
+/// Sends every row of `sql`, read on `conn` (a snapshot the caller holds), to `sink`; false
+/// when the reader went away and reading stopped.
+pub(crate) async fn send_rows<DB>(
+    conn: &mut DB::Connection,
+    sql: &str,
+    sink: &mut Sink,
+) -> Result<bool, SourceError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> f64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> &'r str: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> NaiveDate: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> NaiveDateTime: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+{
+    let mut rows = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql.to_string())).fetch(&mut *conn);
+    while let Some(row) = rows.next().await {
+        append_sqlx(&row?, sink.row())?;
+        if !sink.end_row().await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

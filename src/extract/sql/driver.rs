@@ -133,10 +133,15 @@ pub(crate) trait Driver: Send + Sync + 'static {
 
     /// A literal of a timestamp, `micros` after the epoch, for the cursor's WHERE.
     fn timestamp_literal(&self, micros: i64, utc: bool) -> String {
+        time_literal(micros, self.timestamp_format(utc))
+    }
+
+    /// How [`Driver::timestamp_literal`] writes a timestamp (chrono's `format`).
+    fn timestamp_format(&self, utc: bool) -> &'static str {
         if utc {
-            time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f+00:00")
+            "%Y-%m-%d %H:%M:%S%.6f+00:00"
         } else {
-            time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f")
+            "%Y-%m-%d %H:%M:%S%.6f"
         }
     }
 

@@ -26,12 +26,12 @@ mod mysql;
 mod postgres;
 mod sqlite;
 
-pub(crate) use batch::{Sink, SqlSource, append_sqlx, read_all};
+pub(crate) use batch::{Sink, SqlSource, append_sqlx, read_all, send_rows};
 pub use cursor::{CursorKind, SourceCursor};
 use cursor::{lookback, max_value, saved_cursor};
 use deletes::mark_deleted;
 use driver::apply_casts;
-pub(crate) use driver::{Driver, Item, Kind, Planned, SqlColumn, describe, time_literal};
+pub(crate) use driver::{Driver, Item, Kind, Planned, SqlColumn, describe};
 
 use std::sync::Arc;
 
@@ -96,8 +96,6 @@ impl std::fmt::Display for SqlReport {
 pub struct SqlOptions {
     /// Compare keys and mark rows deleted at the source.
     pub detect_deletes: bool,
-    /// The folder a relative SQLite path is resolved against.
-    pub project_dir: std::path::PathBuf,
 }
 
 pub(crate) fn fail(source: &str, message: impl std::fmt::Display) -> ExtractError {
@@ -119,38 +117,63 @@ pub fn target(name: &str, src: &SourceSettings) -> Result<TableName, ExtractErro
     TableName::new(schema, table).map_err(|e| fail(name, e))
 }
 
-fn driver_for(
-    name: &str,
-    src: &SourceSettings,
-    project_dir: &std::path::Path,
-) -> Result<(Arc<dyn Driver>, String), ExtractError> {
-    let url = src
-        .url
-        .as_ref()
-        .map(|u| u.expose_secret().to_string())
-        .ok_or_else(|| fail(name, "no `url`"))?;
-    let password = src.password.as_ref().map(|p| p.expose_secret().to_string());
-    let redacted = crate::db::redact_url(&url);
-    let scheme = url
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let driver: Arc<dyn Driver> = match scheme.as_str() {
-        "postgres" | "postgresql" => Arc::new(postgres::Postgres::new(&url, password)),
-        "mysql" | "mariadb" => Arc::new(mysql::Mysql::new(&url, password)),
-        "sqlite" => Arc::new(sqlite::Sqlite::new(&url, project_dir)),
-        "mssql" | "sqlserver" => Arc::new(mssql::Mssql::new(&url, password)),
-        other => {
-            return Err(fail(
-                name,
-                format!(
-                    "`{other}://` is not a SQL source lake reads; use postgres://, mysql://, sqlite:// or mssql://"
-                ),
-            ));
-        }
-    };
-    Ok((driver, redacted))
+/// A source's handle: its driver, which connects on first use, and its URL without the
+/// password, for messages.
+#[derive(Clone)]
+pub struct Source {
+    driver: Arc<dyn Driver>,
+    redacted: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// The handle of `[sources.<name>]`; nothing connects yet. `project_dir` anchors a
+    /// relative SQLite path.
+    pub fn open(
+        name: &str,
+        src: &SourceSettings,
+        project_dir: &std::path::Path,
+    ) -> Result<Self, ExtractError> {
+        let url = src
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret().to_string())
+            .ok_or_else(|| fail(name, "no `url`"))?;
+        let password = src.password.as_ref().map(|p| p.expose_secret().to_string());
+        let redacted = crate::db::redact_url(&url);
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let driver: Arc<dyn Driver> = match scheme.as_str() {
+            "postgres" | "postgresql" => Arc::new(postgres::Postgres::new(&url, password)),
+            "mysql" | "mariadb" => Arc::new(mysql::Mysql::new(&url, password)),
+            "sqlite" => Arc::new(sqlite::Sqlite::new(&url, project_dir)),
+            "mssql" | "sqlserver" => Arc::new(mssql::Mssql::new(&url, password)),
+            other => {
+                return Err(fail(
+                    name,
+                    format!(
+                        "`{other}://` is not a SQL source lake reads; use postgres://, mysql://, sqlite:// or mssql://"
+                    ),
+                ));
+            }
+        };
+        Ok(Self { driver, redacted })
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
 }
 
 /// Extracts one source into its raw table: in full, or the rows past its cursor.
@@ -158,11 +181,12 @@ pub async fn extract(
     lake: &Lake,
     name: &str,
     src: &SourceSettings,
+    source: &Source,
     options: SqlOptions,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<SqlReport, ExtractError> {
     let table = target(name, src)?;
-    let (driver, redacted) = driver_for(name, src, &options.project_dir)?;
+    let (driver, redacted) = (source.driver.clone(), &source.redacted);
     let shape = src.shape(name).map_err(|e| fail(name, e))?;
     let (base, what) = match shape.read {
         SourceRead::Table(t) => (

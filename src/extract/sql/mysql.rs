@@ -3,11 +3,10 @@
 
 use crate::db::LazyPool;
 use arrow::datatypes::DataType;
-use futures::StreamExt;
 use sqlx::mysql::{MySqlColumn, MySqlPool};
-use sqlx::{AssertSqlSafe, Column, Connection, Executor, TypeInfo};
+use sqlx::{Column, Connection, Executor, TypeInfo};
 
-use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx, describe, time_literal};
+use super::{Driver, Kind, Planned, Sink, SqlColumn, describe, send_rows};
 use crate::lake::write::SourceError;
 
 /// sqlx sets each session's time zone to UTC, so TIMESTAMP columns read as UTC.
@@ -46,9 +45,9 @@ impl Driver for Mysql {
         }
     }
 
-    fn timestamp_literal(&self, micros: i64, _utc: bool) -> String {
-        // The session is in UTC; MariaDB takes no offset in a literal.
-        time_literal(micros, "%Y-%m-%d %H:%M:%S%.6f")
+    /// The session is in UTC; MariaDB takes no offset in a literal.
+    fn timestamp_format(&self, _utc: bool) -> &'static str {
+        "%Y-%m-%d %H:%M:%S%.6f"
     }
 
     async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError> {
@@ -123,16 +122,9 @@ impl Driver for Mysql {
         let mut snapshot = conn
             .begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             .await?;
-        {
-            let mut rows = sqlx::query(AssertSqlSafe(sql.to_string())).fetch(&mut *snapshot);
-            while let Some(row) = rows.next().await {
-                append_sqlx(&row?, sink.row())?;
-                if !sink.end_row().await? {
-                    return Ok(());
-                }
-            }
+        if send_rows::<sqlx::MySql>(&mut *snapshot, sql, sink).await? {
+            snapshot.commit().await?;
         }
-        snapshot.commit().await?;
         Ok(())
     }
 }

@@ -4,12 +4,11 @@
 use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
-use futures::StreamExt;
 use sqlx::sqlite::{SqliteColumn, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Column, TypeInfo};
+use sqlx::{Column, TypeInfo};
 use tokio::sync::OnceCell;
 
-use super::{Driver, Kind, Planned, Sink, SqlColumn, append_sqlx, describe, time_literal};
+use super::{Driver, Kind, Planned, Sink, SqlColumn, describe, send_rows};
 use crate::lake::write::SourceError;
 
 pub(crate) struct Sqlite {
@@ -56,10 +55,10 @@ impl Driver for Sqlite {
         "TEXT"
     }
 
-    fn timestamp_literal(&self, micros: i64, _utc: bool) -> String {
-        // SQLite compares timestamps as text: from the start of the second, so a value written
-        // without a fraction still compares at or after it. The merge absorbs the re-read.
-        time_literal(micros, "%Y-%m-%d %H:%M:%S")
+    /// SQLite compares timestamps as text: from the start of the second, so a value written
+    /// without a fraction still compares at or after it. The merge absorbs the re-read.
+    fn timestamp_format(&self, _utc: bool) -> &'static str {
+        "%Y-%m-%d %H:%M:%S"
     }
 
     async fn plan(&self, base: &str) -> Result<Vec<Planned>, SourceError> {
@@ -83,16 +82,9 @@ impl Driver for Sqlite {
         let pool = self.pool().await?;
         // A read transaction: one snapshot of the file for the whole read.
         let mut snapshot = pool.begin().await?;
-        {
-            let mut rows = sqlx::query(AssertSqlSafe(sql.to_string())).fetch(&mut *snapshot);
-            while let Some(row) = rows.next().await {
-                append_sqlx(&row?, sink.row())?;
-                if !sink.end_row().await? {
-                    return Ok(());
-                }
-            }
+        if send_rows::<sqlx::Sqlite>(&mut *snapshot, sql, sink).await? {
+            snapshot.commit().await?;
         }
-        snapshot.commit().await?;
         Ok(())
     }
 }
