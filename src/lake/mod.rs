@@ -23,7 +23,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::config::Settings;
-pub use name::{CURATED, INTERNAL, RAW, TableName, quote_ident, validate_part};
+pub use name::{CURATED, INTERNAL, PartError, RAW, TableName, quote_ident, validate_part};
 pub use sessions::Sessions;
 
 /// Errors from the lake stage.
@@ -266,7 +266,7 @@ impl Lake {
         if let Some(profile) = &s3.profile {
             // The AWS SDK reads the profile as the AWS CLI does (static keys, SSO,
             // credential_process, assume-role chains); its credentials and region are used.
-            let (creds, profile_region) = profile_credentials(profile).await.map_err(invalid)?;
+            let (creds, profile_region) = profile_credentials(root, profile).await?;
             put("AWS_ACCESS_KEY_ID", Some(creds.access_key_id().to_string()));
             put(
                 "AWS_SECRET_ACCESS_KEY",
@@ -607,8 +607,9 @@ pub fn table_info(name: &TableName, table: &DeltaTable) -> TableInfo {
 /// Loads a named profile's credentials and region from the AWS config files, as the AWS CLI's
 /// `--profile` does (static keys, SSO, credential_process, assume-role chains).
 async fn profile_credentials(
+    root: &str,
     profile: &str,
-) -> Result<(aws_credential_types::Credentials, Option<String>), String> {
+) -> Result<(aws_credential_types::Credentials, Option<String>), LakeError> {
     use aws_config::meta::region::ProvideRegion;
     use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
     use aws_credential_types::provider::ProvideCredentials;
@@ -616,21 +617,29 @@ async fn profile_credentials(
         .profile_name(profile)
         .build();
     let creds = provider.provide_credentials().await.map_err(|e| {
-        if let aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_) = e
-        {
-            return format!(
-                "AWS profile `{profile}` was not found in ~/.aws/config or ~/.aws/credentials \
+        let why =
+            if let aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(
+                _,
+            ) = e
+            {
+                format!(
+                    "AWS profile `{profile}` was not found in ~/.aws/config or ~/.aws/credentials \
                  (or the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name)"
-            );
+                )
+            } else {
+                // The SDK's top-level message is generic; its causes say what is wrong.
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why = format!("{why}: {c}");
+                    cause = c.source();
+                }
+                format!("failed to load credentials of AWS profile `{profile}`: {why}")
+            };
+        LakeError::InvalidRoot {
+            root: root.to_string(),
+            why,
         }
-        // The SDK's top-level message is generic; its causes say what is wrong.
-        let mut why = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            why = format!("{why}: {c}");
-            cause = c.source();
-        }
-        format!("failed to load credentials of AWS profile `{profile}`: {why}")
     })?;
     let region = ProfileFileRegionProvider::builder()
         .profile_name(profile)

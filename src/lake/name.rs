@@ -28,14 +28,12 @@ impl TableName {
     /// Builds a name from its two parts, validating each.
     pub fn new(schema: &str, name: &str) -> Result<Self, LakeError> {
         let full = format!("{schema}.{name}");
-        validate_part(schema).map_err(|why| LakeError::InvalidName {
+        let invalid = |why: PartError| LakeError::InvalidName {
             name: full.clone(),
-            why,
-        })?;
-        validate_part(name).map_err(|why| LakeError::InvalidName {
-            name: full.clone(),
-            why,
-        })?;
+            why: why.to_string(),
+        };
+        validate_part(schema).map_err(invalid)?;
+        validate_part(name).map_err(invalid)?;
         Ok(Self {
             schema: schema.to_string(),
             name: name.to_string(),
@@ -53,15 +51,29 @@ impl TableName {
     }
 }
 
-/// Checks one part of a name; returns why it is refused.
-pub fn validate_part(part: &str) -> Result<(), String> {
-    let mut chars = part.chars();
-    match chars.next() {
-        None => return Err("a part is empty".into()),
+/// Why one part of a table name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    /// Nothing there.
+    #[error("a part is empty")]
+    Empty,
+    /// A first character other than a lowercase letter or `_`.
+    #[error("`{0}` must start with a lowercase letter or `_`")]
+    Start(String),
+    /// A character outside lowercase letters, digits and `_`.
+    #[error("`{0}` contains {1:?}; use only lowercase letters, digits and `_`")]
+    Char(String, char),
+    /// Longer than [`MAX_LEN`].
+    #[error("`{0}` is longer than {MAX_LEN} characters")]
+    Long(String),
+}
+
+/// Checks one part of a name.
+pub fn validate_part(part: &str) -> Result<(), PartError> {
+    match part.chars().next() {
+        None => return Err(PartError::Empty),
         Some(c) if !(c.is_ascii_lowercase() || c == '_') => {
-            return Err(format!(
-                "`{part}` must start with a lowercase letter or `_`"
-            ));
+            return Err(PartError::Start(part.to_string()));
         }
         _ => {}
     }
@@ -69,12 +81,10 @@ pub fn validate_part(part: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
     {
-        return Err(format!(
-            "`{part}` contains {c:?}; use only lowercase letters, digits and `_`"
-        ));
+        return Err(PartError::Char(part.to_string(), c));
     }
     if part.len() > MAX_LEN {
-        return Err(format!("`{part}` is longer than {MAX_LEN} characters"));
+        return Err(PartError::Long(part.to_string()));
     }
     Ok(())
 }

@@ -176,9 +176,15 @@ pub(super) fn from_specs(
             let values = a
                 .values
                 .iter()
-                .map(literal)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(invalid)?;
+                .map(|v| {
+                    literal(v).ok_or_else(|| {
+                        invalid(format!(
+                            "accepted_values takes strings, numbers or booleans, not {}",
+                            v.type_str()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             if values.is_empty() {
                 return Err(invalid("accepted_values needs at least one value".into()));
             }
@@ -273,17 +279,14 @@ pub(super) fn from_specs(
     Ok(checks)
 }
 
-/// A TOML value as a SQL literal.
-fn literal(v: &toml::Value) -> Result<String, String> {
+/// A TOML value as a SQL literal; none for a table or an array.
+fn literal(v: &toml::Value) -> Option<String> {
     match v {
-        toml::Value::String(s) => Ok(format!("'{}'", s.replace('\'', "''"))),
-        toml::Value::Integer(i) => Ok(i.to_string()),
-        toml::Value::Float(f) => Ok(f.to_string()),
-        toml::Value::Boolean(b) => Ok(b.to_string()),
-        other => Err(format!(
-            "accepted_values takes strings, numbers or booleans, not {}",
-            other.type_str()
-        )),
+        toml::Value::String(s) => Some(format!("'{}'", s.replace('\'', "''"))),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -357,6 +360,6 @@ mod tests {
             "'it''s'"
         );
         assert_eq!(literal(&toml::Value::Integer(3)).unwrap(), "3");
-        assert!(literal(&toml::Value::Array(vec![])).is_err());
+        assert!(literal(&toml::Value::Array(vec![])).is_none());
     }
 }

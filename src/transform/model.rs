@@ -209,12 +209,7 @@ impl Model {
             file: display.clone(),
             cause: source,
         })?;
-        let name = table_name(rel).map_err(|why| TransformError::Invalid {
-            file: display.clone(),
-            line: None,
-            column: None,
-            why,
-        })?;
+        let name = table_name(rel, &display)?;
         let (config, sql, header_lines) = split_header::<ModelConfig>(&text, &display)?;
         let invalid = |why: String| TransformError::Invalid {
             file: display.clone(),
@@ -290,11 +285,17 @@ fn header_offset(text: &str) -> usize {
 }
 
 /// `marts/x.sql` -> `marts.x`; `x.sql` -> `curated.x`.
-fn table_name(rel: &Path) -> Result<TableName, String> {
+fn table_name(rel: &Path, display: &str) -> Result<TableName, TransformError> {
+    let invalid = |why: String| TransformError::Invalid {
+        file: display.to_string(),
+        line: None,
+        column: None,
+        why,
+    };
     let stem = rel
         .file_stem()
         .and_then(|s| s.to_str())
-        .ok_or("the file name is not UTF-8")?;
+        .ok_or_else(|| invalid("the file name is not UTF-8".into()))?;
     let parts: Vec<&str> = rel
         .parent()
         .into_iter()
@@ -305,12 +306,12 @@ fn table_name(rel: &Path) -> Result<TableName, String> {
         [] => CURATED,
         [one] => one,
         _ => {
-            return Err(
+            return Err(invalid(
                 "models sit in queries/ or one folder below it, which names the schema".into(),
-            );
+            ));
         }
     };
-    TableName::new(schema, stem).map_err(|e| e.to_string())
+    TableName::new(schema, stem).map_err(|e| invalid(e.to_string()))
 }
 
 /// The TOML header, the SQL after it, and how many lines the header took.
@@ -510,14 +511,16 @@ mod tests {
     #[test]
     fn names_follow_folders() {
         assert_eq!(
-            table_name(Path::new("plays.sql")).unwrap().to_string(),
+            table_name(Path::new("plays.sql"), "t").unwrap().to_string(),
             "curated.plays"
         );
         assert_eq!(
-            table_name(Path::new("marts/x.sql")).unwrap().to_string(),
+            table_name(Path::new("marts/x.sql"), "t")
+                .unwrap()
+                .to_string(),
             "marts.x"
         );
-        assert!(table_name(Path::new("a/b/x.sql")).is_err());
-        assert!(table_name(Path::new("Bad-Name.sql")).is_err());
+        assert!(table_name(Path::new("a/b/x.sql"), "t").is_err());
+        assert!(table_name(Path::new("Bad-Name.sql"), "t").is_err());
     }
 }

@@ -428,7 +428,7 @@ async fn fetch(
             let (path, body) = if stream == Stream::TopTracks {
                 ("me/top/tracks", rows::columns(TRACK))
             } else {
-                ("me/top/artists", rows::columns(rows::ARTISTS))
+                ("me/top/artists", rows::columns(&rows::artists()))
             };
             let predicate = col("snapshot_date").eq(lit(datafusion::scalar::ScalarValue::Date32(
                 Some(days(&today)),
@@ -447,7 +447,7 @@ async fn fetch(
                         rows::track_into(&mut r, item);
                         seen.tracks.push(item.clone());
                     } else {
-                        rows::fill(&mut r, rows::ARTISTS, item);
+                        rows::fill(&mut r, &rows::artists(), item);
                         seen.artists.push(item.clone());
                     }
                     l.rows.push(Value::Object(r));
@@ -456,7 +456,7 @@ async fn fetch(
             Ok(l)
         }
         Stream::FollowedArtists => {
-            let mut l = Landing::new(&rows::columns(rows::ARTISTS), WriteMode::Overwrite);
+            let mut l = Landing::new(&rows::columns(&rows::artists()), WriteMode::Overwrite);
             let q = [("type", "artist".to_string())];
             let (items, total) = pages(api, "me/following", &q, 50, Some("artists"), pb).await?;
             l.count("me/following", total, items.len());
@@ -490,16 +490,18 @@ async fn fetch(
                 "SELECT album_id FROM raw.spotify_albums",
             )
             .await?;
-            let mut l = Landing::catalog(rows::ALBUMS, "album_id");
+            let columns = rows::albums();
+            let mut l = Landing::catalog(&columns, "album_id");
             let found = by_ids(api, "albums", &wanted, 20, &mut l.warnings, pb).await?;
             l.rows = found
                 .iter()
-                .map(|a| rows::catalog_row(a, rows::ALBUMS, at))
+                .map(|a| rows::catalog_row(a, &columns, at))
                 .collect();
             Ok(l)
         }
         Stream::Artists => {
-            let mut l = Landing::catalog(rows::ARTISTS, "artist_id");
+            let columns = rows::artists();
+            let mut l = Landing::catalog(&columns, "artist_id");
             let full = by_id(&seen.artists);
             let mut wanted: BTreeSet<String> = seen
                 .tracks
@@ -523,7 +525,7 @@ async fn fetch(
                 .values()
                 .copied()
                 .chain(found.iter())
-                .map(|a| rows::catalog_row(a, rows::ARTISTS, at))
+                .map(|a| rows::catalog_row(a, &columns, at))
                 .collect();
             Ok(l)
         }

@@ -323,42 +323,50 @@ pub fn tracks() -> Vec<Field> {
     [TRACK, TRACK_EXTRA].concat()
 }
 
-/// raw.spotify_albums.
-pub const ALBUMS: &[Field] = &[
-    field("album_id", "/id", Read::Id),
+/// The name and URI every catalog object has.
+const NAMED: &[Field] = &[
     field("name", "/name", Read::Text),
     field("uri", "/uri", Read::Text),
-    field("album_type", "/album_type", Read::Text),
-    field("total_tracks", "/total_tracks", Read::Int),
-    field("release_date", "/release_date", Read::ReleaseDate),
-    field(
-        "release_date_precision",
-        "/release_date_precision",
-        Read::Text,
-    ),
-    field("artist_ids", "/artists", Read::Each("/id")),
-    field("artist_names", "/artists", Read::Each("/name")),
-    field("label", "/label", Read::Text),
-    field("upc", "/external_ids/upc", Read::Text),
+];
+
+/// Popularity and the first image, which albums and artists end with.
+const SEEN: &[Field] = &[
     field("popularity", "/popularity", Read::Int),
     field("image_url", "/images/0/url", Read::Text),
 ];
+
+/// raw.spotify_albums.
+pub fn albums() -> Vec<Field> {
+    let own = [
+        field("album_type", "/album_type", Read::Text),
+        field("total_tracks", "/total_tracks", Read::Int),
+        field("release_date", "/release_date", Read::ReleaseDate),
+        field(
+            "release_date_precision",
+            "/release_date_precision",
+            Read::Text,
+        ),
+        field("artist_ids", "/artists", Read::Each("/id")),
+        field("artist_names", "/artists", Read::Each("/name")),
+        field("label", "/label", Read::Text),
+        field("upc", "/external_ids/upc", Read::Text),
+    ];
+    [&[field("album_id", "/id", Read::Id)], NAMED, &own, SEEN].concat()
+}
 
 /// raw.spotify_artists and raw.spotify_followed_artists.
-pub const ARTISTS: &[Field] = &[
-    field("artist_id", "/id", Read::Id),
-    field("name", "/name", Read::Text),
-    field("uri", "/uri", Read::Text),
-    field("genres", "/genres", Read::Strings),
-    field("followers", "/followers/total", Read::Int),
-    field("popularity", "/popularity", Read::Int),
-    field("image_url", "/images/0/url", Read::Text),
-];
+pub fn artists() -> Vec<Field> {
+    let own = [
+        field("genres", "/genres", Read::Strings),
+        field("followers", "/followers/total", Read::Int),
+    ];
+    [&[field("artist_id", "/id", Read::Id)], NAMED, &own, SEEN].concat()
+}
 
-/// A row of [`ARTISTS`] columns, for a table that is replaced whole.
+/// A row of [`artists`] columns, for a table that is replaced whole.
 pub fn artist_row(artist: &Value, at: &str) -> Value {
     let mut r = row(artist, at);
-    fill(&mut r, ARTISTS, artist);
+    fill(&mut r, &artists(), artist);
     Value::Object(r)
 }
 
