@@ -210,6 +210,9 @@ pub enum ConfigError {
     },
 }
 
+/// A `Result` whose error is a [`ConfigError`].
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
 /// The `[s3]` table: options for an `s3://` root. Anything not set here falls back to the
 /// standard AWS environment and profiles, as in the AWS CLI (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 /// `AWS_PROFILE`, `AWS_ACCESS_KEY_ID`, ...). Credentials are never read from lake.toml.
@@ -430,7 +433,7 @@ pub struct SourceShape<'a> {
 
 impl SourceSettings {
     /// Its shape, or what is wrong with the combination of its keys.
-    pub fn shape(&self, name: &str) -> Result<SourceShape<'_>, ConfigError> {
+    pub fn shape(&self, name: &str) -> Result<SourceShape<'_>> {
         let bad = |why: &str| ConfigError::Source {
             name: name.to_string(),
             why: why.to_string(),
@@ -554,7 +557,7 @@ impl Settings {
     }
 
     /// Resolves settings from the process environment and working directory.
-    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+    pub fn load(overrides: &Overrides) -> Result<Self> {
         let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
             path: PathBuf::from("."),
             cause: source,
@@ -567,7 +570,7 @@ impl Settings {
         overrides: &Overrides,
         env: impl IntoIterator<Item = (String, String)>,
         cwd: &Path,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self> {
         let all: Vec<(String, String)> = env.into_iter().collect();
         let env: Vec<(String, String)> = all
             .iter()
@@ -703,7 +706,7 @@ impl Settings {
 
 /// Lays one override over the file's TOML: the key's text turned into its value by the key's
 /// kind, then checked against lake.toml's shape alone, so that an error names its origin.
-fn apply(table: &mut toml::Table, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+fn apply(table: &mut toml::Table, key: &str, value: &str, origin: &str) -> Result<()> {
     let unknown = || ConfigError::UnknownKey {
         key: key.to_string(),
         origin: origin.to_string(),

@@ -50,6 +50,9 @@ pub enum OutputError {
     BinaryToTerminal,
 }
 
+/// A `Result` whose error is a [`OutputError`].
+pub type Result<T, E = OutputError> = std::result::Result<T, E>;
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {
@@ -101,7 +104,7 @@ pub async fn write_stream(
     stream: SendableRecordBatchStream,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
-) -> Result<u64, OutputError> {
+) -> Result<u64> {
     let mut watched = Watched {
         inner: out,
         failed: None,
@@ -118,7 +121,7 @@ async fn encode_stream(
     mut stream: SendableRecordBatchStream,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
-) -> Result<u64, OutputError> {
+) -> Result<u64> {
     let schema = stream.schema();
     let mut rows = 0u64;
     match format {
@@ -188,7 +191,7 @@ pub async fn run_sql(
     sql: &str,
     format: OutputFormat,
     output: Option<&std::path::Path>,
-) -> Result<u64, OutputError> {
+) -> Result<u64> {
     let with_caret = |error: QueryError| OutputError::Sql {
         caret: error.caret(sql),
         error,
@@ -223,7 +226,7 @@ pub async fn run_sql(
 }
 
 /// Formats batches as an aligned table; an empty result still shows its header.
-pub fn format_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, OutputError> {
+pub fn format_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
     arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), batches)
         .map(|t| t.to_string())
         .map_err(encode("table"))

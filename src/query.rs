@@ -35,6 +35,9 @@ pub enum QueryError {
     },
 }
 
+/// A `Result` whose error is a [`QueryError`].
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
 impl QueryError {
     /// Wraps a DataFusion error, keeping its position where it has one.
     pub fn from_datafusion(e: DataFusionError) -> Self {
@@ -86,7 +89,7 @@ pub struct LakeSession {
 
 impl LakeSession {
     /// Lists the lake and registers every table, without opening any.
-    pub async fn new(lake: Arc<Lake>) -> Result<Self, QueryError> {
+    pub async fn new(lake: Arc<Lake>) -> Result<Self> {
         let tables = lake.list_tables().await?;
         let ctx = lake.sessions().context(true);
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -160,13 +163,13 @@ impl LakeSession {
     }
 
     /// Plans a statement.
-    pub async fn sql(&self, sql: &str) -> Result<DataFrame, QueryError> {
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         self.ctx.sql(sql).await.map_err(QueryError::from_datafusion)
     }
 
     /// Runs a query and returns its first column as text, nulls left out: the ids already in a
     /// table, say.
-    pub async fn strings(&self, sql: &str) -> Result<Vec<String>, QueryError> {
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
         let batches = self
             .sql(sql)
             .await?

@@ -86,6 +86,9 @@ pub enum ExportError {
     NothingToExport,
 }
 
+/// A `Result` whose error is a [`ExportError`].
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
 /// How one planned table's export ended.
 #[derive(Debug)]
 pub enum ExportOutcome {
@@ -139,7 +142,7 @@ impl ExportReport {
 
 /// Models whose latest run ended with failed error-level tests, with that run's id: the
 /// export holds them back until a run passes.
-pub async fn held_back(lake: &Arc<Lake>) -> Result<Vec<(TableName, String)>, ExportError> {
+pub async fn held_back(lake: &Arc<Lake>) -> Result<Vec<(TableName, String)>> {
     use crate::transform::run::Status;
     let runs = crate::transform::runs::table();
     let session = crate::query::LakeSession::new(lake.clone()).await?;
@@ -239,7 +242,7 @@ pub async fn export_table(
     target: &Target,
     key: &[String],
     progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<Exported, ExportError> {
+) -> Result<Exported> {
     let started = Instant::now();
     let table = lake.table(name, None, None).await?;
     let version = table.version().unwrap_or(0) as u64;
@@ -414,7 +417,7 @@ async fn last_exported(
     table: &TableName,
     target: &str,
     warehouse: &str,
-) -> Result<Option<LastExport>, ExportError> {
+) -> Result<Option<LastExport>> {
     let exports = match lake.table(&exports_table(), None, None).await {
         Ok(t) => t,
         Err(LakeError::NotFound(_)) => return Ok(None),

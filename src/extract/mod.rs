@@ -132,6 +132,9 @@ pub enum ExtractError {
     },
 }
 
+/// A `Result` whose error is a [`ExtractError`].
+pub type Result<T, E = ExtractError> = std::result::Result<T, E>;
+
 fn position(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(" at line {l}, column {c}"),

@@ -152,6 +152,9 @@ pub enum LakeError {
     },
 }
 
+/// A `Result` whose error is a [`LakeError`].
+pub type Result<T, E = LakeError> = std::result::Result<T, E>;
+
 impl LakeError {
     fn open(table: impl ToString, source: DeltaTableError) -> Self {
         Self::Open {
@@ -215,7 +218,7 @@ pub struct Commit {
 impl Lake {
     /// Opens the lake the settings describe. Nothing is read until a table is used, except the
     /// credentials of an AWS profile named in `s3.profile`.
-    pub async fn open(settings: &Settings) -> Result<Self, LakeError> {
+    pub async fn open(settings: &Settings) -> Result<Self> {
         let invalid = |why: String| LakeError::InvalidRoot {
             root: settings.root.clone(),
             why,
@@ -325,14 +328,14 @@ impl Lake {
     }
 
     /// The object store at the root, and the root's path within it.
-    pub fn log_store(&self, url: &Url) -> Result<LogStoreRef, LakeError> {
+    pub fn log_store(&self, url: &Url) -> Result<LogStoreRef> {
         DeltaTableBuilder::from_url(url.clone())
             .and_then(|b| b.with_storage_options(self.options.clone()).build_storage())
             .map_err(|source| LakeError::open(url, source))
     }
 
     /// A handle on a table that may not exist yet, with its state loaded if it does.
-    pub async fn table_or_new(&self, name: &TableName) -> Result<DeltaTable, LakeError> {
+    pub async fn table_or_new(&self, name: &TableName) -> Result<DeltaTable> {
         let url = self.table_url(name);
         if let Ok(path) = url.to_file_path() {
             // delta-kernel refuses a local location that does not exist yet.
@@ -357,7 +360,7 @@ impl Lake {
         name: &TableName,
         version: Option<u64>,
         at: Option<DateTime<Utc>>,
-    ) -> Result<DeltaTable, LakeError> {
+    ) -> Result<DeltaTable> {
         let mut builder = DeltaTableBuilder::from_url(self.table_url(name))
             .map_err(|source| LakeError::open(name, source))?
             .with_storage_options(self.options.clone());
@@ -375,7 +378,7 @@ impl Lake {
 
     /// The lake's own random salt, for hashing personal data, created on first use. Two
     /// processes creating it at once agree: the second create fails and reads the first.
-    pub async fn salt(&self) -> Result<String, LakeError> {
+    pub async fn salt(&self) -> Result<String> {
         let store = self.log_store(&self.root)?.root_object_store(None);
         let path = self.internal_path(&["salt"]);
         let salt_err = |source| LakeError::Salt {
@@ -425,7 +428,7 @@ impl Lake {
 
     /// The views the models define, sorted, each with its SQL. A view is a file
     /// `<root>/_lake/views/<schema>.<name>.sql`, so ad-hoc queries see it too.
-    pub async fn views(&self) -> Result<Vec<(TableName, String)>, LakeError> {
+    pub async fn views(&self) -> Result<Vec<(TableName, String)>> {
         let store = self.log_store(&self.root)?.root_object_store(None);
         let dir = self.internal_path(&["views"]);
         let view_err = |source| LakeError::View {
@@ -465,7 +468,7 @@ impl Lake {
     }
 
     /// Defines (or redefines) a view, in one PUT.
-    pub async fn put_view(&self, name: &TableName, sql: &str) -> Result<(), LakeError> {
+    pub async fn put_view(&self, name: &TableName, sql: &str) -> Result<()> {
         let store = self.log_store(&self.root)?.root_object_store(None);
         let path = self.internal_path(&["views", &format!("{name}.sql")]);
         store
@@ -479,7 +482,7 @@ impl Lake {
     }
 
     /// Removes a view's definition, if there is one.
-    pub async fn drop_view(&self, name: &TableName) -> Result<(), LakeError> {
+    pub async fn drop_view(&self, name: &TableName) -> Result<()> {
         let store = self.log_store(&self.root)?.root_object_store(None);
         let path = self.internal_path(&["views", &format!("{name}.sql")]);
         match store.delete(&path).await {
@@ -492,7 +495,7 @@ impl Lake {
     }
 
     /// Every table in the lake, sorted. Costs one listing per schema and per table folder.
-    pub async fn list_tables(&self) -> Result<Vec<TableName>, LakeError> {
+    pub async fn list_tables(&self) -> Result<Vec<TableName>> {
         let store = self.log_store(&self.root)?.root_object_store(None);
         let base = StorePath::from_url_path(self.root.path()).unwrap_or_default();
         let list_err = |source| LakeError::List {
@@ -528,17 +531,13 @@ impl Lake {
     }
 
     /// Version, rows, files, size and last commit of a table.
-    pub async fn info(&self, name: &TableName) -> Result<TableInfo, LakeError> {
+    pub async fn info(&self, name: &TableName) -> Result<TableInfo> {
         let table = self.table(name, None, None).await?;
         Ok(table_info(name, &table))
     }
 
     /// The commits of a table, newest first.
-    pub async fn history(
-        &self,
-        name: &TableName,
-        limit: Option<usize>,
-    ) -> Result<Vec<Commit>, LakeError> {
+    pub async fn history(&self, name: &TableName, limit: Option<usize>) -> Result<Vec<Commit>> {
         let table = self.table(name, None, None).await?;
         let current = table.version().unwrap_or(0);
         let infos: Vec<_> =
@@ -609,7 +608,7 @@ pub fn table_info(name: &TableName, table: &DeltaTable) -> TableInfo {
 async fn profile_credentials(
     root: &str,
     profile: &str,
-) -> Result<(aws_credential_types::Credentials, Option<String>), LakeError> {
+) -> Result<(aws_credential_types::Credentials, Option<String>)> {
     use aws_config::meta::region::ProvideRegion;
     use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
     use aws_credential_types::provider::ProvideCredentials;

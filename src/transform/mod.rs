@@ -106,6 +106,9 @@ pub enum TransformError {
     Lake(#[from] crate::lake::LakeError),
 }
 
+/// A `Result` whose error is a [`TransformError`].
+pub type Result<T, E = TransformError> = std::result::Result<T, E>;
+
 fn position(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(":{l}:{c}"),
@@ -125,11 +128,7 @@ impl Project {
     /// Loads every `*.sql` under `<dir>/queries` and the custom tests under `tests` (a
     /// folder, `<dir>/tests` by default), and orders them. `lake_tables` are the tables that
     /// exist already.
-    pub fn load(
-        dir: &Path,
-        tests: &Path,
-        lake_tables: &[TableName],
-    ) -> Result<Self, TransformError> {
+    pub fn load(dir: &Path, tests: &Path, lake_tables: &[TableName]) -> Result<Self> {
         let queries = dir.join("queries");
         let display = |path: &Path| path.strip_prefix(dir).unwrap_or(path).display().to_string();
         let mut models: BTreeMap<TableName, Model> = BTreeMap::new();
@@ -259,7 +258,7 @@ impl Project {
     }
 }
 
-fn sql_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, TransformError> {
+fn sql_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     collect(dir, &mut files).map_err(|source| TransformError::Read {
         file: dir.display().to_string(),
@@ -285,7 +284,7 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()>
 }
 
 /// Kahn's order, ties broken by name so that the order is stable.
-fn order(models: &BTreeMap<TableName, Model>) -> Result<Vec<TableName>, TransformError> {
+fn order(models: &BTreeMap<TableName, Model>) -> Result<Vec<TableName>> {
     let deps: BTreeMap<&TableName, BTreeSet<&TableName>> = models
         .iter()
         .map(|(name, m)| {
