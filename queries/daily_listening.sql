@@ -11,10 +11,8 @@ SELECT
     day,
     count(*) AS plays,
     round(sum(ms_played) / 60000.0, 1) AS minutes,
-    -- count(DISTINCT ...), written so: DataFusion 55 gives every group of a grouped
-    -- count(DISTINCT) a hash table of its own (apache/datafusion#24857).
-    coalesce(cardinality(array_distinct(array_agg(track_id) FILTER (WHERE track_id IS NOT NULL))), 0) AS tracks,
-    coalesce(cardinality(array_distinct(array_agg(artist_name) FILTER (WHERE artist_name IS NOT NULL))), 0) AS artists,
+    count(DISTINCT track_id) AS tracks,
+    count(DISTINCT artist_name) AS artists,
     count(*) FILTER (WHERE skipped) AS skips
 FROM curated.plays
 GROUP BY day

@@ -43,9 +43,7 @@ sessions AS (
         min(started_at) AS started_at,
         max(ended_at) AS ended_at,
         count(*) AS plays,
-        -- count(DISTINCT track_id), written so: DataFusion 55 gives every group of a grouped
-        -- count(DISTINCT) a hash table of its own (apache/datafusion#24857), 2.3 GB for 1 M plays.
-        coalesce(cardinality(array_distinct(array_agg(track_id) FILTER (WHERE track_id IS NOT NULL))), 0) AS tracks,
+        count(DISTINCT track_id) AS tracks,
         round(sum(ms_played) / 60000.0, 1) AS minutes
     FROM numbered
     GROUP BY listener, listener_session

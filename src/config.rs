@@ -43,6 +43,12 @@ root = "lake"
 # token_file = ".lake/spotify-token.json"
 # streams = ["playlist_tracks", "recently_played", "saved_tracks", "top_tracks"]
 
+# Memory and spilling, shared by every query, model and export of one lake process. Past
+# the limit, sorts, aggregates, repartitions and large joins spill to disk.
+[query]
+# memory_limit = "8GiB"      # default: half the machine's memory
+# spill_dir = "/var/tmp"     # default: the system temp folder
+
 # The personal data export (`lake ingest spotify-export my_spotify_data.zip`).
 [spotify_export]
 # IP address, username and user agent: "drop" (default), "hash" (with this lake's salt)
@@ -62,6 +68,8 @@ pub enum Kind {
     Flag,
     /// A whole number.
     Number,
+    /// A size: `64MiB`, `2GiB`, or bytes.
+    Size,
     /// A list, comma-separated outside lake.toml.
     List,
     /// One of a few words.
@@ -116,6 +124,8 @@ pub const KEYS: &[Key] = &[
     key("maintain.vacuum_retention", Kind::Text),
     key("maintain.target_file_size", Kind::Number),
     key("project.tests", Kind::Text),
+    key("query.memory_limit", Kind::Size),
+    key("query.spill_dir", Kind::Text),
 ];
 
 /// The keys of one `[sources.<name>]`: `sources.<name>.<key>`, and `sources.<name>.casts.<column>`
@@ -316,6 +326,19 @@ pub struct MaintainSettings {
     pub target_file_size: Option<u64>,
 }
 
+/// The `[query]` table: the memory and spill folder every DataFusion session of the process
+/// shares (queries, models, tests, the export's reads).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySettings {
+    /// The memory all sessions of a process may hold, as `2GiB` or bytes; sorts, aggregates,
+    /// repartitions and large joins spill to disk beyond it [default: half the memory of the
+    /// machine, or of its cgroup].
+    pub memory_limit: Option<bytesize::ByteSize>,
+    /// Where spill files go, relative to the project [default: the system temp folder].
+    pub spill_dir: Option<PathBuf>,
+}
+
 /// The `[project]` table: where the project's files are.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -500,6 +523,8 @@ struct FileSettings {
     #[serde(default)]
     project: ProjectSettings,
     #[serde(default)]
+    query: QuerySettings,
+    #[serde(default)]
     schedule: Vec<ScheduleJob>,
 }
 
@@ -536,6 +561,8 @@ pub struct Settings {
     pub maintain: MaintainSettings,
     /// Where the project's files are.
     pub project: ProjectSettings,
+    /// Memory and spilling of every query.
+    pub query: QuerySettings,
     /// `lake schedule`'s jobs (lake.toml only).
     pub schedule: Vec<ScheduleJob>,
     /// SQL sources, by name.
@@ -699,6 +726,7 @@ impl Settings {
             sources: file.sources,
             maintain: file.maintain,
             project: file.project,
+            query: file.query,
             schedule: file.schedule,
         })
     }
@@ -739,6 +767,11 @@ fn apply(table: &mut toml::Table, key: &str, value: &str, origin: &str) -> Resul
     };
     let typed = match kind {
         Kind::Text => toml::Value::String(value.to_string()),
+        // Bytes as a number; `2GiB` as the text the file would hold.
+        Kind::Size => match value.parse::<i64>() {
+            Ok(n) => toml::Value::Integer(n),
+            Err(_) => toml::Value::String(value.to_string()),
+        },
         Kind::Flag => match value.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => toml::Value::Boolean(true),
             "false" | "0" | "no" => toml::Value::Boolean(false),
@@ -965,6 +998,7 @@ mod tests {
             // A text each kind takes (a duration, for the keys that are one).
             let (text, value) = match k.kind {
                 Kind::Text => ("2h".to_string(), toml::Value::from("2h")),
+                Kind::Size => ("64MiB".to_string(), toml::Value::from("64MiB")),
                 Kind::Flag => ("true".into(), toml::Value::from(true)),
                 Kind::Number => ("7".into(), toml::Value::from(7)),
                 Kind::List => ("a, b".into(), toml::Value::from(vec!["a", "b"])),
@@ -1020,6 +1054,7 @@ mod tests {
             "warehouse",
             "maintain",
             "project",
+            "query",
         ] {
             for f in fields(&format!("[{section}]\nnot_a_key = 1\n")) {
                 assert!(

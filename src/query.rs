@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+pub mod distinct;
+pub mod joins;
 pub(crate) mod utc;
 
 use async_trait::async_trait;
@@ -91,7 +93,7 @@ impl LakeSession {
     /// Lists the lake and registers every table, without opening any.
     pub async fn new(lake: Arc<Lake>) -> Result<Self> {
         let tables = lake.list_tables().await?;
-        let ctx = lake.sessions().context(true);
+        let ctx = lake.sessions().context(true)?;
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in [RAW, CURATED] {
             schemas.entry(s.to_string()).or_default();

@@ -253,7 +253,7 @@ pub async fn export_table(
         table: name.clone(),
         cause: e.into(),
     };
-    let ctx = lake.sessions().context(false);
+    let ctx = lake.sessions().context(false)?;
     let schema: SchemaRef = Arc::new(
         ctx.read_table(table.table_provider().await.map_err(read_err)?)
             .map_err(read_err)?
@@ -427,7 +427,7 @@ async fn last_exported(
         table: exports_table(),
         cause: e.into(),
     };
-    let ctx = lake.sessions().context(false);
+    let ctx = lake.sessions().context(false)?;
     let provider = exports.table_provider().await.map_err(read_err)?;
     // Records written before the schema hash existed have none: such a table reloads whole.
     let shape = if provider.schema().field_with_name("schema_hash").is_ok() {

@@ -37,6 +37,15 @@ pub enum LakeError {
         /// Why it is refused.
         why: String,
     },
+    /// The spill folder cannot be made or locked.
+    #[error("failed to create the spill folder under {} ([query] spill_dir)", path.display())]
+    Spill {
+        /// The spill directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        cause: std::io::Error,
+    },
     /// The root setting cannot be used.
     #[error("failed to use lake root `{root}`: {why}")]
     InvalidRoot {
@@ -234,7 +243,7 @@ impl Lake {
             return Ok(Self {
                 root: url,
                 options: HashMap::new(),
-                sessions: Sessions::default(),
+                sessions: Sessions::new(&settings.query, &settings.project_dir),
             });
         };
         if !matches!(scheme, "s3" | "s3a") {
@@ -288,7 +297,7 @@ impl Lake {
         Ok(Self {
             root: url,
             options,
-            sessions: Sessions::default(),
+            sessions: Sessions::new(&settings.query, &settings.project_dir),
         })
     }
 

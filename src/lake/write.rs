@@ -180,7 +180,7 @@ pub async fn write(
             keys: merge_keys,
         });
         // Delta's writer plans through its own planner, so the source lives in a Delta session.
-        let ctx = deltalake::delta_datafusion::create_session().into_inner();
+        let ctx = lake.sessions().delta_context()?;
         let provider = StreamingTable::try_new(input.schema().clone(), vec![input as _])
             .map_err(|e| write_err(e.into()))?;
         ctx.register_table("__lake_source", Arc::new(provider))

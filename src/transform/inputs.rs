@@ -90,11 +90,11 @@ pub struct Inputs {
 
 impl Inputs {
     /// An empty session over `lake`, from its session factory.
-    pub fn new(lake: &Lake) -> Self {
-        Self {
-            ctx: lake.sessions().context(false),
+    pub fn new(lake: &Lake) -> Result<Self, crate::lake::LakeError> {
+        Ok(Self {
+            ctx: lake.sessions().context(false)?,
             reads: Vec::new(),
-        }
+        })
     }
 
     /// The versions read, for the cursor and the run record.

@@ -406,7 +406,7 @@ pub async fn prepare(
     full_refresh: bool,
 ) -> Result<Prepared, TransformError> {
     let reads: Vec<TableName> = model.reads.iter().map(|r| r.table.clone()).collect();
-    let mut inputs = Inputs::new(lake);
+    let mut inputs = Inputs::new(lake)?;
     let hash = shape_hash(model);
     let mut previous: Option<ModelCursor> = None;
     let mut note = None;
@@ -770,7 +770,7 @@ async fn run_test(
 ) -> Result<(), TransformError> {
     let mut tables = vec![model.name.clone()];
     tables.extend(check.reads.iter().map(|r| r.table.clone()));
-    let mut inputs = Inputs::new(lake);
+    let mut inputs = Inputs::new(lake)?;
     inputs.add(lake, project, &tables, &BTreeMap::new()).await?;
     let header_lines = match &check.kind {
         CheckKind::Custom { header_lines, .. } => *header_lines,
