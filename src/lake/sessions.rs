@@ -6,7 +6,7 @@
 //! Memory. All sessions of a process share one pool of `[query] memory_limit` bytes (default:
 //! half the physical memory, or of the cgroup's limit). Sorts, aggregates and repartitions
 //! spill to a folder of their own under `[query] spill_dir` (default: the system temp
-//! folder), `lake-spill-<pid>`, which is removed when the process ends; a folder left by a
+//! folder), `lake-spill-<pid>-<id>`, which is removed when the process ends; a folder left by a
 //! killed process is removed by the next process that makes a session, told by the lock its
 //! owner held. A join whose smaller side would not fit the pool is planned as a sort-merge
 //! join, which spills ([`crate::query::joins`]). What still cannot fit fails with an error
@@ -177,10 +177,13 @@ struct SpillFolder {
 impl SpillFolder {
     fn create(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{SPILL_PREFIX}{}", std::process::id()));
-        // A folder of the same name is a dead process's (its pid was reused): sweep left it
-        // only if it could not be locked, so lock it or fail.
-        std::fs::create_dir_all(&path)?;
+        // One per lake opened in the process (a library caller may open several).
+        let path = dir.join(format!(
+            "{SPILL_PREFIX}{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        std::fs::create_dir(&path)?;
         let lock = File::create(path.join(".lock"))?;
         lock.try_lock().map_err(|e| match e {
             std::fs::TryLockError::Error(e) => e,
@@ -204,11 +207,10 @@ fn sweep(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let own = format!("{SPILL_PREFIX}{}", std::process::id());
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(SPILL_PREFIX) || name == own {
+        if !name.starts_with(SPILL_PREFIX) {
             continue;
         }
         let path = entry.path();

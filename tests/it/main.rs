@@ -15,6 +15,7 @@ mod ingest;
 mod lease;
 mod library;
 mod maintain;
+mod memory;
 mod models;
 mod query;
 mod refresh;
