@@ -284,7 +284,7 @@ impl SchemaProvider for LakeSchema {
             .table(&table_name, version, at)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let provider = table.table_provider().await?;
+        let provider = crate::lake::scan::provider(&table, None).await?;
         self.opened
             .lock()
             .expect("poisoned")

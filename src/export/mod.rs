@@ -255,7 +255,7 @@ pub async fn export_table(
     };
     let ctx = lake.sessions().context(false)?;
     let schema: SchemaRef = Arc::new(
-        ctx.read_table(table.table_provider().await.map_err(read_err)?)
+        ctx.read_table(crate::lake::scan::provider(&table, None).await.map_err(read_err)?)
             .map_err(read_err)?
             .schema()
             .as_arrow()
@@ -293,12 +293,12 @@ pub async fn export_table(
     };
     let upsert = since.is_some();
     let provider = match since {
-        Some(files) => table
-            .table_provider()
-            .with_file_selection(deltalake::delta_datafusion::FileSelection::from_adds(files))
+        Some(files) => crate::lake::scan::provider(&table, Some(&files))
             .await
             .map_err(read_err)?,
-        None => table.table_provider().await.map_err(read_err)?,
+        None => crate::lake::scan::provider(&table, None)
+            .await
+            .map_err(read_err)?,
     };
     let df = ctx.read_table(provider).map_err(read_err)?;
     let stream = df.execute_stream().await.map_err(read_err)?;
@@ -428,7 +428,9 @@ async fn last_exported(
         cause: e.into(),
     };
     let ctx = lake.sessions().context(false)?;
-    let provider = exports.table_provider().await.map_err(read_err)?;
+    let provider = crate::lake::scan::provider(&exports, None)
+        .await
+        .map_err(read_err)?;
     // Records written before the schema hash existed have none: such a table reloads whole.
     let shape = if provider.schema().field_with_name("schema_hash").is_ok() {
         "schema_hash"

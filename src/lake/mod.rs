@@ -8,6 +8,7 @@ pub mod changes;
 pub mod lease;
 pub mod maintain;
 mod name;
+pub mod scan;
 pub mod sessions;
 pub mod write;
 

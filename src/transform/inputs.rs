@@ -12,7 +12,6 @@ use std::sync::Arc;
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
-use deltalake::delta_datafusion::FileSelection;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -178,9 +177,7 @@ impl Inputs {
                 let (provider, kind) = match changes {
                     Some((from, Changes::Added(files))) => {
                         let n = files.len();
-                        let provider = delta
-                            .table_provider()
-                            .with_file_selection(FileSelection::from_adds(files))
+                        let provider = crate::lake::scan::provider(&delta, Some(&files))
                             .await
                             .map_err(|e| sql_error(table, e))?;
                         (
@@ -192,8 +189,7 @@ impl Inputs {
                         )
                     }
                     other => (
-                        delta
-                            .table_provider()
+                        crate::lake::scan::provider(&delta, None)
                             .await
                             .map_err(|e| sql_error(table, e))?,
                         match other {

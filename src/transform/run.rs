@@ -601,7 +601,7 @@ async fn all_new(
     let Some(version) = table.version() else {
         return Ok(None);
     };
-    let provider = table.table_provider().await.map_err(external)?;
+    let provider = crate::lake::scan::provider(&table, None).await?;
     inputs.ctx.register_table("__lake_target", provider)?;
     inputs
         .ctx

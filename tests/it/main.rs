@@ -19,6 +19,7 @@ mod memory;
 mod models;
 mod query;
 mod refresh;
+mod scan;
 mod spotify;
 mod spotify_export;
 mod spotify_fidelity;
