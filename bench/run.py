@@ -30,6 +30,7 @@ PSQL = ["psql", PG, "-v", "ON_ERROR_STOP=1", "-q"]
 # One more day of plays with `lake bench generate`'s default shape (16 plays per listener).
 DAY = 16 * 1000
 os.environ["PGOPTIONS"] = "-c client_min_messages=warning"
+SECTIONS = set(os.environ.get("BENCH_SECTIONS", "import,queries,refresh,export,commits").split(","))
 os.chdir(WORK)
 
 
@@ -94,6 +95,7 @@ def restore(saved):
 
 
 # --- The machine, the tools, the data ----------------------------------------------------
+import datafusion  # noqa: E402
 import duckdb  # noqa: E402
 import polars  # noqa: E402
 
@@ -105,6 +107,7 @@ mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 print(f"# lake benchmarks, {N:,} plays, {R} rounds\n")
 print(
     f"{out([LAKE, '--version'])}; DuckDB {duckdb.__version__}, Polars {polars.__version__}, "
+    f"DataFusion (Python) {datafusion.__version__}, "
     f"{out(['psql', '--version'])}; {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB; "
     f"{platform.platform()}\n"
 )
@@ -124,6 +127,12 @@ print(
 )
 
 # --- Import --------------------------------------------------------------------------------
+def section(name):
+    return name in SECTIONS
+
+
+if not section("import"):
+    sys.exit("BENCH_SECTIONS must include import: every other section reads its tables")
 say("import ...")
 Path("duck_import.py").write_text(
     "import duckdb\n"
@@ -156,160 +165,177 @@ print(f"lake's import speed / DuckDB's (DuckDB time / lake time), median of pair
 
 # --- The analyst queries ---------------------------------------------------------------------
 say("queries ...")
+PEERS = ("duckdb", "polars", "datafusion")
 for src, t in [("tracks", "spotify_tracks"), ("playlist_tracks", "spotify_playlist_tracks"), ("recently_played", "spotify_recently_played")]:
     run(lake("ingest", f"api/{src}.ndjson", "--table", f"raw.{t}"))
 results = []
-for q in sorted((ROOT / "bench" / "queries").glob("*.sql")):
-    t = {"lake": [], "duckdb": [], "polars": []}
+for q in sorted((ROOT / "bench" / "queries").glob("*.sql")) if section("queries") else []:
+    t = {"lake": [], "duckdb": [], "polars": [], "datafusion": []}
     rss = []
     for _ in range(R):
         with open("lake.csv", "w") as f:
             secs, mib = run(lake("query", "--format", "csv", "-f", str(q)), stdout=f)
         t["lake"].append(secs)
         rss.append(mib)
-        for engine in ("duckdb", "polars"):
+        for engine in PEERS:
             run([PY, str(ROOT / "bench" / "peers.py"), engine, str(q), "lake", f"{engine}.csv", f"{engine}.secs"])
             t[engine].append(float(Path(f"{engine}.secs").read_text()))
-    same = out(["python3", str(ROOT / "bench" / "same.py"), "lake.csv", "duckdb.csv", "polars.csv"])
+    same = out(["python3", str(ROOT / "bench" / "same.py"), "lake.csv", *(f"{e}.csv" for e in PEERS)])
     results.append((q.stem, t, max(rss), same))
-print("## The analyst queries\n")
-print(
-    "`lake query -f bench/queries/<name>.sql` as an analyst runs it: a cold process that opens "
-    "the Delta tables, so its time includes starting up. DuckDB and Polars get the same SQL over "
-    "the same Parquet files (the files the tables' Delta logs hold), timed inside Python from "
-    "connecting to the last row fetched, so their interpreter start (in the last row) is left "
-    "out. Ratio = peer time / lake time, the median of the pairs: above 1, lake is faster.\n"
-)
-rows_out = []
-for name, t, rss, same in results:
-    d, _ = pairs(t["lake"], t["duckdb"])
-    p, _ = pairs(t["lake"], t["polars"])
-    rows_out.append([name, f"{med(t['lake']):.3f}", f"{med(t['duckdb']):.3f}", f"{med(t['polars']):.3f}",
-                     f"**{d:.2f}**", f"**{p:.2f}**", f"{rss:.0f}", same])
-start = {"lake": [], "duckdb": [], "polars": []}
-for _ in range(R):
-    start["lake"].append(run(lake("query", "SELECT 1"))[0])
-    start["duckdb"].append(run([PY, "-c", "import duckdb; duckdb.sql('SELECT 1').fetchall()"])[0])
-    start["polars"].append(run([PY, "-c", "import polars; polars.select(polars.lit(1))"])[0])
-d, _ = pairs(start["lake"], start["duckdb"])
-p, _ = pairs(start["lake"], start["polars"])
-rows_out.append(["cold start: `lake query \"SELECT 1\"`, or Python importing the peer", f"{med(start['lake']):.3f}",
-                 f"{med(start['duckdb']):.3f}", f"{med(start['polars']):.3f}", f"{d:.2f}", f"{p:.2f}", "", ""])
-table(["query", "lake s", "DuckDB s", "Polars s", "DuckDB/lake", "Polars/lake", "lake max RSS MiB", "answers"], rows_out)
+if section("queries"):
+    print("## The analyst queries\n")
+    print(
+        "`lake query -f bench/queries/<name>.sql` as an analyst runs it: a cold process that "
+        "opens the Delta tables, so its time includes starting up. DuckDB and Polars get the same "
+        "SQL over the same Parquet files (the files the tables' Delta logs hold), timed inside "
+        "Python from connecting to the last row fetched, so their interpreter start is left out. "
+        "DataFusion is a warm session of its Python bindings (same major version as lake's) with "
+        "the files registered before the clock starts. Ratios are medians of the pairs' ratios: "
+        "lake / best peer is lake's time over the faster of DuckDB and Polars in the same round "
+        "(below 1, lake is faster); lake / DataFusion budget is lake's time over 1.05 x "
+        "DataFusion's + 30 ms (below 1, lake's overhead is inside the budget).\n"
+    )
+    rows_out = []
+    best_ratios = []
+    for name, t, rss, same in results:
+        best = [min(a, b) for a, b in zip(t["duckdb"], t["polars"])]
+        b, each = pairs(best, t["lake"])
+        best_ratios.append(b)
+        budget = [1.05 * x + 0.030 for x in t["datafusion"]]
+        o, _ = pairs(budget, t["lake"])
+        rows_out.append([name, f"{med(t['lake']):.3f}", f"{med(t['duckdb']):.3f}", f"{med(t['polars']):.3f}",
+                         f"{med(t['datafusion']):.3f}", f"**{b:.2f}** ({each})", f"{o:.2f}", f"{rss:.0f}", same])
+    start = {"lake": [], "duckdb": [], "polars": []}
+    for _ in range(R):
+        start["lake"].append(run(lake("query", "SELECT 1"))[0])
+        start["duckdb"].append(run([PY, "-c", "import duckdb; duckdb.sql('SELECT 1').fetchall()"])[0])
+        start["polars"].append(run([PY, "-c", "import polars; polars.select(polars.lit(1))"])[0])
+    rows_out.append(["cold start: `lake query \"SELECT 1\"`, or Python importing the peer",
+                     f"{med(start['lake']):.3f}", f"{med(start['duckdb']):.3f}", f"{med(start['polars']):.3f}",
+                     "", "", "", "", ""])
+    table(["query", "lake s", "DuckDB s", "Polars s", "DataFusion s", "lake / best peer (pairs)",
+           "lake / DataFusion budget", "lake max RSS MiB", "answers"], rows_out)
+    print(f"Median over the queries of lake / best peer: **{med(best_ratios):.2f}**\n")
 
 # --- Refresh -------------------------------------------------------------------------------
-say("refresh ...")
-first = run(lake("refresh"))
-ingest_day = run(lake("ingest", "spotify-export", "day"))
-copy_state(WORK, WORK / "with_day")
-ref = {"incremental": [], "full": []}
-for _ in range(R):
-    restore(WORK / "with_day")
-    ref["incremental"].append(run(lake("refresh")))
-    restore(WORK / "with_day")
-    ref["full"].append(run(lake("refresh", "--full-refresh")))
-largest = out(lake("query", "--format", "csv",
-                   "SELECT count(*) AS n FROM curated.export_plays")).split()[-1]
-print("## Refresh of the example project\n")
-print(
-    f"`lake init`'s project (8 models, their data tests, the export of 5 tables to the SQLite "
-    f"warehouse) over the imported plays and the API rows. The first `lake refresh` builds "
-    f"everything; then one more day ({DAY:,} plays) lands (`lake ingest spotify-export day`, "
-    f"{ingest_day[0]:.2f} s, max RSS {ingest_day[1]:.0f} MiB) and `lake refresh` runs "
-    f"incrementally (export_plays merges the new plays; the warehouse gets only them), against "
-    f"`lake refresh --full-refresh` of the same state. curated.export_plays then holds "
-    f"{int(largest):,} rows.\n"
-)
-table(
-    ["refresh", "median s", "max RSS MiB", "runs s"],
-    [["first `lake refresh` (everything built and exported)", f"{first[0]:.2f}", f"{first[1]:.0f}", "one run"]]
-    + [[name, f"{med(s for s, _ in ref[k]):.2f}", f"{max(m for _, m in ref[k]):.0f}", ", ".join(f"{s:.2f}" for s, _ in ref[k])]
-       for k, name in [("incremental", "`lake refresh` after one more day"), ("full", "`lake refresh --full-refresh`, same state")]],
-)
-ratio, each = pairs([s for s, _ in ref["incremental"]], [s for s, _ in ref["full"]])
-print(f"full refresh time / incremental time, median of pairs: **{ratio:.2f}** ({each})\n")
+if section("refresh"):
+    say("refresh ...")
+    first = run(lake("refresh"))
+    # The whole refresh again from scratch, under a 2 GiB pool.
+    bounded = run(lake("refresh", "--full-refresh", "--set", "query.memory_limit=2GiB"))
+    ingest_day = run(lake("ingest", "spotify-export", "day"))
+    copy_state(WORK, WORK / "with_day")
+    ref = {"incremental": [], "full": []}
+    for _ in range(R):
+        restore(WORK / "with_day")
+        ref["incremental"].append(run(lake("refresh")))
+        restore(WORK / "with_day")
+        ref["full"].append(run(lake("refresh", "--full-refresh")))
+    largest = out(lake("query", "--format", "csv",
+                       "SELECT count(*) AS n FROM curated.export_plays")).split()[-1]
+    print("## Refresh of the example project\n")
+    print(
+        f"`lake init`'s project (8 models, their data tests, the export of 5 tables to the SQLite "
+        f"warehouse) over the imported plays and the API rows. The first `lake refresh` builds "
+        f"everything; then one more day ({DAY:,} plays) lands (`lake ingest spotify-export day`, "
+        f"{ingest_day[0]:.2f} s, max RSS {ingest_day[1]:.0f} MiB) and `lake refresh` runs "
+        f"incrementally (export_plays merges the new plays; the warehouse gets only them), against "
+        f"`lake refresh --full-refresh` of the same state. curated.export_plays then holds "
+        f"{int(largest):,} rows.\n"
+    )
+    table(
+        ["refresh", "median s", "max RSS MiB", "runs s"],
+        [["first `lake refresh` (everything built and exported)", f"{first[0]:.2f}", f"{first[1]:.0f}", "one run"],
+         ["`lake refresh --full-refresh --set query.memory_limit=2GiB`", f"{bounded[0]:.2f}", f"{bounded[1]:.0f}", "one run"]]
+        + [[name, f"{med(s for s, _ in ref[k]):.2f}", f"{max(m for _, m in ref[k]):.0f}", ", ".join(f"{s:.2f}" for s, _ in ref[k])]
+           for k, name in [("incremental", "`lake refresh` after one more day"), ("full", "`lake refresh --full-refresh`, same state")]],
+    )
+    ratio, each = pairs([s for s, _ in ref["incremental"]], [s for s, _ in ref["full"]])
+    print(f"full refresh time / incremental time, median of pairs: **{ratio:.2f}** ({each})\n")
 
 # --- Export --------------------------------------------------------------------------------
-say("export ...")
-subprocess.run([*PSQL, "-c", "DROP SCHEMA IF EXISTS lake_bench CASCADE; CREATE SCHEMA lake_bench"], check=True)
-pg = ["--set", f"warehouse.url={PG}", "--set", "warehouse.schema=lake_bench"]
-run(lake("query", "--format", "csv", "--output", "rows.csv", "SELECT * FROM curated.export_plays"))
-csv_bytes = Path("rows.csv").stat().st_size
-run(lake("export", "--select", "export_plays", *pg))
-subprocess.run([*PSQL, "-c", "CREATE TABLE lake_bench.template (LIKE lake_bench.export_plays)"], check=True)
-with open("rows.csv", newline="") as f, open("inserts.sql", "w") as sql:
-    reader = csv.reader(f)
-    cols = ", ".join(f'"{h}"' for h in next(reader))
-    lit = lambda v: "NULL" if v == "" else "'" + v.replace("'", "''") + "'"
-    batch = []
-    def flush():
-        sql.write(f"INSERT INTO lake_bench.t ({cols}) VALUES\n" + ",\n".join(batch) + ";\n")
-        batch.clear()
-    for r in reader:
-        batch.append("(" + ", ".join(lit(v) for v in r) + ")")
-        if len(batch) == 1000:
+if section("export") and section("refresh"):
+    say("export ...")
+    subprocess.run([*PSQL, "-c", "DROP SCHEMA IF EXISTS lake_bench CASCADE; CREATE SCHEMA lake_bench"], check=True)
+    pg = ["--set", f"warehouse.url={PG}", "--set", "warehouse.schema=lake_bench"]
+    run(lake("query", "--format", "csv", "--output", "rows.csv", "SELECT * FROM curated.export_plays"))
+    csv_bytes = Path("rows.csv").stat().st_size
+    run(lake("export", "--select", "export_plays", *pg))
+    subprocess.run([*PSQL, "-c", "CREATE TABLE lake_bench.template (LIKE lake_bench.export_plays)"], check=True)
+    with open("rows.csv", newline="") as f, open("inserts.sql", "w") as sql:
+        reader = csv.reader(f)
+        cols = ", ".join(f'"{h}"' for h in next(reader))
+        lit = lambda v: "NULL" if v == "" else "'" + v.replace("'", "''") + "'"
+        batch = []
+        def flush():
+            sql.write(f"INSERT INTO lake_bench.t ({cols}) VALUES\n" + ",\n".join(batch) + ";\n")
+            batch.clear()
+        for r in reader:
+            batch.append("(" + ", ".join(lit(v) for v in r) + ")")
+            if len(batch) == 1000:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
-fresh = [*PSQL, "-c", "DROP TABLE IF EXISTS lake_bench.t; CREATE TABLE lake_bench.t (LIKE lake_bench.template)"]
-exp = {"lake": [], "copy": [], "inserts": []}
-for _ in range(R):
-    subprocess.run([*PSQL, "-c", "DROP TABLE lake_bench.export_plays"], check=True)
-    exp["lake"].append(run(lake("export", "--select", "export_plays", *pg)))
-    subprocess.run(fresh, check=True)
-    exp["copy"].append(run([*PSQL, "-c", "\\copy lake_bench.t from 'rows.csv' csv header"]))
-    subprocess.run(fresh, check=True)
-    exp["inserts"].append(run([*PSQL, "-f", "inserts.sql"]))
-subprocess.run([*PSQL, "-c", "DROP SCHEMA lake_bench CASCADE"], check=True)
-n_rows = int(largest)
-print("## Export to PostgreSQL\n")
-print(
-    f"The largest curated table, curated.export_plays ({n_rows:,} rows, {csv_bytes / 2**20:,.0f} MiB as CSV), into "
-    f"the local PostgreSQL: `lake export` (COPY into a staging table, the unique index on the "
-    f"key, the swap, the record in `_lake.exports`), against `psql \\copy` of the same rows "
-    f"from CSV into a table without an index (the limit) and `psql -f` of INSERTs of 1,000 rows "
-    f"each (common practice).\n"
-)
-table(
-    ["load", "median s", "rows/s", "max RSS MiB", "runs s"],
-    [[name, f"{med(s for s, _ in exp[k]):.2f}", f"{n_rows / med(s for s, _ in exp[k]):,.0f}",
-      f"{max(m for _, m in exp[k]):.0f}" if k == "lake" else "", ", ".join(f"{s:.2f}" for s, _ in exp[k])]
-     for k, name in [("lake", "`lake export`"), ("copy", "`psql \\copy ... csv`"), ("inserts", "INSERTs of 1,000 rows")]],
-)
-c, ceach = pairs([s for s, _ in exp["lake"]], [s for s, _ in exp["copy"]])
-i, ieach = pairs([s for s, _ in exp["lake"]], [s for s, _ in exp["inserts"]])
-print(f"`\\copy` time / lake time: **{c:.2f}** ({ceach}); INSERTs time / lake time: **{i:.2f}** ({ieach})\n")
-for f in ("rows.csv", "inserts.sql"):
-    Path(f).unlink()
+    fresh = [*PSQL, "-c", "DROP TABLE IF EXISTS lake_bench.t; CREATE TABLE lake_bench.t (LIKE lake_bench.template)"]
+    exp = {"lake": [], "copy": [], "inserts": []}
+    for _ in range(R):
+        subprocess.run([*PSQL, "-c", "DROP TABLE lake_bench.export_plays"], check=True)
+        exp["lake"].append(run(lake("export", "--select", "export_plays", *pg)))
+        subprocess.run(fresh, check=True)
+        exp["copy"].append(run([*PSQL, "-c", "\\copy lake_bench.t from 'rows.csv' csv header"]))
+        subprocess.run(fresh, check=True)
+        exp["inserts"].append(run([*PSQL, "-f", "inserts.sql"]))
+    subprocess.run([*PSQL, "-c", "DROP SCHEMA lake_bench CASCADE"], check=True)
+    n_rows = int(largest)
+    print("## Export to PostgreSQL\n")
+    print(
+        f"The largest curated table, curated.export_plays ({n_rows:,} rows, {csv_bytes / 2**20:,.0f} MiB as CSV), into "
+        f"the local PostgreSQL: `lake export` (COPY into a staging table, the unique index on the "
+        f"key, the swap, the record in `_lake.exports`), against `psql \\copy` of the same rows "
+        f"from CSV into a table without an index (the limit) and `psql -f` of INSERTs of 1,000 rows "
+        f"each (common practice).\n"
+    )
+    table(
+        ["load", "median s", "rows/s", "max RSS MiB", "runs s"],
+        [[name, f"{med(s for s, _ in exp[k]):.2f}", f"{n_rows / med(s for s, _ in exp[k]):,.0f}",
+          f"{max(m for _, m in exp[k]):.0f}" if k == "lake" else "", ", ".join(f"{s:.2f}" for s, _ in exp[k])]
+         for k, name in [("lake", "`lake export`"), ("copy", "`psql \\copy ... csv`"), ("inserts", "INSERTs of 1,000 rows")]],
+    )
+    c, ceach = pairs([s for s, _ in exp["lake"]], [s for s, _ in exp["copy"]])
+    i, ieach = pairs([s for s, _ in exp["lake"]], [s for s, _ in exp["inserts"]])
+    print(f"`\\copy` time / lake time: **{c:.2f}** ({ceach}); INSERTs time / lake time: **{i:.2f}** ({ieach})\n")
+    for f in ("rows.csv", "inserts.sql"):
+        Path(f).unlink()
 
 # --- A table with 10,000 commits -------------------------------------------------------------
-commits = int(os.environ.get("BENCH_COMMITS", "10000"))
-say(f"{commits:,} commits ...")
-made = run([LAKE, "-q", "--root", "commits", "bench", "commits", "-n", str(commits)])
-log = Path("commits/raw/bench_commits/_delta_log")
-checkpoints = len(list(log.glob("*.checkpoint.parquet")))
-open_q = [LAKE, "-q", "--root", "commits", "query", "SELECT count(*) FROM raw.bench_commits"]
-opened = {"delta": [run(open_q) for _ in range(R)]}
-hidden = Path("hidden")
-hidden.mkdir()
-for f in [*log.glob("*.checkpoint.parquet"), log / "_last_checkpoint"]:
-    f.rename(hidden / f.name)
-opened["none"] = [run(open_q) for _ in range(R)]
-for f in hidden.iterdir():
-    f.rename(log / f.name)
-run([LAKE, "-q", "--root", "commits", "maintain", "raw.bench_commits"])
-opened["maintained"] = [run(open_q) for _ in range(R)]
-print(f"## Opening a table with {commits:,} commits\n")
-print(
-    f"`lake bench commits -n {commits}` appended {commits:,} one-row commits as a writer makes "
-    f"them ({made[0]:.0f} s; Delta wrote a checkpoint every 100, {checkpoints} in all). A cold "
-    f"`lake query \"SELECT count(*) FROM raw.bench_commits\"`:\n"
-)
-table(
-    ["log", "median s", "max RSS MiB", "runs s"],
-    [[name, f"{med(s for s, _ in opened[k]):.3f}", f"{max(m for _, m in opened[k]):.0f}", ", ".join(f"{s:.3f}" for s, _ in opened[k])]
-     for k, name in [("delta", "as written: Delta's checkpoints"), ("none", "checkpoints hidden: every commit replayed"),
-                     ("maintained", "after `lake maintain` (compacted, checkpointed)")]],
-)
+if section('commits'):
+    commits = int(os.environ.get("BENCH_COMMITS", "10000"))
+    say(f"{commits:,} commits ...")
+    made = run([LAKE, "-q", "--root", "commits", "bench", "commits", "-n", str(commits)])
+    log = Path("commits/raw/bench_commits/_delta_log")
+    checkpoints = len(list(log.glob("*.checkpoint.parquet")))
+    open_q = [LAKE, "-q", "--root", "commits", "query", "SELECT count(*) FROM raw.bench_commits"]
+    opened = {"delta": [run(open_q) for _ in range(R)]}
+    hidden = Path("hidden")
+    hidden.mkdir()
+    for f in [*log.glob("*.checkpoint.parquet"), log / "_last_checkpoint"]:
+        f.rename(hidden / f.name)
+    opened["none"] = [run(open_q) for _ in range(R)]
+    for f in hidden.iterdir():
+        f.rename(log / f.name)
+    run([LAKE, "-q", "--root", "commits", "maintain", "raw.bench_commits"])
+    opened["maintained"] = [run(open_q) for _ in range(R)]
+    print(f"## Opening a table with {commits:,} commits\n")
+    print(
+        f"`lake bench commits -n {commits}` appended {commits:,} one-row commits as a writer makes "
+        f"them ({made[0]:.0f} s; Delta wrote a checkpoint every 100, {checkpoints} in all). A cold "
+        f"`lake query \"SELECT count(*) FROM raw.bench_commits\"`:\n"
+    )
+    table(
+        ["log", "median s", "max RSS MiB", "runs s"],
+        [[name, f"{med(s for s, _ in opened[k]):.3f}", f"{max(m for _, m in opened[k]):.0f}", ", ".join(f"{s:.3f}" for s, _ in opened[k])]
+         for k, name in [("delta", "as written: Delta's checkpoints"), ("none", "checkpoints hidden: every commit replayed"),
+                         ("maintained", "after `lake maintain` (compacted, checkpointed)")]],
+    )
 if not os.environ.get("BENCH_KEEP"):
     shutil.rmtree(WORK)

@@ -55,6 +55,8 @@ impl QueryError {
         };
         // The default catalog's name means nothing to a user.
         let message = message.replace("'datafusion.", "'");
+        // DataFusion names its own setting; lake's is `[query] memory_limit`.
+        let message = message.replace("'runtime.memory_limit'", "'[query] memory_limit'");
         Self::Sql { message, position }
     }
 

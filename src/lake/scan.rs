@@ -130,11 +130,13 @@ impl LakeScan {
 
         // The files: the selection given, else every file of the snapshot.
         let wanted: Option<std::collections::HashSet<String>> = only.map(|adds| {
+            // The log's text is URL-encoded; an add may carry it either way.
             adds.iter()
-                .map(|a| {
-                    percent_encoding::percent_decode_str(&a.path)
+                .flat_map(|a| {
+                    let decoded = percent_encoding::percent_decode_str(&a.path)
                         .decode_utf8_lossy()
-                        .into_owned()
+                        .into_owned();
+                    [a.path.clone(), decoded]
                 })
                 .collect()
         });
@@ -146,6 +148,7 @@ impl LakeScan {
             }
             if let Some(w) = &wanted
                 && !w.contains(view.path().as_ref())
+                && !w.contains(view.object_store_path().as_ref())
             {
                 continue;
             }
@@ -161,8 +164,9 @@ impl LakeScan {
                 &partition_values,
                 size,
             );
-            let mut file = PartitionedFile::new(view.object_store_path().to_string(), size)
-                .with_statistics(Arc::new(stats));
+            let mut file = PartitionedFile::new("", size).with_statistics(Arc::new(stats));
+            // The store path as the log gives it, already encoded: not re-parsed from text.
+            file.object_meta.location = view.object_store_path();
             file.partition_values = partition_values;
             files.push(file);
         }

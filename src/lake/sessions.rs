@@ -268,7 +268,7 @@ impl<P: MemoryPool> MemoryPool for LimitPool<P> {
                 "the query needs more memory than [query] memory_limit = {} allows; raise it \
                  (lake.toml, LAKE_QUERY_MEMORY_LIMIT or --set query.memory_limit=...). {}",
                 bytesize::ByteSize(self.limit as u64).display().iec(),
-                e.strip_backtrace()
+                e.strip_backtrace().trim_start_matches("Resources exhausted: ")
             ))
         })
     }

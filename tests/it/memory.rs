@@ -18,7 +18,7 @@ const ROWS: usize = 2_000_000;
 const BATCH: usize = 65_536;
 
 /// `raw.plays`: 997 listeners, 50,000 tracks, two months of plays.
-async fn plays(lake: &Lake) {
+async fn plays(lake: &Lake, total: usize) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("listener", DataType::Utf8, true),
         Field::new(
@@ -30,10 +30,10 @@ async fn plays(lake: &Lake) {
         Field::new("ms_played", DataType::Int64, true),
     ]));
     let start = 1_767_225_600_000_000i64; // 2026-01-01
-    let batches = (0..ROWS)
+    let batches = (0..total)
         .step_by(BATCH)
         .map(|from| {
-            let rows = from..(from + BATCH).min(ROWS);
+            let rows = from..(from + BATCH).min(total);
             let listener: StringArray = rows
                 .clone()
                 .map(|i| Some(format!("listener{:03}", i % 997)))
@@ -146,7 +146,7 @@ fn queries_and_a_model_under_64_mib_answer_as_unlimited_and_leave_no_spill_files
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let unlimited = open(&ctx, &[]).await;
-        plays(&unlimited).await;
+        plays(&unlimited, ROWS).await;
         let small = open(&ctx, &limited).await;
         assert_eq!(small.sessions().memory_limit(), 64 << 20);
         let mut spilled = 0;
@@ -186,4 +186,23 @@ fn queries_and_a_model_under_64_mib_answer_as_unlimited_and_leave_no_spill_files
     );
     assert_eq!(types, "column_name,data_type\nplays,Int64\ntracks,Int64\n");
     assert_eq!(spill_folders(&spill), Vec::<String>::new());
+}
+
+/// What cannot finish inside the limit fails, naming the limit and the setting.
+#[test]
+fn a_query_that_cannot_fit_names_the_limit_and_the_setting() {
+    let ctx = TestContext::new(Backend::Local);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { plays(open(&ctx, &[]).await.as_ref(), 200_000).await });
+    let err = ctx.fails(&[
+        "query",
+        "--set",
+        "query.memory_limit=256KiB",
+        "SELECT listener, track_id FROM raw.plays ORDER BY track_id, ended_at",
+    ]);
+    assert!(
+        err.contains("[query] memory_limit = 256.0 KiB") && err.contains("LAKE_QUERY_MEMORY_LIMIT"),
+        "{err}"
+    );
+    assert!(!err.contains("runtime.memory_limit"), "{err}");
 }

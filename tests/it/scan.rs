@@ -180,7 +180,7 @@ fn lakes_scan_answers_as_delta_rs_on(ctx: TestContext) {
                 .cloned()
                 .chain([
                     Arc::new(StringArray::from_iter((0..500).map(|i| {
-                        (i % 5 != 4).then(|| ["eu", "us", "apac"][i % 3].to_string())
+                        (i % 5 != 4).then(|| ["eu", "us", "a p/a%c"][i % 3].to_string())
                     }))) as ArrayRef,
                     Arc::new(Date32Array::from_iter((0..500).map(|i| Some(20_000 + (i % 4) as i32)))),
                 ])
