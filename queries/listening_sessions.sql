@@ -1,6 +1,7 @@
 /* lake
 description = "Listening sessions, per listener: a gap of 30 minutes or more between one play's end and the next play's start starts a new session."
 export = true
+sort_by = ["listener", "started_at"]
 
 [[tests]]
 unique = ["session_id"]

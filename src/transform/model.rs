@@ -70,6 +70,10 @@ pub struct ModelConfig {
     /// Partition columns.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Columns a table model's rows are written sorted by, so that its files hold ranges of
+    /// them: a filter on the leading column then reads few files.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
     /// Tags, for `--select tag:x`.
     #[serde(default)]
     pub tags: Vec<String>,

@@ -381,6 +381,10 @@ fn shape_hash(model: &Model) -> String {
     h.update(model.sql.trim().as_bytes());
     h.update(b"\0");
     h.update(model.config.unique_key.join(",").as_bytes());
+    if !model.config.sort_by.is_empty() {
+        h.update(b"\0sort_by\0");
+        h.update(model.config.sort_by.join(",").as_bytes());
+    }
     hex::encode(&h.finalize()[..16])
 }
 
@@ -543,6 +547,20 @@ async fn build(
         },
         other => other,
     };
+    // A rebuilt table is written in its sort order; DataFusion's sort spills.
+    let df = match (&mode, model.config.sort_by.is_empty()) {
+        (WriteMode::Rebuild(_), false) => df
+            .sort(
+                model
+                    .config
+                    .sort_by
+                    .iter()
+                    .map(|c| datafusion::prelude::ident(c).sort(true, false))
+                    .collect(),
+            )
+            .map_err(|e| model_sql_error(model, e))?,
+        _ => df,
+    };
     let source = ModelSource::new(df, incremental);
     let written = write(lake, &model.name, source, &mode, &metadata)
         .await
@@ -686,6 +704,7 @@ fn check_columns(model: &Model, df: &DataFrame) -> Result<(), TransformError> {
         .unique_key
         .iter()
         .chain(&model.config.partition_by)
+        .chain(&model.config.sort_by)
         .find(|k| !seen.contains(&k.to_lowercase()))
     {
         return Err(TransformError::Invalid {

@@ -417,3 +417,30 @@ fn a_rewritten_input_is_read_in_full() {
         "id,name\n1,a\n2,B\n3,c\n"
     );
 }
+
+/// `sort_by` writes a table model's rows in that order (the stored file, read back as it is,
+/// comes out sorted), and a column the query lacks is refused.
+#[test]
+fn sort_by_writes_the_rows_in_order() {
+    let ctx = TestContext::new(crate::common::Backend::Local);
+    let rows: String = (0..500)
+        .map(|i| format!("{},{}\n", (i * 7919) % 500, (i * 31) % 17))
+        .collect();
+    ctx.write("t.csv", format!("k,g\n{rows}"));
+    ctx.ok(&["ingest", "t.csv", "--table", "raw.t"]);
+    ctx.write(
+        "queries/sorted.sql",
+        "/* lake\nsort_by = [\"g\", \"k\"]\n*/\nSELECT k, g FROM raw.t",
+    );
+    ctx.ok(&["run"]);
+    // One small file, read in one pass: the stored order.
+    let stored = ctx.csv("SELECT g, k FROM curated.sorted");
+    let sorted = ctx.csv("SELECT g, k FROM curated.sorted ORDER BY g, k");
+    assert_eq!(stored, sorted);
+    ctx.write(
+        "queries/sorted.sql",
+        "/* lake\nsort_by = [\"nope\"]\n*/\nSELECT k, g FROM raw.t",
+    );
+    let err = ctx.fails(&["run"]);
+    assert!(err.contains("`nope` is in the header"), "{err}");
+}
