@@ -441,6 +441,7 @@ fn sort_by_writes_the_rows_in_order() {
         "queries/sorted.sql",
         "/* lake\nsort_by = [\"nope\"]\n*/\nSELECT k, g FROM raw.t",
     );
-    let err = ctx.fails(&["run"]);
-    assert!(err.contains("`nope` is in the header"), "{err}");
+    let (ok, out, err) = crate::common::outcome(ctx.lake().arg("run"));
+    assert!(!ok);
+    assert!(out.contains("`nope` is in the header"), "{out}{err}");
 }
