@@ -62,9 +62,13 @@ pub struct LakeScan {
     file_schema: SchemaRef,
     /// Partition columns, after the file's in DataFusion's numbering.
     partition_cols: Vec<FieldRef>,
-    /// For each table column, its index in file columns followed by partition columns.
+    /// File columns followed by partition columns: what DataFusion's scan numbers.
+    scan_schema: SchemaRef,
+    /// For each table column, its index in the scan schema.
     scan_index: Vec<usize>,
     files: Vec<PartitionedFile>,
+    /// The files' statistics merged.
+    statistics: Statistics,
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
 }
@@ -116,16 +120,18 @@ impl LakeScan {
             .map(|f| Arc::new(f.clone()))
             .collect();
         let file_schema = Arc::new(Schema::new(file_fields));
-        let scan_order: Vec<&str> = file_schema
-            .fields()
-            .iter()
-            .chain(partition_cols.iter())
-            .map(|f| f.name().as_str())
-            .collect();
+        let scan_schema = Arc::new(Schema::new(
+            file_schema
+                .fields()
+                .iter()
+                .chain(partition_cols.iter())
+                .cloned()
+                .collect::<Vec<FieldRef>>(),
+        ));
         let scan_index = schema
             .fields()
             .iter()
-            .map(|f| scan_order.iter().position(|n| n == f.name()).expect("every column"))
+            .map(|f| scan_schema.index_of(f.name()).expect("every column"))
             .collect();
 
         // The files: the selection given, else every file of the snapshot.
@@ -170,12 +176,15 @@ impl LakeScan {
             file.partition_values = partition_values;
             files.push(file);
         }
+        let statistics = table_statistics(&files, &scan_schema);
         Ok(Some(Self {
             schema,
             file_schema,
             partition_cols,
+            scan_schema,
             scan_index,
             files,
+            statistics,
             store_url: table.log_store().object_store_url(),
             store: table.log_store().object_store(None),
         }))
@@ -325,16 +334,8 @@ impl TableProvider for LakeScan {
                 ..Default::default()
             });
         // Filters as a predicate over the table's columns in scan order, for pruning.
-        let scan_schema = Arc::new(Schema::new(
-            self.file_schema
-                .fields()
-                .iter()
-                .chain(self.partition_cols.iter())
-                .cloned()
-                .collect::<Vec<FieldRef>>(),
-        ));
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
-            let df_schema = DFSchema::try_from(scan_schema.as_ref().clone())?;
+            let df_schema = DFSchema::try_from(self.scan_schema.as_ref().clone())?;
             if let Ok(physical) = state.create_physical_expr(predicate, &df_schema) {
                 source = source.with_predicate(physical);
             }
@@ -345,10 +346,9 @@ impl TableProvider for LakeScan {
         };
         let partitions = state.config_options().execution.target_partitions.max(1);
         let groups = FileGroup::new(self.files.clone()).split_files(partitions);
-        let statistics = table_statistics(&self.files, &scan_schema);
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(groups)
-            .with_statistics(statistics)
+            .with_statistics(self.statistics.clone())
             .with_projection_indices(Some(projection))?
             .with_limit(limit)
             .build();
@@ -356,15 +356,14 @@ impl TableProvider for LakeScan {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let scan_schema = Schema::new(
-            self.file_schema
-                .fields()
-                .iter()
-                .chain(self.partition_cols.iter())
-                .cloned()
-                .collect::<Vec<FieldRef>>(),
-        );
-        Some(table_statistics(&self.files, &scan_schema))
+        // In table order, as the schema is.
+        let mut s = self.statistics.clone();
+        s.column_statistics = self
+            .scan_index
+            .iter()
+            .map(|&i| s.column_statistics[i].clone())
+            .collect();
+        Some(s)
     }
 }
 
