@@ -255,11 +255,15 @@ pub async fn export_table(
     };
     let ctx = lake.sessions().context(false)?;
     let schema: SchemaRef = Arc::new(
-        ctx.read_table(crate::lake::scan::provider(&table, None).await.map_err(read_err)?)
-            .map_err(read_err)?
-            .schema()
-            .as_arrow()
-            .clone(),
+        ctx.read_table(
+            crate::lake::scan::provider(&table, None)
+                .await
+                .map_err(read_err)?,
+        )
+        .map_err(read_err)?
+        .schema()
+        .as_arrow()
+        .clone(),
     );
     let shape = schema_hash(&schema, key);
     if exists

@@ -291,8 +291,18 @@ fn scalar(v: &serde_json::Value, t: &DataType, upper: bool) -> Option<ScalarValu
         _ => return None,
     };
     match t {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64
-        | Date32 | Decimal128(_, _) => ScalarValue::try_from_string(s, t).ok(),
+        Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float32
+        | Float64
+        | Date32
+        | Decimal128(_, _) => ScalarValue::try_from_string(s, t).ok(),
         _ => None,
     }
 }
@@ -328,11 +338,12 @@ impl TableProvider for LakeScan {
         let table_schema = TableSchema::builder(self.file_schema.clone())
             .with_table_partition_cols(self.partition_cols.clone())
             .build();
-        let mut source = ParquetSource::new(table_schema)
-            .with_table_parquet_options(datafusion::config::TableParquetOptions {
+        let mut source = ParquetSource::new(table_schema).with_table_parquet_options(
+            datafusion::config::TableParquetOptions {
                 global: state.config_options().execution.parquet.clone(),
                 ..Default::default()
-            });
+            },
+        );
         // Filters as a predicate over the table's columns in scan order, for pruning.
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.scan_schema.as_ref().clone())?;

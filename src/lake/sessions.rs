@@ -72,7 +72,7 @@ impl Sessions {
         self.limit
     }
 
-    /// Where spill files go: a folder of this process's under the spill directory.
+    /// The spill directory; each opened lake spills into a folder of its own under it.
     pub fn spill_dir(&self) -> &Path {
         &self.spill_dir
     }
@@ -156,8 +156,9 @@ impl Sessions {
 /// Half the physical memory, or of the cgroup's limit where that is lower.
 fn default_memory_limit() -> u64 {
     use sysinfo::{MemoryRefreshKind, RefreshKind, System};
-    let system =
-        System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()));
+    let system = System::new_with_specifics(
+        RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
+    );
     let total = system
         .cgroup_limits()
         .map(|c| c.total_memory)
@@ -187,10 +188,9 @@ impl SpillFolder {
         let lock = File::create(path.join(".lock"))?;
         lock.try_lock().map_err(|e| match e {
             std::fs::TryLockError::Error(e) => e,
-            std::fs::TryLockError::WouldBlock => std::io::Error::other(format!(
-                "{} is held by another process",
-                path.display()
-            )),
+            std::fs::TryLockError::WouldBlock => {
+                std::io::Error::other(format!("{} is held by another process", path.display()))
+            }
         })?;
         Ok(Self { path, _lock: lock })
     }
@@ -268,7 +268,8 @@ impl<P: MemoryPool> MemoryPool for LimitPool<P> {
                 "the query needs more memory than [query] memory_limit = {} allows; raise it \
                  (lake.toml, LAKE_QUERY_MEMORY_LIMIT or --set query.memory_limit=...). {}",
                 bytesize::ByteSize(self.limit as u64).display().iec(),
-                e.strip_backtrace().trim_start_matches("Resources exhausted: ")
+                e.strip_backtrace()
+                    .trim_start_matches("Resources exhausted: ")
             ))
         })
     }

@@ -172,7 +172,8 @@ fn rewrite(agg: &Aggregate) -> Result<Option<LogicalPlan>> {
         for (i, p) in parts.iter().enumerate() {
             match p {
                 Part::Distinct { .. } if in_base(p) => {
-                    outer_aggr.push(aggregate(count_udaf(), vec![column("__lake_v")]).alias(out(i)));
+                    outer_aggr
+                        .push(aggregate(count_udaf(), vec![column("__lake_v")]).alias(out(i)));
                 }
                 Part::Distinct { .. } => {}
                 Part::Plain(f) => {
@@ -183,10 +184,7 @@ fn rewrite(agg: &Aggregate) -> Result<Option<LogicalPlan>> {
                 }
             }
         }
-        let inner_group = group_aliases
-            .iter()
-            .cloned()
-            .chain([key.alias("__lake_v")]);
+        let inner_group = group_aliases.iter().cloned().chain([key.alias("__lake_v")]);
         LogicalPlanBuilder::from(agg.input.as_ref().clone())
             .aggregate(inner_group, inner_aggr)?
             .aggregate((0..groups).map(|i| column(&g(i))), outer_aggr)?
@@ -284,9 +282,7 @@ fn rewrite(agg: &Aggregate) -> Result<Option<LogicalPlan>> {
         select.push(e.alias_qualified(relation.cloned(), field.name()));
     }
     Ok(Some(
-        LogicalPlanBuilder::from(joined)
-            .project(select)?
-            .build()?,
+        LogicalPlanBuilder::from(joined).project(select)?.build()?,
     ))
 }
 

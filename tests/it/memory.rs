@@ -178,7 +178,10 @@ fn queries_and_a_model_under_64_mib_answer_as_unlimited_and_leave_no_spill_files
     let built = ctx.csv(&format!("SELECT * FROM curated.daily{order}"));
     let expected = ctx.csv(&format!("SELECT * FROM ({model}){order}"));
     assert_eq!(built.lines().count(), 997 * 60 + 1);
-    assert!(built == expected, "the model's table differs from its query's answer");
+    assert!(
+        built == expected,
+        "the model's table differs from its query's answer"
+    );
     // The counts are integers, not decimals.
     let types = ctx.csv(
         "SELECT column_name, data_type FROM information_schema.columns \

@@ -53,40 +53,67 @@ fn batch(n: usize, offset: i64, extra: bool) -> RecordBatch {
     let rows = 0..n;
     let k = |i: usize| offset + i as i64;
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(Int8Array::from_iter(rows.clone().map(|i| (!null(i)).then_some((k(i) % 100) as i8)))),
-        Arc::new(Int16Array::from_iter(rows.clone().map(|i| (!null(i)).then_some(k(i) as i16)))),
-        Arc::new(Int32Array::from_iter(rows.clone().map(|i| (!null(i)).then_some(k(i) as i32)))),
+        Arc::new(Int8Array::from_iter(
+            rows.clone()
+                .map(|i| (!null(i)).then_some((k(i) % 100) as i8)),
+        )),
+        Arc::new(Int16Array::from_iter(
+            rows.clone().map(|i| (!null(i)).then_some(k(i) as i16)),
+        )),
+        Arc::new(Int32Array::from_iter(
+            rows.clone().map(|i| (!null(i)).then_some(k(i) as i32)),
+        )),
         Arc::new(Int64Array::from_iter(rows.clone().map(|i| Some(k(i))))),
-        Arc::new(Float32Array::from_iter(rows.clone().map(|i| (!null(i)).then_some(k(i) as f32 / 3.0)))),
-        Arc::new(Float64Array::from_iter(rows.clone().map(|i| (!null(i)).then_some(k(i) as f64 / 7.0)))),
+        Arc::new(Float32Array::from_iter(
+            rows.clone()
+                .map(|i| (!null(i)).then_some(k(i) as f32 / 3.0)),
+        )),
+        Arc::new(Float64Array::from_iter(
+            rows.clone()
+                .map(|i| (!null(i)).then_some(k(i) as f64 / 7.0)),
+        )),
         Arc::new(StringArray::from_iter(rows.clone().map(|i| {
             // Some long strings: a bound Delta may truncate.
             (!null(i)).then(|| format!("{}-{}", "x".repeat(i % 40), k(i)))
         }))),
-        Arc::new(BooleanArray::from_iter(rows.clone().map(|i| (!null(i)).then_some(i % 2 == 0)))),
-        Arc::new(Date32Array::from_iter(rows.clone().map(|i| (!null(i)).then_some(20_000 + k(i) as i32)))),
+        Arc::new(BooleanArray::from_iter(
+            rows.clone().map(|i| (!null(i)).then_some(i % 2 == 0)),
+        )),
+        Arc::new(Date32Array::from_iter(
+            rows.clone()
+                .map(|i| (!null(i)).then_some(20_000 + k(i) as i32)),
+        )),
         Arc::new(
             TimestampMicrosecondArray::from_iter(
-                rows.clone().map(|i| (!null(i)).then_some(1_767_225_600_000_000 + k(i) * 1_234_567)),
+                rows.clone()
+                    .map(|i| (!null(i)).then_some(1_767_225_600_000_000 + k(i) * 1_234_567)),
             )
             .with_timezone("UTC"),
         ),
         Arc::new(
-            Decimal128Array::from_iter(rows.clone().map(|i| (!null(i)).then_some(k(i) as i128 * 101)))
-                .with_precision_and_scale(10, 2)
-                .unwrap(),
+            Decimal128Array::from_iter(
+                rows.clone()
+                    .map(|i| (!null(i)).then_some(k(i) as i128 * 101)),
+            )
+            .with_precision_and_scale(10, 2)
+            .unwrap(),
         ),
-        Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(rows.clone().map(|i| {
-            (!null(i)).then(|| vec![Some(k(i) as i32), None])
-        }))),
+        Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(
+            rows.clone()
+                .map(|i| (!null(i)).then(|| vec![Some(k(i) as i32), None])),
+        )),
         Arc::new(StructArray::from(vec![(
             Arc::new(Field::new("x", DataType::Int64, true)),
-            Arc::new(Int64Array::from_iter(rows.clone().map(|i| (i % 3 != 0).then_some(k(i))))) as ArrayRef,
+            Arc::new(Int64Array::from_iter(
+                rows.clone().map(|i| (i % 3 != 0).then_some(k(i))),
+            )) as ArrayRef,
         )])),
     ];
     if extra {
         fields.push(Field::new("added", DataType::Utf8, true));
-        columns.push(Arc::new(StringArray::from_iter(rows.map(|i| Some(format!("new{i}"))))));
+        columns.push(Arc::new(StringArray::from_iter(
+            rows.map(|i| Some(format!("new{i}"))),
+        )));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
@@ -97,8 +124,8 @@ async fn answer(provider: Arc<dyn TableProvider>, sql: &str) -> String {
     let df = ctx.sql(sql).await.unwrap();
     // delta-rs gives string partition values as dictionaries, lake's scan as the column's
     // own type: the same values.
-    let schema = format!("{:?}", df.schema().as_arrow())
-        .replace("Dictionary(UInt16, Utf8)", "Utf8View");
+    let schema =
+        format!("{:?}", df.schema().as_arrow()).replace("Dictionary(UInt16, Utf8)", "Utf8View");
     let batches = df.collect().await.unwrap();
     format!(
         "{schema}\n{}",
@@ -137,7 +164,10 @@ const QUERIES: &[&str] = &[
     "SELECT i64, d FROM t WHERE d = DATE '2024-10-01' OR ts < TIMESTAMP '2026-01-01T00:00:02Z' ORDER BY i64",
 ];
 
-on_both!(lakes_scan_answers_as_delta_rs, lakes_scan_answers_as_delta_rs_on);
+on_both!(
+    lakes_scan_answers_as_delta_rs,
+    lakes_scan_answers_as_delta_rs_on
+);
 fn lakes_scan_answers_as_delta_rs_on(ctx: TestContext) {
     let lake: Lake = crate::lease::open(&ctx);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -159,7 +189,11 @@ fn lakes_scan_answers_as_delta_rs_on(ctx: TestContext) {
             same_answers(&table, QUERIES).await;
         }
         let latest = lake.table(&name, None, None).await.unwrap();
-        same_answers(&latest, &["SELECT i64, added FROM t WHERE added IS NOT NULL OR i64 < 3 ORDER BY i64"]).await;
+        same_answers(
+            &latest,
+            &["SELECT i64, added FROM t WHERE added IS NOT NULL OR i64 < 3 ORDER BY i64"],
+        )
+        .await;
         // Partitioned by a string and a date, with a null partition, by another writer:
         // delta-rs directly, without lake's write path.
         let b = batch(500, 0, false);
@@ -182,12 +216,17 @@ fn lakes_scan_answers_as_delta_rs_on(ctx: TestContext) {
                     Arc::new(StringArray::from_iter((0..500).map(|i| {
                         (i % 5 != 4).then(|| ["eu", "us", "a p/a%c"][i % 3].to_string())
                     }))) as ArrayRef,
-                    Arc::new(Date32Array::from_iter((0..500).map(|i| Some(20_000 + (i % 4) as i32)))),
+                    Arc::new(Date32Array::from_iter(
+                        (0..500).map(|i| Some(20_000 + (i % 4) as i32)),
+                    )),
                 ])
                 .collect(),
         )
         .unwrap();
-        let table = lake.table_or_new(&TableName::new("raw", "foreign").unwrap()).await.unwrap();
+        let table = lake
+            .table_or_new(&TableName::new("raw", "foreign").unwrap())
+            .await
+            .unwrap();
         let table = table
             .write(vec![part])
             .with_partition_columns(["region", "day"])
