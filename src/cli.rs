@@ -245,6 +245,10 @@ pub struct IngestArgs {
     /// Key columns for --mode merge, comma-separated
     #[arg(long, short, value_delimiter = ',', value_name = "COL[,COL]")]
     pub key: Vec<String>,
+    /// Write the rows sorted by these columns, in files that do not overlap on the first;
+    /// later writes keep the table's key [default: the table's key, if it has one]
+    #[arg(long, value_delimiter = ',', value_name = "COL[,COL]")]
+    pub sort_by: Vec<String>,
 }
 
 /// Sources `lake ingest` knows by name.

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::Context;
 use crate::cli::TableArg;
-use crate::lake::{TableName, table_info};
+use crate::lake::{TableName, layout, table_info};
 use crate::output::{format_table, human_bytes, print};
 
 pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
@@ -69,6 +69,21 @@ pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
             protocol.min_writer_version().to_string(),
         ),
     ];
+    if let Some(sort) = layout::sort_state(&table)? {
+        let files = if sort.files == 1 && sort.sorted_files == 1 {
+            "1 file".to_string()
+        } else if sort.sorted_files == sort.files {
+            format!("all {} files", sort.files)
+        } else {
+            format!("{} of {} files", sort.sorted_files, sort.files)
+        };
+        let run = if sort.one_run {
+            "one sorted run"
+        } else {
+            "overlapping: lake maintain sorts them again"
+        };
+        props.push(("sort_key".into(), format!("{} ({files}; {run})", sort.key.join(", "))));
+    }
     let mut config: Vec<_> = metadata
         .configuration()
         .iter()

@@ -12,7 +12,8 @@ use indicatif::ProgressBar;
 use super::Context;
 use crate::cli::{IngestArgs, IngestMode};
 use crate::extract::files::FileSource;
-use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::layout::Layout;
+use crate::lake::write::{BatchSource, SourceError, WriteMode, write_laid_out};
 use crate::lake::{INTERNAL, TableName};
 use crate::progress;
 
@@ -69,7 +70,8 @@ pub async fn run(ctx: &Context, args: IngestArgs) -> Result<()> {
         source,
         progress: bar.clone(),
     });
-    let outcome = write(&lake, &name, input, &mode, &metadata).await;
+    let layout = Layout::sorted_by(&args.sort_by);
+    let outcome = write_laid_out(&lake, &name, input, &mode, &metadata, &layout).await;
     bar.finish_and_clear();
     let outcome = outcome?;
     if !ctx.quiet() {

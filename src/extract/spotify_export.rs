@@ -35,7 +35,8 @@ use sha2::{Digest, Sha256};
 use super::spotify::rows::{self, Col};
 use super::{ExtractError, UTF8_BOM};
 use crate::config::PersonalData;
-use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::layout;
+use crate::lake::write::{BatchSource, SourceError, WriteMode, write_laid_out};
 use crate::lake::{Lake, RAW, TableName};
 
 /// The table the export lands in, under `raw`.
@@ -43,6 +44,10 @@ pub const TABLE: &str = "spotify_streams";
 
 /// Rows per batch handed to the writer.
 const BATCH_ROWS: usize = 65_536;
+
+/// The plays' sort key: by listener, then time. Per-listener windows (sessions, gaps) and
+/// per-listener aggregates read each listener's plays in order from one file.
+pub const SORT_BY: [&str; 2] = ["username", "ended_at"];
 
 /// The columns of `raw.spotify_streams`.
 pub const COLUMNS: &[(&str, Col)] = &[
@@ -894,7 +899,8 @@ pub async fn import(
         version,
         otherwise: Box::new(WriteMode::InsertNew(vec!["stream_key".into()])),
     };
-    let outcome = write(lake, &name, source.clone(), &mode, &metadata).await?;
+    let layout = layout::Layout::sorted_by(SORT_BY);
+    let outcome = write_laid_out(lake, &name, source.clone(), &mode, &metadata, &layout).await?;
     let inserted = outcome.merged.map_or(outcome.rows_read, |(i, _)| i);
     Ok(counted(
         &source,

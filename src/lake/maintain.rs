@@ -15,6 +15,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
 
+use super::layout::{self, Layout};
 use super::{Lake, LakeError, TableName};
 
 /// Delta's own default retention: seven days.
@@ -126,9 +127,27 @@ impl Lake {
                 .with_metadata([("lake.command".to_string(), serde_json::json!("maintain"))])
         };
 
-        // Compaction: small files into files of the target size.
+        // Compaction. A sorted table is sorted again when its files overlap (delta-rs's
+        // compaction would merge them unsorted); others get small files into files of the
+        // target size.
+        let sort = layout::sort_state(&table).map_err(|e| failed(name, "compaction", e))?;
         let table = if options.dry_run {
             table
+        } else if let Some(sort) = sort {
+            if sort.one_run {
+                table
+            } else {
+                let layout = Layout {
+                    sort_by: sort.key,
+                    target_file_size: options.target_file_size,
+                };
+                let ctx = self.sessions().delta_context()?;
+                let (removed, added, _) = layout::sort_again(&table, &ctx, &layout, commit())
+                    .await
+                    .map_err(|e| failed(name, "sorting", e))?;
+                report.compacted = (removed as u64, added as u64);
+                self.table(name, None, None).await?
+            }
         } else {
             let mut optimize = table.optimize().with_commit_properties(commit());
             if let Some(size) = options.target_file_size.and_then(NonZeroU64::new) {

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -31,10 +32,16 @@ use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{
+    LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr, RangePartitioning, SplitPoint,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 use deltalake::kernel::Add;
 use object_store::ObjectStore;
+
+use super::layout;
 
 /// The provider for reading `table` (all its files, or `only` these), lake's own where it can.
 pub async fn provider(table: &DeltaTable, only: Option<&[Add]>) -> Result<Arc<dyn TableProvider>> {
@@ -67,6 +74,9 @@ pub struct LakeScan {
     /// For each table column, its index in the scan schema.
     scan_index: Vec<usize>,
     files: Vec<PartitionedFile>,
+    /// When every file is sorted by the same key and no two overlap on its leading column:
+    /// the key's columns in the scan schema; the files are then in key order.
+    sorted: Option<Vec<usize>>,
     /// The files' statistics merged.
     statistics: Statistics,
     store_url: ObjectStoreUrl,
@@ -147,6 +157,8 @@ impl LakeScan {
                 .collect()
         });
         let mut files = Vec::new();
+        // The sort key every file so far carries; `None` once one differs or has none.
+        let mut key: Option<Option<Vec<String>>> = None;
         for view in state.log_data().iter() {
             if view.deletion_vector_descriptor().is_some() {
                 tracing::debug!("deletion vectors: reading with delta-rs's provider");
@@ -175,8 +187,17 @@ impl LakeScan {
             file.object_meta.location = view.object_store_path();
             file.partition_values = partition_values;
             files.push(file);
+            let this = layout::file_sort_key(&view);
+            key = Some(match key {
+                None => this,
+                Some(k) if k == this => k,
+                Some(_) => None,
+            });
         }
         let statistics = table_statistics(&files, &scan_schema);
+        let sorted = key
+            .flatten()
+            .and_then(|key| in_key_order(&mut files, &key, &scan_schema));
         Ok(Some(Self {
             schema,
             file_schema,
@@ -184,6 +205,7 @@ impl LakeScan {
             scan_schema,
             scan_index,
             files,
+            sorted,
             statistics,
             store_url: table.log_store().object_store_url(),
             store: table.log_store().object_store(None),
@@ -356,9 +378,18 @@ impl TableProvider for LakeScan {
             None => self.scan_index.clone(),
         };
         let partitions = state.config_options().execution.target_partitions.max(1);
-        let groups = FileGroup::new(self.files.clone()).split_files(partitions);
+        let (groups, ordering, partitioning) = match &self.sorted {
+            Some(key) => self.key_ranges(key, partitions)?,
+            None => (
+                FileGroup::new(self.files.clone()).split_files(partitions),
+                vec![],
+                None,
+            ),
+        };
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(groups)
+            .with_output_ordering(ordering)
+            .with_output_partitioning(partitioning)
             .with_statistics(self.statistics.clone())
             .with_projection_indices(Some(projection))?
             .with_limit(limit)
@@ -376,6 +407,113 @@ impl TableProvider for LakeScan {
             .collect();
         Some(s)
     }
+}
+
+impl LakeScan {
+    /// Whether the files are one run sorted by the table's key, declared to DataFusion.
+    pub fn key_ordered(&self) -> bool {
+        self.sorted.is_some()
+    }
+
+    /// The files in at most `partitions` groups of adjacent key ranges, balanced by size; the
+    /// key's order; and the ranges as DataFusion's Range partitioning on the leading column.
+    fn key_ranges(
+        &self,
+        key: &[usize],
+        partitions: usize,
+    ) -> Result<(Vec<FileGroup>, Vec<LexOrdering>, Option<Partitioning>)> {
+        let column = |i: usize| -> Arc<dyn PhysicalExpr> {
+            Arc::new(Column::new(self.scan_schema.field(i).name(), i))
+        };
+        let ascending = SortOptions {
+            descending: false,
+            nulls_first: false,
+        };
+        let ordering = LexOrdering::new(
+            key.iter()
+                .map(|&i| PhysicalSortExpr::new(column(i), ascending)),
+        );
+        let leading = LexOrdering::new([PhysicalSortExpr::new(column(key[0]), ascending)]);
+        // Contiguous runs of files, each about an equal share of the bytes.
+        let total: u64 = self.files.iter().map(|f| f.object_meta.size).sum();
+        let groups_wanted = partitions.min(self.files.len()).max(1) as u64;
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![vec![]];
+        let mut so_far = 0u64;
+        for file in &self.files {
+            let boundary = total * groups.len() as u64 / groups_wanted;
+            if so_far >= boundary && !groups.last().expect("one group").is_empty() {
+                groups.push(vec![]);
+            }
+            so_far += file.object_meta.size;
+            groups.last_mut().expect("one group").push(file.clone());
+        }
+        let split_points = groups[1..]
+            .iter()
+            .map(|g| {
+                let stats = g[0].statistics.as_deref().expect("sorted files have statistics");
+                let min = stats.column_statistics[key[0]].min_value.get_value().cloned();
+                SplitPoint::new(vec![min.expect("sorted files have bounds")])
+            })
+            .collect::<Vec<_>>();
+        let partitioning = match (split_points.is_empty(), leading) {
+            (false, Some(leading)) => Some(Partitioning::Range(RangePartitioning::try_new(
+                leading,
+                split_points,
+            )?)),
+            _ => None,
+        };
+        Ok((
+            groups.into_iter().map(FileGroup::new).collect(),
+            ordering.into_iter().collect(),
+            partitioning,
+        ))
+    }
+}
+
+/// Puts `files`, each sorted by `key`, in key order, when their statistics show that no two
+/// overlap on the key's leading column and only the last holds its nulls (nulls sort last).
+/// Gives the key's columns in `schema`, or `None` (files untouched in effect) when the files
+/// cannot be shown to be one sorted run.
+fn in_key_order(
+    files: &mut [PartitionedFile],
+    key: &[String],
+    schema: &Schema,
+) -> Option<Vec<usize>> {
+    let indices: Vec<usize> = key
+        .iter()
+        .map(|c| schema.index_of(c).ok())
+        .collect::<Option<_>>()?;
+    let leading = *indices.first()?;
+    let bounds = |f: &PartitionedFile, i: usize| -> Option<(ScalarValue, ScalarValue, usize)> {
+        let c = &f.statistics.as_deref()?.column_statistics[i];
+        Some((
+            c.min_value.get_value()?.clone(),
+            c.max_value.get_value()?.clone(),
+            *c.null_count.get_value()?,
+        ))
+    };
+    // DataFusion checks each group's order from the bounds of every key column.
+    for f in files.iter() {
+        for &i in &indices {
+            bounds(f, i)?;
+        }
+    }
+    let mut order: Vec<(ScalarValue, usize)> = files
+        .iter()
+        .enumerate()
+        .map(|(n, f)| Some((bounds(f, leading)?.0, n)))
+        .collect::<Option<_>>()?;
+    order.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    let ordered: Vec<PartitionedFile> = order.iter().map(|(_, n)| files[*n].clone()).collect();
+    for pair in ordered.windows(2) {
+        let (_, max, nulls) = bounds(&pair[0], leading)?;
+        let (next_min, _, _) = bounds(&pair[1], leading)?;
+        if nulls > 0 || max.partial_cmp(&next_min) != Some(std::cmp::Ordering::Less) {
+            return None;
+        }
+    }
+    files.clone_from_slice(&ordered);
+    Some(indices)
 }
 
 /// The files' statistics merged: rows and bytes summed, bounds widened.

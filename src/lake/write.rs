@@ -22,13 +22,18 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, StructType};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::DeltaOperation;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use super::layout::{self, Layout};
 use super::{Lake, LakeError, TableName, quote_ident};
 
 /// Boxed error from a source, kept intact so the user sees the file and line.
@@ -158,6 +163,21 @@ pub async fn write(
     mode: &WriteMode,
     metadata: &[(String, serde_json::Value)],
 ) -> Result<WriteOutcome, LakeError> {
+    write_laid_out(lake, name, source, mode, metadata, &Layout::default()).await
+}
+
+/// Writes `source` into `name` as one commit, its rows laid out by `layout`: sorted by its
+/// key, in files cut at the key's boundaries ([`super::layout`]) where the write adds or
+/// replaces whole files of an unpartitioned table; otherwise sorted, in files delta-rs cuts.
+/// A merge keeps delta-rs's order.
+pub async fn write_laid_out(
+    lake: &Lake,
+    name: &TableName,
+    source: Arc<dyn BatchSource>,
+    mode: &WriteMode,
+    metadata: &[(String, serde_json::Value)],
+    layout: &Layout,
+) -> Result<WriteOutcome, LakeError> {
     let write_err = |source: SourceError| LakeError::Write {
         table: name.clone(),
         cause: source,
@@ -167,6 +187,29 @@ pub async fn write(
         let (mode, exact) = &mode.against(&table);
         let existing = table.snapshot().ok().map(|s| s.snapshot().arrow_schema());
         let plan = plan_columns(name, existing.as_deref(), &source.schema(), mode)?;
+        // A table keeps its sort key: a write that names none sorts by the key of the
+        // table's files (a rebuild follows its model alone).
+        let inherited;
+        let layout = if layout.sort_by.is_empty() && !matches!(mode, WriteMode::Rebuild(_)) {
+            inherited = Layout {
+                sort_by: layout::table_sort_key(&table)
+                    .filter(|key| key.iter().all(|c| plan.target.field_with_name(c).is_ok()))
+                    .unwrap_or_default(),
+                ..layout.clone()
+            };
+            &inherited
+        } else {
+            layout
+        };
+        if let Some(missing) = layout
+            .sort_by
+            .iter()
+            .find(|c| plan.target.field_with_name(c).is_err())
+        {
+            return Err(write_err(
+                format!("the sort key column `{missing}` is not among the columns").into(),
+            ));
+        }
 
         let failure: Arc<Mutex<Option<SourceError>>> = Arc::default();
         let rows = Arc::new(AtomicU64::new(0));
@@ -201,15 +244,16 @@ pub async fn write(
             created,
             source.keys_unique(),
             commit,
+            layout,
         )
         .await;
         if let Some(err) = failure.lock().expect("poisoned").take() {
             return Err(write_err(err));
         }
         match result {
-            Ok((table, merged)) => {
+            Ok((version, merged)) => {
                 return Ok(WriteOutcome {
-                    version: table.version().unwrap_or(0),
+                    version,
                     rows_read: rows.load(Ordering::Relaxed),
                     merged,
                     added_columns: plan.added,
@@ -227,6 +271,9 @@ pub async fn write(
     unreachable!("the last attempt returns")
 }
 
+/// Runs one attempt of a write; gives the version committed and, for a merge, the rows
+/// inserted and updated.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     ctx: &SessionContext,
     table: DeltaTable,
@@ -235,7 +282,8 @@ async fn run(
     creating: bool,
     keys_unique: bool,
     commit: CommitProperties,
-) -> Result<(DeltaTable, Option<(u64, u64)>), DeltaTableError> {
+    layout: &Layout,
+) -> Result<(u64, Option<(u64, u64)>), DeltaTableError> {
     let keys = mode.keys();
     let df = match keys {
         Some(_) if keys_unique => ctx.table("__lake_source").await?.drop_columns(&[ORDINAL])?,
@@ -314,7 +362,7 @@ async fn run(
                 metrics.num_target_rows_inserted as u64,
                 metrics.num_target_rows_updated as u64,
             );
-            Ok((table, Some(merged)))
+            Ok((table.version().unwrap_or(0), Some(merged)))
         }
         _ => {
             let df = if absent {
@@ -322,6 +370,21 @@ async fn run(
             } else {
                 df
             };
+            let df = if layout.sort_by.is_empty() {
+                df
+            } else {
+                // DataFusion's sort spills under the lake's memory limit.
+                df.sort(
+                    layout
+                        .sort_by
+                        .iter()
+                        .map(|c| datafusion::prelude::ident(c).sort(true, false))
+                        .collect(),
+                )?
+            };
+            if !layout.sort_by.is_empty() && whole_files(&table, plan, mode, creating) {
+                return write_sorted(ctx, table, df, plan, mode, creating, commit, layout).await;
+            }
             let save = match mode {
                 WriteMode::Overwrite | WriteMode::Rebuild(_) => SaveMode::Overwrite,
                 WriteMode::Replace(_) if !creating => SaveMode::Overwrite,
@@ -348,9 +411,110 @@ async fn run(
                 builder = builder.with_schema_mode(SchemaMode::Merge);
             }
             let table = builder.await?;
-            Ok((table, None))
+            Ok((table.version().unwrap_or(0), None))
         }
     }
+}
+
+/// Whether a write adds or replaces whole files of an unpartitioned table and keeps its
+/// schema, so that lake can write the files itself, cut at the sort key's boundaries.
+fn whole_files(table: &DeltaTable, plan: &ColumnPlan, mode: &WriteMode, creating: bool) -> bool {
+    let partitioned = match mode {
+        WriteMode::Rebuild(partition_by) => !partition_by.is_empty(),
+        _ => false,
+    } || table
+        .snapshot()
+        .is_ok_and(|s| !s.metadata().partition_columns().is_empty());
+    if partitioned {
+        return false;
+    }
+    if creating {
+        return matches!(
+            mode,
+            WriteMode::Append | WriteMode::Overwrite | WriteMode::Rebuild(_)
+        );
+    }
+    match mode {
+        WriteMode::Append | WriteMode::Overwrite => plan.added.is_empty(),
+        // A rebuild that keeps the table's columns and types.
+        WriteMode::Rebuild(_) => table.snapshot().is_ok_and(|s| {
+            let stored = s.snapshot().arrow_schema();
+            stored.fields().len() == plan.target.fields().len()
+                && stored
+                    .fields()
+                    .iter()
+                    .zip(plan.target.fields())
+                    .all(|(a, b)| {
+                        a.name() == b.name()
+                            && normalize(a.data_type()) == normalize(b.data_type())
+                    })
+        }),
+        _ => false,
+    }
+}
+
+/// Writes the sorted rows of `df` as new files cut at the key's boundaries, and commits them:
+/// added to the table, or replacing all its files, or creating it.
+#[allow(clippy::too_many_arguments)]
+async fn write_sorted(
+    ctx: &SessionContext,
+    table: DeltaTable,
+    df: datafusion::dataframe::DataFrame,
+    plan: &ColumnPlan,
+    mode: &WriteMode,
+    creating: bool,
+    commit: CommitProperties,
+    layout: &Layout,
+) -> Result<(u64, Option<(u64, u64)>), DeltaTableError> {
+    let physical = df.create_physical_plan().await?;
+    let rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())?;
+    let adds = layout::write_sorted_files(&table, rows, layout).await?;
+    let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    if creating {
+        let schema: StructType = layout::file_schema(&plan.target)
+            .as_ref()
+            .try_into_kernel()?;
+        let created = CreateBuilder::new()
+            .with_log_store(table.log_store())
+            .with_columns(schema.fields().cloned())
+            .with_actions(actions)
+            .with_commit_properties(commit)
+            .await
+            .map_err(|e| match e {
+                // Another writer created the table first: the next attempt writes into it.
+                DeltaTableError::GenericError { source }
+                    if source.to_string().contains("already exists") =>
+                {
+                    DeltaTableError::VersionAlreadyExists(0)
+                }
+                e => e,
+            })?;
+        return Ok((created.version().unwrap_or(0), None));
+    }
+    let state = table.snapshot()?;
+    let overwrite = !matches!(mode, WriteMode::Append);
+    if overwrite {
+        actions.extend(
+            state
+                .log_data()
+                .iter()
+                .map(|f| Action::Remove(f.remove_action(true))),
+        );
+    }
+    let operation = DeltaOperation::Write {
+        mode: if overwrite {
+            SaveMode::Overwrite
+        } else {
+            SaveMode::Append
+        },
+        partition_by: None,
+        predicate: None,
+    };
+    let committed = CommitBuilder::from(commit)
+        .with_actions(actions)
+        .build(Some(state), table.log_store(), operation)
+        .await?;
+    Ok((committed.version(), None))
 }
 
 fn qualified(relation: &str, column: &str) -> Expr {

@@ -31,7 +31,8 @@ use super::inputs::{
 };
 use super::runs::{self, RunRecord, RunStatus};
 use super::{CheckKind, Materialized, Model, Project, Severity, TransformError, select};
-use crate::lake::write::{BatchSource, SourceError, WriteMode, write};
+use crate::lake::layout::Layout;
+use crate::lake::write::{BatchSource, SourceError, WriteMode, write, write_laid_out};
 use crate::lake::{Lake, LakeError, TableName, quote_ident};
 
 /// What to run.
@@ -547,22 +548,10 @@ async fn build(
         },
         other => other,
     };
-    // A rebuilt table is written in its sort order; DataFusion's sort spills.
-    let df = match (&mode, model.config.sort_by.is_empty()) {
-        (WriteMode::Rebuild(_), false) => df
-            .sort(
-                model
-                    .config
-                    .sort_by
-                    .iter()
-                    .map(|c| datafusion::prelude::ident(c).sort(true, false))
-                    .collect(),
-            )
-            .map_err(|e| model_sql_error(model, e))?,
-        _ => df,
-    };
     let source = ModelSource::new(df, incremental);
-    let written = write(lake, &model.name, source, &mode, &metadata)
+    // Written in the model's sort order, in files cut at the key's boundaries.
+    let layout = Layout::sorted_by(&model.config.sort_by);
+    let written = write_laid_out(lake, &model.name, source, &mode, &metadata, &layout)
         .await
         .map_err(|e| match e {
             // The model's query failed as its rows were read: a SQL error, at its position

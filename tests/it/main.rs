@@ -12,6 +12,7 @@ mod config;
 mod errors;
 mod export;
 mod ingest;
+mod layout;
 mod lease;
 mod library;
 mod maintain;

@@ -1,0 +1,347 @@
+//! A table's layout: its rows sorted by the table's key, in files cut where the leading key
+//! changes.
+//!
+//! delta-rs's writer cuts files by size, anywhere in the rows, so one listener's plays can
+//! straddle two files. lake writes a sorted table itself instead: one Parquet file at a time,
+//! through delta-rs's file writer, closing the file at the first change of the leading key
+//! after it reaches the target size. Files of one write then cover disjoint ranges of the
+//! leading key, and each add action carries the key in its [`SORTED_BY`] tag. lake's scan
+//! ([`super::scan`]) reads the tags and the files' statistics back: where every file is sorted
+//! by the same key and no two overlap on its leading column, it tells DataFusion the order and
+//! the key ranges, and windows and aggregates over the key need no sort and no repartition.
+//!
+//! A file without the tag (written by delta-rs's own writer or by a merge, or by another Delta
+//! writer) is just unsorted; `lake maintain` sorts the table again.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::Add;
+use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
+use futures::StreamExt;
+
+/// The add-action tag of a file lake wrote sorted: the sort key, as a JSON array of column
+/// names.
+pub const SORTED_BY: &str = "lake.sortedBy";
+/// The size a sorted write aims each file at, unless the table says otherwise. Small enough
+/// that a few million rows make several files, so the files spread over the cores.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 32 * 1024 * 1024;
+
+/// How a write lays out a table's rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The sort key: ascending, nulls last. Empty for the input's own order.
+    pub sort_by: Vec<String>,
+    /// The size files aim at; [`DEFAULT_TARGET_FILE_SIZE`] when `None`.
+    pub target_file_size: Option<u64>,
+}
+
+impl Layout {
+    /// Rows sorted by these columns, in files of the default size.
+    pub fn sorted_by(columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Layout {
+            sort_by: columns.into_iter().map(Into::into).collect(),
+            target_file_size: None,
+        }
+    }
+
+    /// The value of the [`SORTED_BY`] tag for this key.
+    pub fn tag(&self) -> String {
+        serde_json::to_string(&self.sort_by).expect("strings serialize")
+    }
+
+    /// The key a file's tag names.
+    pub fn from_tag(tag: &str) -> Option<Vec<String>> {
+        serde_json::from_str(tag).ok()
+    }
+}
+
+/// The sort key `table`'s files were written with, when one is: the key of its tagged files
+/// (the last written, if they differ). Untagged files are left out.
+pub fn table_sort_key(table: &DeltaTable) -> Option<Vec<String>> {
+    let state = table.snapshot().ok()?;
+    let mut key = None;
+    for view in state.log_data().iter() {
+        if let Some(k) = file_sort_key(&view) {
+            key = Some(k);
+        }
+    }
+    key
+}
+
+/// The sort key of one file, from its tag.
+pub fn file_sort_key(view: &deltalake::kernel::LogicalFileView) -> Option<Vec<String>> {
+    // The only public way to a file's tags in delta-rs 1.1.
+    #[allow(deprecated)]
+    let add = view.add_action();
+    let tag = add.tags?.get(SORTED_BY)?.clone()?;
+    Layout::from_tag(&tag)
+}
+
+/// Strings and binaries as Delta's plain types: the files are read by every Delta reader,
+/// not only DataFusion.
+pub fn file_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let t = match f.data_type() {
+                    DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+                    DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+                    t => t.clone(),
+                };
+                Field::new(f.name(), t, f.is_nullable()).with_metadata(f.metadata().clone())
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Writes `rows`, already sorted by `layout.sort_by`, into new Parquet files of `table`
+/// (an unpartitioned one). A file is closed at the first change of the leading key once it
+/// reaches the target size, so no two files share a leading-key value. Returns the files'
+/// add actions, tagged with the key; nothing is committed.
+pub async fn write_sorted_files(
+    table: &DeltaTable,
+    mut rows: SendableRecordBatchStream,
+    layout: &Layout,
+) -> DeltaResult<Vec<Add>> {
+    let schema = file_schema(&rows.schema());
+    let leading = layout
+        .sort_by
+        .first()
+        .ok_or_else(|| DeltaTableError::Generic("a sorted write needs a key".into()))?;
+    let leading = schema.index_of(leading)?;
+    let converter = RowConverter::new(vec![SortField::new(
+        schema.field(leading).data_type().clone(),
+    )])?;
+    let target = layout
+        .target_file_size
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE)
+        .max(1);
+    // Statistics as the table asks for them (delta.dataSkippingNumIndexedCols and
+    // delta.dataSkippingStatsColumns), as delta-rs's writer does.
+    let (indexed, stats_columns) = match table.snapshot() {
+        Ok(state) => {
+            let props = state.snapshot().table_properties();
+            (
+                props.data_skipping_num_indexed_cols.unwrap_or_default(),
+                props
+                    .data_skipping_stats_columns
+                    .as_ref()
+                    .map(|cols| cols.iter().map(ToString::to_string).collect()),
+            )
+        }
+        Err(_) => (Default::default(), None),
+    };
+    let config = WriterConfig::new(
+        schema.clone(),
+        vec![],
+        None,
+        // One file per writer: lake decides where files end.
+        None,
+        None,
+        indexed,
+        stats_columns,
+    );
+    let store = table.log_store().object_store(None);
+    let mut files = Files {
+        new: || DeltaWriter::new(store.clone(), config.clone()),
+        writer: None,
+        adds: Vec::new(),
+        // Arrow bytes in the open file, and Parquet bytes per Arrow byte, learnt from the
+        // files closed so far.
+        bytes: 0.0,
+        ratio: 0.25,
+    };
+    let mut last: Option<OwnedRow> = None;
+    while let Some(batch) = rows.next().await {
+        let mut batch = conform(batch?, &schema)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let per_row = batch.get_array_memory_size() as f64 / batch.num_rows() as f64;
+        loop {
+            let n = batch.num_rows();
+            let room = (target as f64 / files.ratio - files.bytes) / per_row;
+            let keys = converter.convert_columns(&[batch.column(leading).clone()])?;
+            let cut = if room >= n as f64 {
+                None
+            } else {
+                // An empty file takes at least one row.
+                let from = if files.bytes == 0.0 { 1 } else { 0 };
+                first_change(&keys, last.as_ref(), (room.max(0.0) as usize).max(from))
+            };
+            match cut {
+                None => {
+                    files.write(&batch, per_row).await?;
+                    last = Some(keys.row(n - 1).owned());
+                    break;
+                }
+                Some(at) => {
+                    if at > 0 {
+                        files.write(&batch.slice(0, at), per_row).await?;
+                    }
+                    files.close().await?;
+                    last = None;
+                    batch = batch.slice(at, n - at);
+                }
+            }
+        }
+    }
+    files.close().await?;
+    let tag = layout.tag();
+    Ok(files
+        .adds
+        .into_iter()
+        .map(|mut add| {
+            add.tags
+                .get_or_insert_with(Default::default)
+                .insert(SORTED_BY.to_string(), Some(tag.clone()));
+            add
+        })
+        .collect())
+}
+
+/// The first row at or after `from` whose key differs from the row before it (for row 0, from
+/// `last`, the file's last row so far).
+fn first_change(keys: &Rows, last: Option<&OwnedRow>, from: usize) -> Option<usize> {
+    (from..keys.num_rows()).find(|&i| match i {
+        0 => last.is_some_and(|l| l.row() != keys.row(0)),
+        i => keys.row(i) != keys.row(i - 1),
+    })
+}
+
+/// A batch in the files' schema: view types cast to plain ones.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> DeltaResult<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.with_schema(schema.clone())?);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The file being written, and the files closed.
+struct Files<F: Fn() -> DeltaWriter> {
+    new: F,
+    writer: Option<DeltaWriter>,
+    adds: Vec<Add>,
+    bytes: f64,
+    ratio: f64,
+}
+
+impl<F: Fn() -> DeltaWriter> Files<F> {
+    async fn write(&mut self, batch: &RecordBatch, per_row: f64) -> DeltaResult<()> {
+        let writer = self.writer.get_or_insert_with(&self.new);
+        writer.write(batch).await?;
+        self.bytes += per_row * batch.num_rows() as f64;
+        Ok(())
+    }
+
+    async fn close(&mut self) -> DeltaResult<()> {
+        if let Some(writer) = self.writer.take() {
+            let adds = writer.close().await?;
+            let written: i64 = adds.iter().map(|a| a.size).sum();
+            if self.bytes > 0.0 && written > 0 {
+                self.ratio = (written as f64 / self.bytes).clamp(0.01, 4.0);
+            }
+            self.adds.extend(adds);
+        }
+        self.bytes = 0.0;
+        Ok(())
+    }
+}
+
+/// How far a table's files follow its sort key, for `lake describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortState {
+    /// The key.
+    pub key: Vec<String>,
+    /// Files written sorted by it, of all the table's files.
+    pub sorted_files: usize,
+    /// All the table's files.
+    pub files: usize,
+    /// Whether the files form one sorted run, which lake's scan declares to DataFusion.
+    pub one_run: bool,
+}
+
+/// The table's sort key and how far its files follow it; `None` for a table without one.
+pub fn sort_state(table: &DeltaTable) -> DeltaResult<Option<SortState>> {
+    let Some(key) = table_sort_key(table) else {
+        return Ok(None);
+    };
+    let state = table.snapshot()?;
+    let (mut files, mut sorted_files) = (0, 0);
+    for view in state.log_data().iter() {
+        files += 1;
+        if file_sort_key(&view).as_ref() == Some(&key) {
+            sorted_files += 1;
+        }
+    }
+    let one_run = super::scan::LakeScan::try_new(table, None)?.is_some_and(|s| s.key_ordered());
+    Ok(Some(SortState {
+        key,
+        sorted_files,
+        files,
+        one_run,
+    }))
+}
+
+/// Rewrites every file of `table` sorted by `key`, cut at its boundaries, in one commit that
+/// changes no rows (an OPTIMIZE in the log). Rows appended meanwhile by another writer stay,
+/// in their own files. Gives the files removed and added, and the version committed.
+pub async fn sort_again(
+    table: &DeltaTable,
+    ctx: &datafusion::prelude::SessionContext,
+    layout: &Layout,
+    commit: deltalake::kernel::transaction::CommitProperties,
+) -> DeltaResult<(usize, usize, u64)> {
+    use deltalake::kernel::Action;
+    use deltalake::kernel::transaction::CommitBuilder;
+    use deltalake::protocol::DeltaOperation;
+
+    let state = table.snapshot()?;
+    let removes: Vec<Action> = state
+        .log_data()
+        .iter()
+        .map(|f| Action::Remove(f.remove_action(false)))
+        .collect();
+    let provider = super::scan::provider(table, None).await?;
+    let df = ctx.read_table(provider)?.sort(
+        layout
+            .sort_by
+            .iter()
+            .map(|c| datafusion::prelude::ident(c).sort(true, false))
+            .collect(),
+    )?;
+    let rows = datafusion::physical_plan::execute_stream(
+        df.create_physical_plan().await?,
+        ctx.task_ctx(),
+    )?;
+    let adds = write_sorted_files(table, rows, layout).await?;
+    let (removed, added) = (removes.len(), adds.len());
+    let mut actions = removes;
+    actions.extend(adds.into_iter().map(|mut a| {
+        a.data_change = false;
+        Action::Add(a)
+    }));
+    let operation = DeltaOperation::Optimize {
+        predicate: None,
+        target_size: layout.target_file_size.unwrap_or(DEFAULT_TARGET_FILE_SIZE) as i64,
+    };
+    let committed = CommitBuilder::from(commit)
+        .with_actions(actions)
+        .build(Some(state), table.log_store(), operation)
+        .await?;
+    Ok((removed, added, committed.version()))
+}

@@ -1,0 +1,268 @@
+//! A table's layout: its rows sorted by the table's key, in files cut where the leading key
+//! changes. lake's scan declares the order and the key ranges to DataFusion, so a window
+//! partitioned by the key runs without a sort or a repartition. Later writes keep the key; an
+//! append that overlaps ends the one sorted run, and `maintain` sorts the table again.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use lake::lake::layout::{Layout, sort_state};
+use lake::lake::maintain::MaintainOptions;
+use lake::lake::write::{MemorySource, WriteMode, write, write_laid_out};
+use lake::lake::{Lake, TableName};
+use lake::query::LakeSession;
+
+use crate::common::TestContext;
+use crate::on_both;
+
+/// Plays `from..to`, in no useful order: 89 listeners, one play every 7 minutes or so.
+fn plays(from: usize, to: usize) -> Arc<MemorySource> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("listener", DataType::Utf8, true),
+        Field::new(
+            "ended_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("ms_played", DataType::Int64, true),
+    ]));
+    let start = 1_767_225_600_000_000i64; // 2026-01-01
+    let batches = (from..to)
+        .step_by(5_000)
+        .map(|b| {
+            let rows = b..(b + 5_000).min(to);
+            let listener: StringArray = rows
+                .clone()
+                // Every 1000th play has no listener: nulls sort last.
+                .map(|i| (i % 1000 != 7).then(|| format!("listener{:02}", (i * 31) % 89)))
+                .collect();
+            let ended: TimestampMicrosecondArray = rows
+                .clone()
+                .map(|i| Some(start + (i as i64 * 7919 % 50_000) * 420_000_000))
+                .collect();
+            let ms: Int64Array = rows.map(|i| Some((i as i64 * 37) % 240_000)).collect();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(listener),
+                    Arc::new(ended.with_timezone("UTC")),
+                    Arc::new(ms),
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    Arc::new(MemorySource { schema, batches })
+}
+
+/// Gaps between a listener's plays: a window partitioned by the sort key's leading column and
+/// ordered by the rest.
+const WINDOW: &str = "SELECT listener, ended_at, \
+     ended_at - lag(ended_at) OVER (PARTITION BY listener ORDER BY ended_at) AS gap \
+     FROM raw.plays";
+
+const QUERIES: &[&str] = &[
+    "SELECT * FROM (SELECT listener, ended_at, \
+       ended_at - lag(ended_at) OVER (PARTITION BY listener ORDER BY ended_at) AS gap, \
+       sum(ms_played) OVER (PARTITION BY listener ORDER BY ended_at ROWS UNBOUNDED PRECEDING) AS heard \
+       FROM raw.plays) ORDER BY listener, ended_at, heard",
+    "SELECT listener, count(*), sum(ms_played), min(ended_at) FROM raw.plays \
+       GROUP BY listener ORDER BY listener",
+    "SELECT listener, ms_played FROM raw.plays WHERE listener = 'listener42' \
+       ORDER BY ended_at, ms_played",
+];
+
+/// The physical plan lake makes for `sql`.
+async fn plan(lake: &Arc<Lake>, sql: &str) -> Arc<dyn ExecutionPlan> {
+    let session = LakeSession::new(lake.clone()).await.unwrap();
+    session
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
+}
+
+/// The operators of a plan, depth first.
+fn operators(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    let mut names = vec![plan.name().to_string()];
+    for child in plan.children() {
+        names.extend(operators(child));
+    }
+    names
+}
+
+/// Each query's answer through lake's session, and through delta-rs's provider of the same
+/// version in a plain DataFusion session.
+async fn same_answers(lake: &Arc<Lake>, name: &TableName) {
+    let table = lake.table(name, None, None).await.unwrap();
+    let theirs = SessionContext::new();
+    theirs.sql("CREATE SCHEMA raw").await.unwrap();
+    theirs
+        .register_table("raw.plays", table.table_provider().await.unwrap())
+        .unwrap();
+    let session = LakeSession::new(lake.clone()).await.unwrap();
+    for sql in QUERIES {
+        let ours = session.sql(sql).await.unwrap().collect().await.unwrap();
+        let expected = theirs.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&ours)
+                .unwrap()
+                .to_string(),
+            arrow::util::pretty::pretty_format_batches(&expected)
+                .unwrap()
+                .to_string(),
+            "{sql}"
+        );
+    }
+}
+
+/// Each file's listener range from its add action's statistics, in order of the range.
+async fn listener_ranges(lake: &Lake, name: &TableName) -> Vec<(String, String, u64)> {
+    let table = lake.table(name, None, None).await.unwrap();
+    let mut ranges: Vec<(String, String, u64)> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| {
+            let stats: serde_json::Value = serde_json::from_str(&f.stats().unwrap()).unwrap();
+            let text = |kind: &str| stats[kind]["listener"].as_str().unwrap_or("").to_string();
+            let nulls = stats["nullCount"]["listener"].as_u64().unwrap();
+            (text("minValues"), text("maxValues"), nulls)
+        })
+        .collect();
+    ranges.sort();
+    ranges
+}
+
+on_both!(
+    a_sorted_table_is_read_in_key_order_without_a_sort_or_a_repartition,
+    sorted_table_on
+);
+fn sorted_table_on(ctx: TestContext) {
+    let lake = Arc::new(crate::lease::open(&ctx));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let name = TableName::new("raw", "plays").unwrap();
+        // Small files, so that 40,000 rows make several.
+        let layout = Layout {
+            sort_by: vec!["listener".into(), "ended_at".into()],
+            target_file_size: Some(48 * 1024),
+        };
+        write_laid_out(
+            &lake,
+            &name,
+            plays(0, 40_000),
+            &WriteMode::Append,
+            &[],
+            &layout,
+        )
+        .await
+        .unwrap();
+
+        // Files of about the target size, none sharing a listener with another, the nulls in
+        // the last.
+        let ranges = listener_ranges(&lake, &name).await;
+        assert!(ranges.len() >= 4, "{ranges:?}");
+        for pair in ranges.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "overlapping files: {ranges:?}");
+        }
+        let nulls: Vec<u64> = ranges.iter().map(|r| r.2).collect();
+        assert_eq!(nulls.iter().sum::<u64>(), 40, "{ranges:?}");
+        let table = lake.table(&name, None, None).await.unwrap();
+        let state = sort_state(&table).unwrap().unwrap();
+        assert_eq!(state.key, ["listener", "ended_at"]);
+        assert_eq!(state.sorted_files, state.files);
+        assert!(state.one_run);
+
+        // The window reads the files' order and their key ranges.
+        let window = operators(&plan(&lake, WINDOW).await);
+        assert!(
+            !window
+                .iter()
+                .any(|o| o == "SortExec" || o == "RepartitionExec"),
+            "{window:?}"
+        );
+        same_answers(&lake, &name).await;
+
+        // A plain append keeps the table's key, but its file overlaps the others.
+        write(&lake, &name, plays(40_000, 46_000), &WriteMode::Append, &[])
+            .await
+            .unwrap();
+        let table = lake.table(&name, None, None).await.unwrap();
+        let state = sort_state(&table).unwrap().unwrap();
+        assert_eq!(state.sorted_files, state.files);
+        assert!(!state.one_run);
+        let window = operators(&plan(&lake, WINDOW).await);
+        assert!(window.iter().any(|o| o == "SortExec"), "{window:?}");
+        same_answers(&lake, &name).await;
+
+        // Maintenance sorts the table again, into one run.
+        let report = lake
+            .maintain(
+                &name,
+                &MaintainOptions {
+                    target_file_size: Some(48 * 1024),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(report.compacted.0 > 0, "{report:?}");
+        let table = lake.table(&name, None, None).await.unwrap();
+        assert!(sort_state(&table).unwrap().unwrap().one_run);
+        let ranges = listener_ranges(&lake, &name).await;
+        for pair in ranges.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "overlapping files: {ranges:?}");
+        }
+        let window = operators(&plan(&lake, WINDOW).await);
+        assert!(!window.iter().any(|o| o == "SortExec"), "{window:?}");
+        same_answers(&lake, &name).await;
+    });
+}
+
+#[test]
+fn ingest_sort_by_names_the_key_and_describe_shows_it() {
+    let ctx = TestContext::new(crate::common::Backend::Local);
+    let mut csv = String::from("listener,ended_at,ms_played\n");
+    for i in 0..300 {
+        csv.push_str(&format!(
+            "l{},2026-01-01T00:{:02}:00Z,{}\n",
+            (i * 7) % 13,
+            i % 60,
+            i
+        ));
+    }
+    let file = ctx.write("plays.csv", csv);
+    let file = file.to_str().unwrap();
+    ctx.ok(&[
+        "ingest",
+        file,
+        "-t",
+        "raw.plays",
+        "--sort-by",
+        "listener,ended_at",
+    ]);
+    let described = ctx.ok(&["describe", "raw.plays"]);
+    assert!(
+        described.contains("listener, ended_at (1 file; one sorted run)"),
+        "{described}"
+    );
+    // The rows come back in the key's order without an ORDER BY of the key's leading column
+    // being needed for the first listener.
+    assert_eq!(
+        ctx.scalar("SELECT listener FROM raw.plays LIMIT 1"),
+        "l0",
+        "sorted by listener"
+    );
+    let err = ctx.fails(&["ingest", file, "-t", "raw.other", "--sort-by", "nope"]);
+    assert!(
+        err.contains("raw.other") && err.contains("the sort key column `nope`"),
+        "{err}"
+    );
+}
