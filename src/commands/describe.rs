@@ -82,7 +82,10 @@ pub async fn run(ctx: &Context, args: TableArg) -> Result<()> {
         } else {
             "overlapping: lake maintain sorts them again"
         };
-        props.push(("sort_key".into(), format!("{} ({files}; {run})", sort.key.join(", "))));
+        props.push((
+            "sort_key".into(),
+            format!("{} ({files}; {run})", sort.key.join(", ")),
+        ));
     }
     let mut config: Vec<_> = metadata
         .configuration()

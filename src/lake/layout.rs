@@ -50,6 +50,14 @@ impl Layout {
         }
     }
 
+    /// The key as DataFusion's sort: each column ascending, nulls last.
+    pub fn sort_exprs(&self) -> Vec<datafusion::logical_expr::SortExpr> {
+        self.sort_by
+            .iter()
+            .map(|c| datafusion::prelude::ident(c).sort(true, false))
+            .collect()
+    }
+
     /// The value of the [`SORTED_BY`] tag for this key.
     pub fn tag(&self) -> String {
         serde_json::to_string(&self.sort_by).expect("strings serialize")
@@ -317,13 +325,7 @@ pub async fn sort_again(
         .map(|f| Action::Remove(f.remove_action(false)))
         .collect();
     let provider = super::scan::provider(table, None).await?;
-    let df = ctx.read_table(provider)?.sort(
-        layout
-            .sort_by
-            .iter()
-            .map(|c| datafusion::prelude::ident(c).sort(true, false))
-            .collect(),
-    )?;
+    let df = ctx.read_table(provider)?.sort(layout.sort_exprs())?;
     let rows = datafusion::physical_plan::execute_stream(
         df.create_physical_plan().await?,
         ctx.task_ctx(),

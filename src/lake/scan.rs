@@ -10,7 +10,11 @@
 //!   with which DataFusion prunes files and row groups by a query's filters and plans joins;
 //! - partition values as partition columns, pruned the same way;
 //! - columns a file lacks (added later) read as nulls, and types widened, by DataFusion's
-//!   schema adapter.
+//!   schema adapter;
+//! - for a sorted table ([`super::layout`]) whose files form one run (all tagged with the same
+//!   key, none overlapping another on its first column), the files in key order, the order as
+//!   the scan's output ordering, and groups of adjacent files as a Range partitioning on the
+//!   key's first column: windows and aggregates over the key need no sort or repartition.
 //!
 //! A table with deletion vectors or column mapping takes delta-rs's provider instead, with a
 //! debug log line. Time travel is the caller's: the snapshot given is the version read.
@@ -450,8 +454,14 @@ impl LakeScan {
         let split_points = groups[1..]
             .iter()
             .map(|g| {
-                let stats = g[0].statistics.as_deref().expect("sorted files have statistics");
-                let min = stats.column_statistics[key[0]].min_value.get_value().cloned();
+                let stats = g[0]
+                    .statistics
+                    .as_deref()
+                    .expect("sorted files have statistics");
+                let min = stats.column_statistics[key[0]]
+                    .min_value
+                    .get_value()
+                    .cloned();
                 SplitPoint::new(vec![min.expect("sorted files have bounds")])
             })
             .collect::<Vec<_>>();

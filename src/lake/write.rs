@@ -26,8 +26,8 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, StructType};
 use deltalake::operations::create::CreateBuilder;
-use deltalake::protocol::DeltaOperation;
 use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
@@ -374,16 +374,10 @@ async fn run(
                 df
             } else {
                 // DataFusion's sort spills under the lake's memory limit.
-                df.sort(
-                    layout
-                        .sort_by
-                        .iter()
-                        .map(|c| datafusion::prelude::ident(c).sort(true, false))
-                        .collect(),
-                )?
+                df.sort(layout.sort_exprs())?
             };
             if !layout.sort_by.is_empty() && whole_files(&table, plan, mode, creating) {
-                return write_sorted(ctx, table, df, plan, mode, creating, commit, layout).await;
+                return write_sorted(ctx, table, df, mode, creating, commit, layout).await;
             }
             let save = match mode {
                 WriteMode::Overwrite | WriteMode::Rebuild(_) => SaveMode::Overwrite,
@@ -428,11 +422,9 @@ fn whole_files(table: &DeltaTable, plan: &ColumnPlan, mode: &WriteMode, creating
     if partitioned {
         return false;
     }
+    // Creating the table, every write adds all its rows (a merge's included).
     if creating {
-        return matches!(
-            mode,
-            WriteMode::Append | WriteMode::Overwrite | WriteMode::Rebuild(_)
-        );
+        return true;
     }
     match mode {
         WriteMode::Append | WriteMode::Overwrite => plan.added.is_empty(),
@@ -445,8 +437,7 @@ fn whole_files(table: &DeltaTable, plan: &ColumnPlan, mode: &WriteMode, creating
                     .iter()
                     .zip(plan.target.fields())
                     .all(|(a, b)| {
-                        a.name() == b.name()
-                            && normalize(a.data_type()) == normalize(b.data_type())
+                        a.name() == b.name() && normalize(a.data_type()) == normalize(b.data_type())
                     })
         }),
         _ => false,
@@ -460,20 +451,19 @@ async fn write_sorted(
     ctx: &SessionContext,
     table: DeltaTable,
     df: datafusion::dataframe::DataFrame,
-    plan: &ColumnPlan,
     mode: &WriteMode,
     creating: bool,
     commit: CommitProperties,
     layout: &Layout,
 ) -> Result<(u64, Option<(u64, u64)>), DeltaTableError> {
+    // The rows' columns: the plan's, less lake's own (a merge's row numbers).
+    let columns = layout::file_schema(df.schema().as_arrow());
     let physical = df.create_physical_plan().await?;
     let rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())?;
     let adds = layout::write_sorted_files(&table, rows, layout).await?;
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
     if creating {
-        let schema: StructType = layout::file_schema(&plan.target)
-            .as_ref()
-            .try_into_kernel()?;
+        let schema: StructType = columns.as_ref().try_into_kernel()?;
         let created = CreateBuilder::new()
             .with_log_store(table.log_store())
             .with_columns(schema.fields().cloned())

@@ -283,6 +283,20 @@ fn bench_generate_makes_many_listeners_a_dimension_and_one_more_day() {
         ),
         "0"
     );
+    // The plays are sorted by listener and time, in one run.
+    let sort_key = || {
+        let described = ctx.ok(&["describe", "raw.spotify_streams"]);
+        described
+            .lines()
+            .find(|l| l.contains("sort_key"))
+            .unwrap_or_else(|| panic!("{described}"))
+            .to_string()
+    };
+    assert!(
+        sort_key().contains("username, ended_at (1 file; one sorted run)"),
+        "{}",
+        sort_key()
+    );
     // `--from` continues the history: the next day, nothing in common with the first two.
     ctx.ok(&["ingest", "spotify-export", "day"]);
     assert_eq!(
@@ -292,6 +306,18 @@ fn bench_generate_makes_many_listeners_a_dimension_and_one_more_day() {
     assert_eq!(
         ctx.scalar("SELECT count(DISTINCT CAST(ended_at AS DATE)) FROM raw.spotify_streams"),
         "3"
+    );
+    // The new day's file is sorted too, but overlaps the first; maintenance sorts them again.
+    assert!(
+        sort_key().contains("(all 2 files; overlapping"),
+        "{}",
+        sort_key()
+    );
+    ctx.ok(&["maintain", "raw.spotify_streams"]);
+    assert!(sort_key().contains("one sorted run"), "{}", sort_key());
+    assert_eq!(
+        ctx.scalar("SELECT count(*) FROM raw.spotify_streams"),
+        "192"
     );
 }
 
