@@ -21,7 +21,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
-use deltalake::kernel::Add;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add};
+use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
 use futures::StreamExt;
 
@@ -285,22 +287,22 @@ pub struct SortState {
 
 /// The table's sort key and how far its files follow it; `None` for a table without one.
 pub fn sort_state(table: &DeltaTable) -> DeltaResult<Option<SortState>> {
-    let Some(key) = table_sort_key(table) else {
+    let keys: Vec<Option<Vec<String>>> = table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .map(|view| file_sort_key(&view))
+        .collect();
+    // The key of the last tagged file, as table_sort_key gives it.
+    let Some(key) = keys.iter().rev().flatten().next().cloned() else {
         return Ok(None);
     };
-    let state = table.snapshot()?;
-    let (mut files, mut sorted_files) = (0, 0);
-    for view in state.log_data().iter() {
-        files += 1;
-        if file_sort_key(&view).as_ref() == Some(&key) {
-            sorted_files += 1;
-        }
-    }
+    let sorted_files = keys.iter().filter(|k| k.as_ref() == Some(&key)).count();
     let one_run = super::scan::LakeScan::try_new(table, None)?.is_some_and(|s| s.key_ordered());
     Ok(Some(SortState {
         key,
         sorted_files,
-        files,
+        files: keys.len(),
         one_run,
     }))
 }
@@ -312,18 +314,9 @@ pub async fn sort_again(
     table: &DeltaTable,
     ctx: &datafusion::prelude::SessionContext,
     layout: &Layout,
-    commit: deltalake::kernel::transaction::CommitProperties,
+    commit: CommitProperties,
 ) -> DeltaResult<(usize, usize, u64)> {
-    use deltalake::kernel::Action;
-    use deltalake::kernel::transaction::CommitBuilder;
-    use deltalake::protocol::DeltaOperation;
-
-    let state = table.snapshot()?;
-    let removes: Vec<Action> = state
-        .log_data()
-        .iter()
-        .map(|f| Action::Remove(f.remove_action(false)))
-        .collect();
+    let removes = remove_all(table, false)?;
     let provider = super::scan::provider(table, None).await?;
     let df = ctx.read_table(provider)?.sort(layout.sort_exprs())?;
     let rows = datafusion::physical_plan::execute_stream(
@@ -341,9 +334,31 @@ pub async fn sort_again(
         predicate: None,
         target_size: layout.target_file_size.unwrap_or(DEFAULT_TARGET_FILE_SIZE) as i64,
     };
+    let version = commit_actions(table, actions, operation, commit).await?;
+    Ok((removed, added, version))
+}
+
+/// A remove action for every file of `table`.
+pub fn remove_all(table: &DeltaTable, data_change: bool) -> DeltaResult<Vec<Action>> {
+    Ok(table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .map(|f| Action::Remove(f.remove_action(data_change)))
+        .collect())
+}
+
+/// Commits `actions` (files lake wrote, and the files they replace) on top of the version
+/// `table` holds; gives the version committed.
+pub async fn commit_actions(
+    table: &DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    commit: CommitProperties,
+) -> DeltaResult<u64> {
     let committed = CommitBuilder::from(commit)
         .with_actions(actions)
-        .build(Some(state), table.log_store(), operation)
+        .build(Some(table.snapshot()?), table.log_store(), operation)
         .await?;
-    Ok((removed, added, committed.version()))
+    Ok(committed.version())
 }

@@ -23,7 +23,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::{Action, StructType};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::operations::write::SchemaMode;
@@ -481,15 +481,9 @@ async fn write_sorted(
             })?;
         return Ok((created.version().unwrap_or(0), None));
     }
-    let state = table.snapshot()?;
     let overwrite = !matches!(mode, WriteMode::Append);
     if overwrite {
-        actions.extend(
-            state
-                .log_data()
-                .iter()
-                .map(|f| Action::Remove(f.remove_action(true))),
-        );
+        actions.extend(layout::remove_all(&table, true)?);
     }
     let operation = DeltaOperation::Write {
         mode: if overwrite {
@@ -500,11 +494,8 @@ async fn write_sorted(
         partition_by: None,
         predicate: None,
     };
-    let committed = CommitBuilder::from(commit)
-        .with_actions(actions)
-        .build(Some(state), table.log_store(), operation)
-        .await?;
-    Ok((committed.version(), None))
+    let version = layout::commit_actions(&table, actions, operation, commit).await?;
+    Ok((version, None))
 }
 
 fn qualified(relation: &str, column: &str) -> Expr {
