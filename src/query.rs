@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+pub mod coalesce;
 pub mod distinct;
 pub mod joins;
 pub(crate) mod utc;

@@ -4,7 +4,8 @@
 //! delta-rs's writer cuts files by size, anywhere in the rows, so one listener's plays can
 //! straddle two files. lake writes a sorted table itself instead: one Parquet file at a time,
 //! through delta-rs's file writer, closing the file at the first change of the leading key
-//! after it reaches the target size. Files of one write then cover disjoint ranges of the
+//! after it reaches the target size (rows without a leading key, which sort last, stay in the
+//! last file with one). Files of one write then cover disjoint ranges of the
 //! leading key, and each add action carries the key in its [`SORTED_BY`] tag. lake's scan
 //! ([`super::scan`]) reads the tags and the files' statistics back: where every file is sorted
 //! by the same key and no two overlap on its leading column, it tells DataFusion the order and
@@ -15,7 +16,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
@@ -161,13 +162,13 @@ pub async fn write_sorted_files(
     );
     let store = table.log_store().object_store(None);
     let mut files = Files {
-        new: || DeltaWriter::new(store.clone(), config.clone()),
-        writer: None,
+        new: move || DeltaWriter::new(store.clone(), config.clone()),
+        open: None,
+        encoding: std::collections::VecDeque::new(),
         adds: Vec::new(),
-        // Arrow bytes in the open file, and Parquet bytes per Arrow byte, learnt from the
-        // files closed so far.
         bytes: 0.0,
         ratio: 0.25,
+        parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let mut last: Option<OwnedRow> = None;
     while let Some(batch) = rows.next().await {
@@ -185,7 +186,12 @@ pub async fn write_sorted_files(
             } else {
                 // An empty file takes at least one row.
                 let from = if files.bytes == 0.0 { 1 } else { 0 };
-                first_change(&keys, last.as_ref(), (room.max(0.0) as usize).max(from))
+                first_change(
+                    &keys,
+                    batch.column(leading).as_ref(),
+                    last.as_ref(),
+                    (room.max(0.0) as usize).max(from),
+                )
             };
             match cut {
                 None => {
@@ -205,9 +211,9 @@ pub async fn write_sorted_files(
         }
     }
     files.close().await?;
+    let adds = files.finish().await?;
     let tag = layout.tag();
-    Ok(files
-        .adds
+    Ok(adds
         .into_iter()
         .map(|mut add| {
             add.tags
@@ -219,11 +225,20 @@ pub async fn write_sorted_files(
 }
 
 /// The first row at or after `from` whose key differs from the row before it (for row 0, from
-/// `last`, the file's last row so far).
-fn first_change(keys: &Rows, last: Option<&OwnedRow>, from: usize) -> Option<usize> {
-    (from..keys.num_rows()).find(|&i| match i {
-        0 => last.is_some_and(|l| l.row() != keys.row(0)),
-        i => keys.row(i) != keys.row(i - 1),
+/// `last`, the file's last row so far), and is not null: the rows without a key stay in the
+/// file of the last key, so that every file has bounds and the files stay one run.
+fn first_change(
+    keys: &Rows,
+    leading: &dyn Array,
+    last: Option<&OwnedRow>,
+    from: usize,
+) -> Option<usize> {
+    (from..keys.num_rows()).find(|&i| {
+        leading.is_valid(i)
+            && match i {
+                0 => last.is_some_and(|l| l.row() != keys.row(0)),
+                i => keys.row(i) != keys.row(i - 1),
+            }
     })
 }
 
@@ -241,35 +256,98 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> DeltaResult<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// The file being written, and the files closed.
+/// The files of a sorted write. Each file is encoded by a task of its own, fed through a
+/// short channel, so the Parquet encoding of one file runs beside the merge that produces the
+/// next one's rows; at most `parallel` files are being encoded at once.
 struct Files<F: Fn() -> DeltaWriter> {
     new: F,
-    writer: Option<DeltaWriter>,
+    /// The file being filled: its channel, and its task.
+    open: Option<(tokio::sync::mpsc::Sender<RecordBatch>, FileTask)>,
+    /// Files closed whose tasks may still be encoding, oldest first, with their Arrow bytes.
+    encoding: std::collections::VecDeque<(FileTask, f64)>,
     adds: Vec<Add>,
+    /// Arrow bytes sent to the open file.
     bytes: f64,
+    /// Parquet bytes per Arrow byte, learnt from the files finished so far.
     ratio: f64,
+    parallel: usize,
 }
+
+type FileTask = tokio::task::JoinHandle<DeltaResult<Vec<Add>>>;
 
 impl<F: Fn() -> DeltaWriter> Files<F> {
     async fn write(&mut self, batch: &RecordBatch, per_row: f64) -> DeltaResult<()> {
-        let writer = self.writer.get_or_insert_with(&self.new);
-        writer.write(batch).await?;
+        if self.open.is_none() {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
+            let mut writer = (self.new)();
+            let task = tokio::spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    writer.write(&batch).await?;
+                }
+                writer.close().await
+            });
+            self.open = Some((tx, task));
+        }
+        let (tx, _) = self.open.as_ref().expect("opened above");
+        if tx.send(batch.clone()).await.is_err() {
+            // The task stopped early: it failed, and says why.
+            let (_, task) = self.open.take().expect("opened above");
+            return Err(joined(task.await)
+                .err()
+                .unwrap_or_else(|| DeltaTableError::Generic("a file writer stopped".into())));
+        }
         self.bytes += per_row * batch.num_rows() as f64;
         Ok(())
     }
 
+    /// Closes the open file; its task finishes encoding it in the background.
     async fn close(&mut self) -> DeltaResult<()> {
-        if let Some(writer) = self.writer.take() {
-            let adds = writer.close().await?;
-            let written: i64 = adds.iter().map(|a| a.size).sum();
-            if self.bytes > 0.0 && written > 0 {
-                self.ratio = (written as f64 / self.bytes).clamp(0.01, 4.0);
+        if let Some((tx, task)) = self.open.take() {
+            drop(tx);
+            self.encoding.push_back((task, self.bytes));
+            while self.encoding.len() >= self.parallel {
+                self.finish_oldest().await?;
             }
-            self.adds.extend(adds);
         }
         self.bytes = 0.0;
         Ok(())
     }
+
+    async fn finish_oldest(&mut self) -> DeltaResult<()> {
+        if let Some((task, bytes)) = self.encoding.pop_front() {
+            let adds = joined(task.await)?;
+            let written: i64 = adds.iter().map(|a| a.size).sum();
+            if bytes > 0.0 && written > 0 {
+                self.ratio = (written as f64 / bytes).clamp(0.01, 4.0);
+            }
+            self.adds.extend(adds);
+        }
+        Ok(())
+    }
+
+    /// Waits for every file; gives their add actions in the order the files were written.
+    async fn finish(mut self) -> DeltaResult<Vec<Add>> {
+        while !self.encoding.is_empty() {
+            self.finish_oldest().await?;
+        }
+        Ok(std::mem::take(&mut self.adds))
+    }
+}
+
+impl<F: Fn() -> DeltaWriter> Drop for Files<F> {
+    /// A write that failed stops encoding the files nobody will commit.
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.open {
+            task.abort();
+        }
+        for (task, _) in &self.encoding {
+            task.abort();
+        }
+    }
+}
+
+fn joined(result: Result<DeltaResult<Vec<Add>>, tokio::task::JoinError>) -> DeltaResult<Vec<Add>> {
+    result.map_err(|e| DeltaTableError::Generic(format!("a file writer failed: {e}")))?
 }
 
 /// How far a table's files follow its sort key, for `lake describe`.

@@ -82,15 +82,25 @@ impl Sessions {
     pub fn context(&self, catalog: bool) -> Result<SessionContext> {
         let mut config = SessionConfig::new().with_information_schema(catalog);
         config.options_mut().sql_parser.collect_spans = true;
+        // An input already split by a prefix of the keys an aggregate or a window needs (lake's
+        // scan splits a sorted table by key ranges of even size) is not split again, on a
+        // machine of few cores too: DataFusion's threshold of 4 partitions assumes more.
+        let partitions = config.target_partitions();
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.subset_repartition_threshold = optimizer
+            .subset_repartition_threshold
+            .min(partitions.max(2));
         let env = self.runtime()?;
-        // lake's rules: grouped count(DISTINCT) in memory proportional to its pairs (before
-        // DataFusion's own single-distinct rule), and joins that fit the pool.
+        // lake's rules: coalesce of a column without nulls as the column (first, so that the
+        // table's order shows through), grouped count(DISTINCT) in memory proportional to its
+        // pairs (before DataFusion's own single-distinct rule), and joins that fit the pool.
         let mut rules = Optimizer::new().rules;
         let at = rules
             .iter()
             .position(|r| r.name() == "single_distinct_aggregation_to_group_by")
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(crate::query::distinct::DistinctToGroupBy));
+        rules.insert(0, Arc::new(crate::query::coalesce::NullFreeCoalesce));
         let mut physical = PhysicalOptimizer::new().rules;
         physical.insert(
             0,

@@ -18,8 +18,13 @@ use lake::query::LakeSession;
 use crate::common::TestContext;
 use crate::on_both;
 
-/// Plays `from..to`, in no useful order: 89 listeners, one play every 7 minutes or so.
+/// Plays `from..to`, in no useful order: 89 listeners, one play every 7 minutes or so; every
+/// 1000th play has no listener.
 fn plays(from: usize, to: usize) -> Arc<MemorySource> {
+    plays_of(from, to, true)
+}
+
+fn plays_of(from: usize, to: usize, nulls: bool) -> Arc<MemorySource> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("listener", DataType::Utf8, true),
         Field::new(
@@ -36,8 +41,8 @@ fn plays(from: usize, to: usize) -> Arc<MemorySource> {
             let rows = b..(b + 5_000).min(to);
             let listener: StringArray = rows
                 .clone()
-                // Every 1000th play has no listener: nulls sort last.
-                .map(|i| (i % 1000 != 7).then(|| format!("listener{:02}", (i * 31) % 89)))
+                // Nulls sort last.
+                .map(|i| (!nulls || i % 1000 != 7).then(|| format!("listener{:02}", (i * 31) % 89)))
                 .collect();
             let ended: TimestampMicrosecondArray = rows
                 .clone()
@@ -73,7 +78,13 @@ const QUERIES: &[&str] = &[
        GROUP BY listener ORDER BY listener",
     "SELECT listener, ms_played FROM raw.plays WHERE listener = 'listener42' \
        ORDER BY ended_at, ms_played",
+    COALESCED,
 ];
+
+/// Grouped by a coalesce of the key: the key itself where the table holds no nulls in it.
+const COALESCED: &str = "SELECT coalesce(listener, 'nobody') AS who, CAST(ended_at AS DATE) AS day, \
+     count(*) AS plays, count(DISTINCT ms_played) AS lengths FROM raw.plays \
+     GROUP BY 1, 2 ORDER BY who, day";
 
 /// The physical plan lake makes for `sql`.
 async fn plan(lake: &Arc<Lake>, sql: &str) -> Arc<dyn ExecutionPlan> {
@@ -222,6 +233,54 @@ fn sorted_table_on(ctx: TestContext) {
         }
         let window = operators(&plan(&lake, WINDOW).await);
         assert!(!window.iter().any(|o| o == "SortExec"), "{window:?}");
+        same_answers(&lake, &name).await;
+    });
+}
+
+on_both!(
+    a_coalesce_of_a_key_without_nulls_groups_in_key_order,
+    coalesce_on
+);
+fn coalesce_on(ctx: TestContext) {
+    let lake = Arc::new(crate::lease::open(&ctx));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let name = TableName::new("raw", "plays").unwrap();
+        let layout = Layout {
+            sort_by: vec!["listener".into(), "ended_at".into()],
+            target_file_size: Some(48 * 1024),
+        };
+        write_laid_out(
+            &lake,
+            &name,
+            plays_of(0, 40_000, false),
+            &WriteMode::Append,
+            &[],
+            &layout,
+        )
+        .await
+        .unwrap();
+        // The statistics show no nulls: both aggregates stream in the files' order, split by
+        // the files' key ranges, with nothing sorted or repartitioned.
+        let plan = plan(&lake, COALESCED).await;
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        let aggregates: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("AggregateExec"))
+            .collect();
+        assert_eq!(aggregates.len(), 2, "{text}");
+        assert!(
+            aggregates.iter().all(|l| l.contains("ordering_mode=")),
+            "{text}"
+        );
+        assert!(
+            !operators(&plan)
+                .iter()
+                .any(|o| o == "SortExec" || o == "RepartitionExec"),
+            "{text}"
+        );
         same_answers(&lake, &name).await;
     });
 }
