@@ -151,6 +151,18 @@ async fn listener_ranges(lake: &Lake, name: &TableName) -> Vec<(String, String, 
     ranges
 }
 
+/// Writes `plays` sorted by listener and time, in small files, so that 40,000 rows make
+/// several.
+async fn write_by_listener(lake: &Lake, name: &TableName, plays: Arc<MemorySource>) {
+    let layout = Layout {
+        sort_by: vec!["listener".into(), "ended_at".into()],
+        target_file_size: Some(48 * 1024),
+    };
+    write_laid_out(lake, name, plays, &WriteMode::Append, &[], &layout)
+        .await
+        .unwrap();
+}
+
 on_both!(
     a_sorted_table_is_read_in_key_order_without_a_sort_or_a_repartition,
     sorted_table_on
@@ -160,21 +172,7 @@ fn sorted_table_on(ctx: TestContext) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let name = TableName::new("raw", "plays").unwrap();
-        // Small files, so that 40,000 rows make several.
-        let layout = Layout {
-            sort_by: vec!["listener".into(), "ended_at".into()],
-            target_file_size: Some(48 * 1024),
-        };
-        write_laid_out(
-            &lake,
-            &name,
-            plays(0, 40_000),
-            &WriteMode::Append,
-            &[],
-            &layout,
-        )
-        .await
-        .unwrap();
+        write_by_listener(&lake, &name, plays(0, 40_000)).await;
 
         // Files of about the target size, none sharing a listener with another, the nulls in
         // the last.
@@ -246,20 +244,7 @@ fn coalesce_on(ctx: TestContext) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let name = TableName::new("raw", "plays").unwrap();
-        let layout = Layout {
-            sort_by: vec!["listener".into(), "ended_at".into()],
-            target_file_size: Some(48 * 1024),
-        };
-        write_laid_out(
-            &lake,
-            &name,
-            plays_of(0, 40_000, false),
-            &WriteMode::Append,
-            &[],
-            &layout,
-        )
-        .await
-        .unwrap();
+        write_by_listener(&lake, &name, plays_of(0, 40_000, false)).await;
         // The statistics show no nulls: both aggregates stream in the files' order, split by
         // the files' key ranges, with nothing sorted or repartitioned.
         let plan = plan(&lake, COALESCED).await;
