@@ -210,7 +210,6 @@ pub async fn write_sorted_files(
             }
         }
     }
-    files.close().await?;
     let adds = files.finish().await?;
     let tag = layout.tag();
     Ok(adds
@@ -325,8 +324,10 @@ impl<F: Fn() -> DeltaWriter> Files<F> {
         Ok(())
     }
 
-    /// Waits for every file; gives their add actions in the order the files were written.
+    /// Closes the open file and waits for every file; gives their add actions in the order
+    /// the files were written.
     async fn finish(mut self) -> DeltaResult<Vec<Add>> {
+        self.close().await?;
         while !self.encoding.is_empty() {
             self.finish_oldest().await?;
         }

@@ -88,27 +88,27 @@ fn rewrite(plan: LogicalPlan) -> Result<(Transformed<LogicalPlan>, HashSet<Colum
 
 /// `coalesce(x, …)` as `x` where `x` is a column (or a cast of one) that holds no nulls.
 fn simplify(e: Expr, free: &HashSet<Column>) -> Transformed<Expr> {
-    let Expr::ScalarFunction(call) = &e else {
-        return Transformed::no(e);
-    };
-    if call.func.name() != "coalesce" {
-        return Transformed::no(e);
-    }
-    let column = match call.args.first() {
-        Some(Expr::Column(c)) => c,
-        Some(Expr::Cast(cast)) => match cast.expr.as_ref() {
-            Expr::Column(c) => c,
-            _ => return Transformed::no(e),
+    let column = |arg: &Expr| match arg {
+        Expr::Column(c) => Some(c.clone()),
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Column(c) => Some(c.clone()),
+            _ => None,
         },
-        _ => return Transformed::no(e),
+        _ => None,
     };
-    if !free.contains(column) {
-        return Transformed::no(e);
+    match e {
+        Expr::ScalarFunction(call)
+            if call.func.name() == "coalesce"
+                && call
+                    .args
+                    .first()
+                    .and_then(column)
+                    .is_some_and(|c| free.contains(&c)) =>
+        {
+            Transformed::yes(call.args.into_iter().next().expect("checked above"))
+        }
+        e => Transformed::no(e),
     }
-    let Expr::ScalarFunction(call) = e else {
-        unreachable!("matched above")
-    };
-    Transformed::yes(call.args.into_iter().next().expect("matched above"))
 }
 
 /// The output columns of `plan` that hold no nulls, given those of its one input.
