@@ -12,6 +12,7 @@ pub mod coalesce;
 pub mod distinct;
 pub mod joins;
 pub(crate) mod utc;
+pub mod windows;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};

@@ -93,7 +93,8 @@ impl Sessions {
         let env = self.runtime()?;
         // lake's rules: coalesce of a column without nulls as the column (first, so that the
         // table's order shows through), grouped count(DISTINCT) in memory proportional to its
-        // pairs (before DataFusion's own single-distinct rule), and joins that fit the pool.
+        // pairs (before DataFusion's own single-distinct rule), dates of UTC timestamps by
+        // division, joins that fit the pool, and windows a batch at a time.
         let mut rules = Optimizer::new().rules;
         let at = rules
             .iter()
@@ -101,11 +102,20 @@ impl Sessions {
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(crate::query::distinct::DistinctToGroupBy));
         rules.insert(0, Arc::new(crate::query::coalesce::NullFreeCoalesce));
+        // Last, after the pushdowns have put each cast where it will run.
+        rules.push(Arc::new(crate::query::utc::UtcDates));
         let mut physical = PhysicalOptimizer::new().rules;
         physical.insert(
             0,
             Arc::new(crate::query::joins::JoinsThatFit::new(self.limit)),
         );
+        // Windows computed a batch at a time, once DataFusion's rules have placed and rebuilt
+        // the window operators (they look inside the expressions this rule wraps).
+        let at = physical
+            .iter()
+            .position(|r| r.name() == "SanityCheckPlan")
+            .unwrap_or(physical.len());
+        physical.insert(at, Arc::new(crate::query::windows::BatchWindows));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(env)
