@@ -23,6 +23,27 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::lake::{CURATED, Lake, LakeError, RAW, TableName};
 
+/// `plan` with `f` applied to every part of each of its own expressions, from the leaves up,
+/// each expression keeping the name it had (lake's logical rules rewrite through this). The
+/// caller recomputes the plan's schema where something changed.
+pub(crate) fn rewrite_expressions(
+    plan: datafusion::logical_expr::LogicalPlan,
+    mut f: impl FnMut(
+        datafusion::logical_expr::Expr,
+    ) -> datafusion::common::Result<
+        datafusion::common::tree_node::Transformed<datafusion::logical_expr::Expr>,
+    >,
+) -> datafusion::common::Result<
+    datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>,
+> {
+    use datafusion::common::tree_node::TreeNode;
+    let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&plan);
+    plan.map_expressions(|e| {
+        let saved = names.save(&e);
+        Ok(e.transform_up(&mut f)?.update_data(|e| saved.restore(e)))
+    })
+}
+
 /// Errors from the query stage.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

@@ -15,7 +15,6 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result};
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
@@ -65,12 +64,7 @@ fn rewrite(plan: LogicalPlan) -> Result<(Transformed<LogicalPlan>, HashSet<Colum
                 | LogicalPlan::Window(_)
                 | LogicalPlan::Sort(_)
         ) {
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|e| {
-            let saved = names.save(&e);
-            Ok(e.transform_up(|e| Ok(simplify(e, &free_in)))?
-                .update_data(|e| saved.restore(e)))
-        })?
+        super::rewrite_expressions(plan, |e| Ok(simplify(e, &free_in)))?
     } else {
         Transformed::no(plan)
     };

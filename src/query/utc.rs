@@ -24,7 +24,6 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
@@ -74,45 +73,58 @@ fn civil_from_days(days: i64) -> (i64, i64) {
     (year, month)
 }
 
-/// The start, in days, of the week (from Monday), month, quarter or year holding `days`.
-fn truncate_days(days: i64, unit: &str) -> Option<i64> {
-    // 1970-01-01 was a Thursday.
-    let start = match unit {
-        "week" => days - (days + 3).rem_euclid(7),
-        "month" | "quarter" | "year" => {
-            let (year, month) = civil_from_days(days);
-            let month = match unit {
-                "month" => month,
-                "quarter" => month - (month - 1) % 3,
-                _ => 1,
-            };
-            days_from_civil(year, month, 1)
-        }
-        _ => return None,
-    };
-    Some(start)
+/// The spans of `date_trunc` that are whole days long or more, but not all alike.
+#[derive(Clone, Copy)]
+enum Span {
+    Week,
+    Month,
+    Quarter,
+    Year,
 }
 
-/// `date_trunc(unit, values)` of microsecond values, for the units [`truncate_days`] knows.
-/// Values in order repeat a day from one to the next, so the last day's answer is kept.
-fn truncate_micros(
-    unit: &str,
-    values: &arrow::array::TimestampMicrosecondArray,
-) -> Option<ArrayRef> {
-    truncate_days(0, unit)?;
+impl Span {
+    /// The span a `date_trunc` unit names, in lower case.
+    fn of(unit: &str) -> Option<Self> {
+        Some(match unit {
+            "week" => Span::Week,
+            "month" => Span::Month,
+            "quarter" => Span::Quarter,
+            "year" => Span::Year,
+            _ => return None,
+        })
+    }
+
+    /// The first day of the span (weeks from Monday) holding `days` since 1970-01-01.
+    fn start(self, days: i64) -> i64 {
+        let (year, month) = match self {
+            // 1970-01-01 was a Thursday.
+            Span::Week => return days - (days + 3).rem_euclid(7),
+            _ => civil_from_days(days),
+        };
+        match self {
+            Span::Quarter => days_from_civil(year, month - (month - 1) % 3, 1),
+            Span::Year => days_from_civil(year, 1, 1),
+            Span::Week | Span::Month => days_from_civil(year, month, 1),
+        }
+    }
+}
+
+/// `date_trunc` to `span` of microsecond values. Values in order repeat a day from one to
+/// the next, so the last day's answer is kept.
+fn truncate_micros(span: Span, values: &arrow::array::TimestampMicrosecondArray) -> ArrayRef {
     let last = std::cell::Cell::new(None::<(i64, i64)>);
     let out: arrow::array::TimestampMicrosecondArray = values.unary(|v| {
         let day = v.div_euclid(MICROS_PER_DAY);
         match last.get() {
             Some((d, start)) if d == day => start,
             _ => {
-                let start = truncate_days(day, unit).unwrap_or(day) * MICROS_PER_DAY;
+                let start = span.start(day) * MICROS_PER_DAY;
                 last.set(Some((day, start)));
                 start
             }
         }
     });
-    Some(Arc::new(out.with_timezone_opt(values.timezone())) as ArrayRef)
+    Arc::new(out.with_timezone_opt(values.timezone()))
 }
 
 /// A date from a UTC timestamp of microseconds or nanoseconds, as `CAST(t AS DATE)` gives
@@ -204,6 +216,7 @@ impl OptimizerRule for UtcDates {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        let udf = Arc::new(utc_date());
         plan.transform_up(|plan| {
             if !matches!(
                 plan,
@@ -212,24 +225,18 @@ impl OptimizerRule for UtcDates {
                 return Ok(Transformed::no(plan));
             }
             let schema = Arc::clone(plan.inputs()[0].schema());
-            let udf = Arc::new(utc_date());
-            let names = NamePreserver::new(&plan);
-            let plan = plan.map_expressions(|e| {
-                let saved = names.save(&e);
-                Ok(e.transform_up(|e| match e {
-                    Expr::Cast(Cast { expr, field })
-                        if field.data_type() == &DataType::Date32
-                            && expr
-                                .get_type(schema.as_ref())
-                                .is_ok_and(|t| units_per_day(&t).is_some()) =>
-                    {
-                        Ok(Transformed::yes(Expr::ScalarFunction(
-                            ScalarFunction::new_udf(Arc::clone(&udf), vec![*expr]),
-                        )))
-                    }
-                    e => Ok(Transformed::no(e)),
-                })?
-                .update_data(|e| saved.restore(e)))
+            let plan = super::rewrite_expressions(plan, |e| match e {
+                Expr::Cast(Cast { expr, field })
+                    if field.data_type() == &DataType::Date32
+                        && expr
+                            .get_type(schema.as_ref())
+                            .is_ok_and(|t| units_per_day(&t).is_some()) =>
+                {
+                    Ok(Transformed::yes(Expr::ScalarFunction(
+                        ScalarFunction::new_udf(Arc::clone(&udf), vec![*expr]),
+                    )))
+                }
+                e => Ok(Transformed::no(e)),
             })?;
             if plan.transformed {
                 plan.map_data(|p| p.recompute_schema())
@@ -345,9 +352,12 @@ impl ScalarUDFImpl for Utc {
             && let (Some(Some(unit)), DataType::Timestamp(TimeUnit::Microsecond, Some(tz))) =
                 (unit.try_as_str(), values.data_type())
             && is_utc(tz)
-            && let Some(out) = truncate_micros(&unit.to_lowercase(), values.as_primitive())
+            && let Some(span) = Span::of(&unit.to_lowercase())
         {
-            return Ok(ColumnarValue::Array(out));
+            return Ok(ColumnarValue::Array(truncate_micros(
+                span,
+                values.as_primitive(),
+            )));
         }
         if !args
             .arg_fields
@@ -436,12 +446,11 @@ mod tests {
     }
 
     /// Over five centuries of microseconds and of nanoseconds (DataFusion truncates through
-    /// nanoseconds, so its own fails outside 1677 to 2262), every
-    /// hour of a few days around 1970 and a null: the casts the rule plans and the truncations
-    /// to days' multiples answer as DataFusion's do, under the same names, and the rule does
-    /// not touch a filter's cast.
+    /// nanoseconds, so its own fails outside 1677 to 2262), every hour of a few days around
+    /// 1970 and a null: the casts the rule plans and the truncations to days' multiples answer
+    /// as DataFusion's do, under the same names, and the rule does not touch a filter's cast.
     #[tokio::test]
-    async fn dates_and_truncations_over_millennia() {
+    async fn dates_and_truncations_over_five_centuries() {
         let ts = |unit: &str| format!("'Timestamp({unit}, Some(\"UTC\"))'");
         let values = [
             ("Microsecond", "1100000000007", "8500000000000000", 16000),

@@ -26,7 +26,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, PrimitiveArray, RecordBatch, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, NullArray, PrimitiveArray, RecordBatch,
+    UInt64Array,
 };
 use arrow::compute::SortOptions;
 use arrow::datatypes::{
@@ -110,8 +111,8 @@ impl PhysicalOptimizerRule for BatchWindows {
 /// One window, as the batch operator computes it.
 #[derive(Debug, Clone)]
 struct Op {
-    /// The argument.
-    arg: Arc<dyn PhysicalExpr>,
+    /// The argument; `row_number()` reads none.
+    arg: Option<Arc<dyn PhysicalExpr>>,
     kind: Kind,
 }
 
@@ -202,7 +203,7 @@ fn running_aggregate(expr: &PlainAggregateWindowExpr) -> Option<Op> {
     };
     let empty = aggregate.default_value(&out).ok()?;
     Some(Op {
-        arg,
+        arg: Some(arg),
         kind: Kind::Running {
             aggregate: aggregate_kind,
             behind,
@@ -217,10 +218,8 @@ fn standard_function(expr: &StandardWindowExpr) -> Option<Op> {
     let udf = function.as_any().downcast_ref::<WindowUDFExpr>()?;
     match udf.fun().name() {
         "row_number" if function.field().ok()?.data_type() == &DataType::UInt64 => {
-            // Its argument is not read; any expression the operator can evaluate will do.
-            let arg = Arc::new(Literal::new(ScalarValue::UInt64(Some(1))));
             return Some(Op {
-                arg,
+                arg: None,
                 kind: Kind::RowNumber,
             });
         }
@@ -243,7 +242,7 @@ fn standard_function(expr: &StandardWindowExpr) -> Option<Op> {
         None => ScalarValue::try_from(&out).ok()?,
         Some(v) => v.cast_to(&out).ok()?,
     };
-    let arg = Arc::clone(udf.args().first()?);
+    let arg = Some(Arc::clone(udf.args().first()?));
     // lag reads the `offset` rows before the current one; with IGNORE NULLS, which DataFusion
     // does not show, it reads back to the partition's start (its `get_range`).
     let evaluator = function.create_evaluator().ok()?;
@@ -423,7 +422,10 @@ impl Running {
         };
         let mut columns = batch.columns().to_vec();
         for (op, carry) in self.ops.iter().zip(self.carries.iter_mut()) {
-            let values = op.arg.evaluate(&batch)?.into_array(rows)?;
+            let values = match &op.arg {
+                Some(arg) => arg.evaluate(&batch)?.into_array(rows)?,
+                None => Arc::new(NullArray::new(rows)),
+            };
             columns.push(compute(&op.kind, &values, &runs, goes_on, carry)?);
         }
         self.last_key = Some(keys.iter().map(|k| k.slice(rows - 1, 1)).collect());
