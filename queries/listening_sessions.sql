@@ -49,5 +49,7 @@ sessions AS (
     FROM numbered
     GROUP BY listener, listener_session
 )
-SELECT row_number() OVER (ORDER BY started_at, listener) AS session_id, *
+-- The id is the listener's and the start's: a listener's new plays leave other sessions' ids
+-- as they were, so lake recomputes only the listeners that have new plays.
+SELECT md5(coalesce(listener, '') || '/' || CAST(started_at AS VARCHAR)) AS session_id, *
 FROM sessions

@@ -234,10 +234,20 @@ pub fn model_line(o: &ModelOutcome, width: usize, build: bool) -> String {
         Status::Failed | Status::Skipped => o.error.clone().unwrap_or_default(),
         _ if !build => format!("{} tests", o.tests.len()),
         _ => {
-            let rows = match (o.merged, o.rows) {
-                (Some((i, u)), _) => format!("{i} inserted, {u} updated"),
-                (None, Some(r)) => format!("{r} rows"),
-                (None, None) => "defined".to_string(),
+            let rows = match (o.merged, o.rows, o.groups) {
+                (Some((i, u)), _, _) => format!("{i} inserted, {u} updated"),
+                (None, Some(r), Some(g)) if o.status != Status::Unchanged => {
+                    format!(
+                        "{r} rows, {g} group{} recomputed",
+                        if g == 1 { "" } else { "s" }
+                    )
+                }
+                (None, Some(r), _) => format!("{r} rows"),
+                (None, None, _) => "defined".to_string(),
+            };
+            let rows = match o.rows_read {
+                Some(read) => format!("{rows}, {read} read"),
+                None => rows,
             };
             let tests = match o.tests.len() {
                 0 => String::new(),

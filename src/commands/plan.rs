@@ -5,9 +5,13 @@ use arrow::array::AsArray;
 
 use super::Context;
 use crate::cli::PlanArgs;
+use crate::lake::Lake;
 use crate::output;
-use crate::transform::run::prepare;
-use crate::transform::select;
+use crate::transform::groups::{self, Decision};
+use crate::transform::inputs::cursor;
+use crate::transform::run::{Prepared, prepare};
+use crate::transform::scope::{self, Strategy};
+use crate::transform::{Materialized, Model, select};
 
 pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
     let app = ctx.app().await?;
@@ -46,12 +50,15 @@ pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
             text.push_str(&format!("\n     tests {}", names.join(", ")));
         }
         // What a run would read now; inputs that are not built yet cannot be opened.
-        let needs_lake =
-            m.config.materialized == crate::transform::Materialized::Incremental || args.explain;
-        if needs_lake {
+        let table = m.config.materialized == Materialized::Table;
+        let needs_lake = m.config.materialized == Materialized::Incremental || args.explain;
+        if needs_lake || table {
             match prepare(&lake, &project, m, false).await {
                 Ok(prepared) => {
-                    if m.config.materialized == crate::transform::Materialized::Incremental {
+                    if table {
+                        text.push_str(&strategy(&lake, m, &prepared).await);
+                    }
+                    if m.config.materialized == Materialized::Incremental {
                         let how = match (&prepared.previous, &prepared.note) {
                             (Some(_), _) => "merge on the unique key",
                             (None, Some(n)) if n == "first run" => "build in full (first run)",
@@ -85,11 +92,54 @@ pub async fn run(ctx: &Context, args: PlanArgs) -> Result<()> {
                         }
                     }
                 }
-                Err(e) => text.push_str(&format!("\n     cannot open its inputs yet: {e}")),
+                // A table model's strategy waits for its inputs to be built.
+                Err(e) if needs_lake => {
+                    text.push_str(&format!("\n     cannot open its inputs yet: {e}"))
+                }
+                Err(_) => {}
             }
         }
         text.push('\n');
     }
     output::print(text.trim_end())?;
     Ok(())
+}
+
+/// A table model's strategy, and what a run would do now: `strategy groups by day` and
+/// `would recompute 2 groups`.
+async fn strategy(lake: &Lake, model: &Model, prepared: &Prepared) -> String {
+    let df = match prepared.inputs.ctx.sql(&model.sql).await {
+        Ok(df) => df,
+        Err(e) => {
+            return format!(
+                "\n     {}",
+                crate::transform::inputs::model_sql_error(model, e)
+            );
+        }
+    };
+    let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
+    let mut text = format!("\n     strategy {}", strategy.describe());
+    let Strategy::Groups(scope) = &strategy else {
+        return text;
+    };
+    let last = match lake.table(&model.name, None, None).await {
+        Ok(table) => cursor(&table).await,
+        Err(_) => None,
+    };
+    let would = match last {
+        None => "would build in full".to_string(),
+        Some(last) if last.sql != prepared.hash => "would rebuild: the SQL changed".to_string(),
+        Some(last) => match groups::decide(lake, &prepared.inputs, scope, &last).await {
+            Ok(Decision::Unchanged) => "would do nothing: its inputs' rows are as they were".into(),
+            Ok(Decision::Full(why)) => format!("would rebuild: {why}"),
+            Ok(Decision::Recompute { touched, .. }) => format!(
+                "would recompute {} group{}",
+                touched.groups,
+                if touched.groups == 1 { "" } else { "s" }
+            ),
+            Err(e) => format!("cannot tell what changed: {e}"),
+        },
+    };
+    text.push_str(&format!("\n     {would}"));
+    text
 }

@@ -50,42 +50,117 @@ impl std::fmt::Display for Changes {
     }
 }
 
-/// What the commits of `table` after `from` up to `to` did.
+/// What the commits of `table` after `from` up to `to` did to its rows. Compaction and
+/// re-sorting (`dataChange: false`) change no rows and are left out, unless they folded in a
+/// file added meanwhile, whose rows can then no longer be read apart.
 pub async fn changes_since(
     name: &TableName,
     table: &DeltaTable,
     from: u64,
     to: u64,
 ) -> Result<Changes, LakeError> {
+    let diff = diff_since(name, table, from, to).await?;
+    Ok(match diff.incomplete {
+        Some(changes) => changes,
+        None => match diff.rewrite {
+            Some((version, operation)) => Changes::Rewritten { version, operation },
+            None => Changes::Added(diff.added),
+        },
+    })
+}
+
+/// The data files the commits after one version, up to another, added and removed.
+#[derive(Debug, Clone, Default)]
+pub struct Diff {
+    /// Files added with new or rewritten rows that are still in the table.
+    pub added: Vec<Add>,
+    /// Paths of files that were in the table at `from` and whose rows were removed or
+    /// rewritten (a delete, an overwrite, a merge), as opposed to compacted.
+    pub removed: Vec<String>,
+    /// The first commit that removed rows, with its operation.
+    pub rewrite: Option<(u64, String)>,
+    /// Why the added and removed files do not tell the change: a commit the log no longer
+    /// holds, or a compaction that folded in files added since `from`.
+    pub incomplete: Option<Changes>,
+}
+
+/// The files the commits of `table` after `from` up to `to` added and removed, compactions
+/// left out.
+pub async fn diff_since(
+    name: &TableName,
+    table: &DeltaTable,
+    from: u64,
+    to: u64,
+) -> Result<Diff, LakeError> {
     let store = table.log_store();
     let history = |source| LakeError::History {
         table: name.clone(),
         cause: Box::new(source),
     };
-    let mut files = Vec::new();
+    let mut diff = Diff::default();
+    let mut added: Vec<Add> = Vec::new();
+    let mut added_paths = std::collections::HashSet::new();
+    // Files a compaction wrote since `from`: old rows in new files.
+    let mut compacted = std::collections::HashSet::new();
     for version in from + 1..=to {
         let Some(bytes) = store
             .read_commit_entry(version as _)
             .await
             .map_err(history)?
         else {
-            return Ok(Changes::Expired { version });
+            diff.incomplete = Some(Changes::Expired { version });
+            return Ok(diff);
         };
         let actions = deltalake::logstore::get_actions(version as _, &bytes).map_err(history)?;
-        if actions.iter().any(|a| matches!(a, Action::Remove(_))) {
-            let operation = actions
+        let operation = || {
+            actions
                 .iter()
                 .find_map(|a| match a {
                     Action::CommitInfo(info) => info.operation.clone(),
                     _ => None,
                 })
-                .unwrap_or_else(|| "a rewrite".into());
-            return Ok(Changes::Rewritten { version, operation });
+                .unwrap_or_else(|| "a rewrite".into())
+        };
+        for action in &actions {
+            match action {
+                Action::Remove(remove) if added_paths.contains(&remove.path) => {
+                    if remove.data_change {
+                        // Rows added and removed since: never read, and gone.
+                        added_paths.remove(&remove.path);
+                        added.retain(|a| a.path != remove.path);
+                        diff.rewrite.get_or_insert_with(|| (version, operation()));
+                    } else if diff.incomplete.is_none() {
+                        diff.incomplete = Some(Changes::Rewritten {
+                            version,
+                            operation: format!("{}, of files added since", operation()),
+                        });
+                    }
+                }
+                Action::Remove(remove)
+                    if remove.data_change && compacted.contains(&remove.path) =>
+                {
+                    if diff.incomplete.is_none() {
+                        diff.incomplete = Some(Changes::Rewritten {
+                            version,
+                            operation: format!("{}, of files compacted since", operation()),
+                        });
+                    }
+                }
+                Action::Remove(remove) if remove.data_change => {
+                    diff.removed.push(remove.path.clone());
+                    diff.rewrite.get_or_insert_with(|| (version, operation()));
+                }
+                Action::Add(add) if add.data_change => {
+                    added_paths.insert(add.path.clone());
+                    added.push(add.clone());
+                }
+                Action::Add(add) => {
+                    compacted.insert(add.path.clone());
+                }
+                _ => {}
+            }
         }
-        files.extend(actions.into_iter().filter_map(|a| match a {
-            Action::Add(add) if add.data_change => Some(add),
-            _ => None,
-        }));
     }
-    Ok(Changes::Added(files))
+    diff.added = added;
+    Ok(diff)
 }

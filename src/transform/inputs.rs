@@ -85,6 +85,10 @@ pub struct Inputs {
     pub ctx: SessionContext,
     /// What was registered, in order.
     pub reads: Vec<Read>,
+    /// Tables opened at these versions instead of their latest.
+    pub at: BTreeMap<TableName, u64>,
+    /// Tables read through these filters (a group-scoped run's touched groups).
+    pub filters: BTreeMap<TableName, datafusion::logical_expr::Expr>,
 }
 
 impl Inputs {
@@ -93,6 +97,8 @@ impl Inputs {
         Ok(Self {
             ctx: lake.sessions().context(false)?,
             reads: Vec::new(),
+            at: BTreeMap::new(),
+            filters: BTreeMap::new(),
         })
     }
 
@@ -168,7 +174,7 @@ impl Inputs {
                     });
                     continue;
                 }
-                let delta = lake.table(table, None, None).await?;
+                let delta = lake.table(table, self.at.get(table).copied(), None).await?;
                 let version = delta.version().unwrap_or(0) as u64;
                 let changes = match since.get(table) {
                     Some(&from) => Some((from, changes_since(table, &delta, from, version).await?)),
@@ -198,6 +204,15 @@ impl Inputs {
                         },
                     ),
                 };
+                let provider = match self.filters.get(table) {
+                    Some(filter) => self
+                        .ctx
+                        .read_table(provider)
+                        .and_then(|df| df.filter(filter.clone()))
+                        .map_err(|e| sql_error(table, e))?
+                        .into_view(),
+                    None => provider,
+                };
                 self.register(table, provider)?;
                 self.reads.push(Read {
                     table: table.clone(),
@@ -218,7 +233,10 @@ pub async fn cursor(table: &DeltaTable) -> Option<ModelCursor> {
 }
 
 /// A registration failure: a name clash or a table that will not open.
-fn sql_error(table: &TableName, e: datafusion::error::DataFusionError) -> TransformError {
+pub(crate) fn sql_error(
+    table: &TableName,
+    e: datafusion::error::DataFusionError,
+) -> TransformError {
     TransformError::Input {
         table: table.clone(),
         message: e.to_string(),

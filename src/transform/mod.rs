@@ -5,10 +5,12 @@
 //! the order they run in. Running them (`lake run`) builds on it.
 
 pub mod checks;
+pub mod groups;
 pub mod inputs;
 pub mod model;
 pub mod run;
 pub mod runs;
+pub mod scope;
 pub mod select;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,7 +19,7 @@ use std::path::Path;
 pub use checks::AUDIT;
 
 pub use checks::{Check, CheckKind, CustomTest};
-pub use model::{Materialized, Model, ModelConfig, Reference, Severity};
+pub use model::{IncrementalBy, Materialized, Model, ModelConfig, Reference, Severity};
 
 use crate::lake::TableName;
 

@@ -57,6 +57,38 @@ impl Materialized {
     }
 }
 
+/// `incremental_by`: the group key a table model is recomputed by, or `"full"`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IncrementalBy {
+    /// Rebuilt whole on every change.
+    Full,
+    /// Recomputed by these output columns' groups.
+    Columns(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for IncrementalBy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Columns(Vec<String>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected \"full\" or a list of output columns")
+        })? {
+            Raw::Word(w) if w == "full" => Ok(IncrementalBy::Full),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected \"full\" or a list of output columns, found \"{w}\""
+            ))),
+            Raw::Columns(c) if c.is_empty() => Err(serde::de::Error::custom(
+                "name at least one output column, or \"full\"",
+            )),
+            Raw::Columns(c) => Ok(IncrementalBy::Columns(c)),
+        }
+    }
+}
+
 /// A model's header.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +120,9 @@ pub struct ModelConfig {
     /// The others are read in full on every run. With one input, that input.
     #[serde(default)]
     pub incremental_inputs: Vec<String>,
+    /// For a table model: the output columns its groups are recomputed by, when lake cannot
+    /// work them out from the plan (`["day"]`), or `"full"` to rebuild it whole every time.
+    pub incremental_by: Option<IncrementalBy>,
     /// Data tests, run after the model is built.
     #[serde(default)]
     pub tests: Vec<toml::Spanned<TestSpec>>,
@@ -228,6 +263,12 @@ impl Model {
         if !incremental && !config.incremental_inputs.is_empty() {
             return Err(invalid(
                 "`incremental_inputs` is for materialized = \"incremental\"".into(),
+            ));
+        }
+        if config.incremental_by.is_some() && config.materialized != Materialized::Table {
+            return Err(invalid(
+                "`incremental_by` is for table models; an incremental model merges on `unique_key`"
+                    .into(),
             ));
         }
         let reads = references(&sql, header_lines, &display)?;

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
+use datafusion::common::Column;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::DataFrame;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -26,10 +29,12 @@ use sha2::Digest;
 use tokio::sync::Mutex;
 
 use super::checks::Check;
+use super::groups::{self, Decision};
 use super::inputs::{
     Inputs, MODEL_STATE_KEY, ModelCursor, Read, ReadKind, cursor, model_sql_error,
 };
 use super::runs::{self, RunRecord, RunStatus};
+use super::scope::{self, Strategy};
 use super::{CheckKind, Materialized, Model, Project, Severity, TransformError, select};
 use crate::lake::layout::Layout;
 use crate::lake::write::{BatchSource, SourceError, WriteMode, write, write_laid_out};
@@ -135,6 +140,12 @@ pub struct ModelOutcome {
     pub reads: Vec<Read>,
     /// A note, such as why an incremental model was rebuilt.
     pub note: Option<String>,
+    /// A table model's strategy (`groups by day`, `full: …`).
+    pub strategy: Option<String>,
+    /// For a group-scoped run: the groups recomputed.
+    pub groups: Option<u64>,
+    /// Rows the build read from its inputs' files.
+    pub rows_read: Option<u64>,
     /// How long the build and tests took.
     pub duration: Duration,
     /// Why it failed, or which upstream model stopped it.
@@ -154,6 +165,9 @@ impl ModelOutcome {
             version: None,
             reads: Vec::new(),
             note: None,
+            strategy: None,
+            groups: None,
+            rows_read: None,
             duration: Duration::ZERO,
             error: None,
             tests: Vec::new(),
@@ -512,6 +526,84 @@ async fn build(
             serde_json::to_value(&new_cursor).expect("a cursor serializes"),
         ),
     ];
+    // A table model grouped by keys traced to its inputs recomputes only the groups its
+    // inputs' new rows touch, and replaces them in one commit.
+    if model.config.materialized == Materialized::Table {
+        let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
+        outcome.strategy = Some(strategy.describe());
+        if let Strategy::Groups(scope) = &strategy
+            && !options.full_refresh
+            && let Ok(table) = lake.table(&model.name, None, None).await
+            && let Some(last) = cursor(&table).await
+        {
+            if last.sql != new_cursor.sql {
+                outcome.note = Some("the SQL changed: rebuilt".into());
+            } else {
+                match groups::decide(lake, &inputs, scope, &last).await? {
+                    Decision::Unchanged => {
+                        outcome.status = Status::Unchanged;
+                        outcome.rows = Some(0);
+                        outcome.groups = Some(0);
+                        outcome.note = Some("its inputs' rows are as they were".into());
+                        return Ok(());
+                    }
+                    Decision::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
+                    Decision::Recompute {
+                        touched,
+                        filters,
+                        rows_read,
+                    } => {
+                        let mut scoped = Inputs::new(lake)?;
+                        scoped.at = inputs
+                            .reads
+                            .iter()
+                            .filter_map(|r| Some((r.table.clone(), r.version?)))
+                            .collect();
+                        scoped.filters = filters;
+                        let reads: Vec<TableName> =
+                            model.reads.iter().map(|r| r.table.clone()).collect();
+                        scoped.add(lake, project, &reads, &BTreeMap::new()).await?;
+                        let df = scoped
+                            .ctx
+                            .sql(&model.sql)
+                            .await
+                            .map_err(|e| model_sql_error(model, e))?;
+                        // The table's other groups as they are, and the touched ones anew,
+                        // written in one commit. (A replace of the touched groups through
+                        // delta-rs turns the predicate into a kernel expression by recursion,
+                        // too deep for thousands of keys; the groups are small beside their
+                        // inputs.)
+                        let kept = async {
+                            let provider = crate::lake::scan::provider(&table, None).await?;
+                            let columns: Vec<Expr> = df
+                                .schema()
+                                .fields()
+                                .iter()
+                                .map(|f| Expr::Column(Column::new_unqualified(f.name())))
+                                .collect();
+                            scoped
+                                .ctx
+                                .read_table(provider)?
+                                .filter(Expr::IsNotTrue(Box::new(touched.output_predicate(scope))))?
+                                .select(columns)?
+                                .union(df)
+                        }
+                        .await
+                        .map_err(|e| model_sql_error(model, e))?;
+                        let source = ModelSource::new(kept, false);
+                        let mode = WriteMode::Rebuild(model.config.partition_by.clone());
+                        let written =
+                            write_model(lake, model, source.clone(), &mode, &metadata).await?;
+                        outcome.version = Some(written.version);
+                        outcome.rows = Some(written.rows_read);
+                        outcome.groups = Some(touched.groups);
+                        outcome.rows_read = Some(rows_read + source.rows_scanned());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
     // An incremental model holds one row per key, whether built whole or merged: where the
     // SELECT yields several, one is kept (choose which in the SELECT when it matters).
     let incremental = model.config.materialized == Materialized::Incremental;
@@ -549,14 +641,38 @@ async fn build(
         other => other,
     };
     let source = ModelSource::new(df, incremental);
-    // Written in the model's sort order, in files cut at the key's boundaries.
+    let written = write_model(lake, model, source.clone(), &mode, &metadata).await?;
+    outcome.rows_read = Some(source.rows_scanned());
+    outcome.version = Some(written.version);
+    // An append of new keys is an insert of them all.
+    outcome.merged = written
+        .merged
+        .or(matches!(mode, WriteMode::AppendChecked { .. }).then_some((written.rows_read, 0)));
+    outcome.rows = Some(match outcome.merged {
+        Some((inserted, updated)) => inserted + updated,
+        None => written.rows_read,
+    });
+    if model.config.materialized == Materialized::Table {
+        // A model that was a view before leaves no stale definition behind.
+        lake.drop_view(&model.name).await?;
+    }
+    Ok(())
+}
+
+/// Writes a model's rows in its sort order, in files cut at the key's boundaries. The
+/// model's query failing as its rows are read is a SQL error, at its position where
+/// DataFusion gives one; a failure of the Delta write itself stays a lake error.
+async fn write_model(
+    lake: &Lake,
+    model: &Model,
+    source: Arc<ModelSource>,
+    mode: &WriteMode,
+    metadata: &[(String, serde_json::Value)],
+) -> Result<crate::lake::write::WriteOutcome, TransformError> {
     let layout = Layout::sorted_by(&model.config.sort_by);
-    let written = write_laid_out(lake, &model.name, source, &mode, &metadata, &layout)
+    write_laid_out(lake, &model.name, source, mode, metadata, &layout)
         .await
         .map_err(|e| match e {
-            // The model's query failed as its rows were read: a SQL error, at its position
-            // where DataFusion gives one. A failure of the Delta write itself stays a lake
-            // error.
             LakeError::Write { table, cause } => match cause.downcast::<DataFusionError>() {
                 Ok(e) => match model_sql_error(model, *e) {
                     TransformError::Sql {
@@ -573,21 +689,7 @@ async fn build(
                 Err(cause) => LakeError::Write { table, cause }.into(),
             },
             other => other.into(),
-        })?;
-    outcome.version = Some(written.version);
-    // An append of new keys is an insert of them all.
-    outcome.merged = written
-        .merged
-        .or(matches!(mode, WriteMode::AppendChecked { .. }).then_some((written.rows_read, 0)));
-    outcome.rows = Some(match outcome.merged {
-        Some((inserted, updated)) => inserted + updated,
-        None => written.rows_read,
-    });
-    if model.config.materialized == Materialized::Table {
-        // A model that was a view before leaves no stale definition behind.
-        lake.drop_view(&model.name).await?;
-    }
-    Ok(())
+        })
 }
 
 /// The table's version when none of the keys of `df`'s rows is in `name` at that version: a
@@ -712,6 +814,8 @@ struct ModelSource {
     df: DataFrame,
     /// The query yields one row per key already.
     keys_unique: bool,
+    /// The physical plan of the last execution, for the rows its scans read.
+    executed: Arc<std::sync::Mutex<Option<Arc<dyn ExecutionPlan>>>>,
 }
 
 impl ModelSource {
@@ -720,7 +824,21 @@ impl ModelSource {
             schema: Arc::new(df.schema().as_arrow().clone()),
             df,
             keys_unique,
+            executed: Arc::default(),
         })
+    }
+
+    /// Rows the last execution's scans produced: the rows read from the inputs' files.
+    fn rows_scanned(&self) -> u64 {
+        fn leaves(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+            let children = plan.children();
+            if children.is_empty() {
+                return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+            }
+            children.into_iter().map(leaves).sum()
+        }
+        let executed = self.executed.lock().expect("not poisoned");
+        executed.as_ref().map_or(0, leaves)
     }
 }
 
@@ -735,11 +853,17 @@ impl BatchSource for ModelSource {
 
     fn stream(&self) -> BoxStream<'static, Result<RecordBatch, SourceError>> {
         let df = self.df.clone();
-        futures::stream::once(async move { df.execute_stream().await })
-            .map_ok(|s| s.map_err(|e| Box::new(e) as SourceError))
-            .map_err(|e| Box::new(e) as SourceError)
-            .try_flatten()
-            .boxed()
+        let executed = self.executed.clone();
+        futures::stream::once(async move {
+            let task = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await?;
+            *executed.lock().expect("not poisoned") = Some(plan.clone());
+            datafusion::physical_plan::execute_stream(plan, task)
+        })
+        .map_ok(|s| s.map_err(|e| Box::new(e) as SourceError))
+        .map_err(|e| Box::new(e) as SourceError)
+        .try_flatten()
+        .boxed()
     }
 }
 

@@ -1,0 +1,195 @@
+//! Group-scoped runs of table models: which groups the input rows committed since the last
+//! run touch, and the input filters that recompute just those groups.
+//!
+//! The touched groups are the key values of the rows each input gained (its added files)
+//! and lost (the files a delete, overwrite or merge removed, read as they were at the last
+//! run). Compaction changes no rows and touches nothing. The model then runs over its inputs
+//! filtered to those keys, and its rows of those groups are replaced in one commit.
+
+use std::collections::{BTreeMap, HashSet};
+
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::DataFrame;
+use deltalake::DeltaTable;
+use deltalake::kernel::Add;
+
+use super::TransformError;
+use super::inputs::{Inputs, ModelCursor};
+use super::scope::{Scope, Touched};
+use crate::lake::changes::diff_since;
+use crate::lake::{Lake, TableName};
+
+/// A rewrite that removed more than this share of the rows the groups come from costs about
+/// as much to scope as to rebuild: the model is rebuilt instead.
+const REWRITE_SHARE: f64 = 0.25;
+
+/// What a group-scoped run does.
+#[derive(Debug)]
+pub enum Decision {
+    /// Rebuild in full, and why.
+    Full(String),
+    /// The inputs' rows are as they were (only compacted): nothing to do.
+    Unchanged,
+    /// Recompute these groups.
+    Recompute {
+        /// The touched groups.
+        touched: Touched,
+        /// For each input the groups come from, the filter to its touched rows.
+        filters: BTreeMap<TableName, Expr>,
+        /// Rows read to find the touched groups.
+        rows_read: u64,
+    },
+}
+
+/// Works out which groups of a model of `scope` the commits since `previous` touch, from the
+/// inputs as `inputs` opened them.
+pub async fn decide(
+    lake: &Lake,
+    inputs: &Inputs,
+    scope: &Scope,
+    previous: &ModelCursor,
+) -> Result<Decision, TransformError> {
+    let ctx = &inputs.ctx;
+    let mut parts: Vec<DataFrame> = Vec::new();
+    let mut removed_rows = 0u64;
+    let mut source_rows = 0u64;
+    let mut rows_read = 0u64;
+    for read in &inputs.reads {
+        let Some(version) = read.version else {
+            continue;
+        };
+        let table = &read.table;
+        let Some(&last) = previous.inputs.get(&table.to_string()) else {
+            return Ok(Decision::Full(format!("the last run did not read {table}")));
+        };
+        let Some(exprs) = scope.keys.get(table) else {
+            if last == version {
+                continue;
+            }
+            return Ok(Decision::Full(format!(
+                "{table} changed, and is read in full (joined, or in a subquery)"
+            )));
+        };
+        let delta = lake.table(table, Some(version), None).await?;
+        source_rows += rows_of(&delta, None);
+        if last == version {
+            continue;
+        }
+        if last > version {
+            return Ok(Decision::Full(format!(
+                "{table} is at v{version}, before v{last} that the last run read"
+            )));
+        }
+        let diff = diff_since(table, &delta, last, version).await?;
+        if let Some(why) = diff.incomplete {
+            return Ok(Decision::Full(format!("{table}: {why}")));
+        }
+        let keys = |df: DataFrame| -> Result<DataFrame, datafusion::error::DataFusionError> {
+            let select: Vec<Expr> = exprs
+                .iter()
+                .enumerate()
+                .map(|(i, e)| e.clone().alias(format!("__lake_key{i}")))
+                .collect();
+            df.select(select)
+        };
+        let err = |e| super::inputs::sql_error(table, e);
+        if !diff.added.is_empty() {
+            rows_read += diff.added.iter().map(add_rows).sum::<u64>();
+            let provider = crate::lake::scan::provider(&delta, Some(&diff.added))
+                .await
+                .map_err(err)?;
+            parts.push(keys(ctx.read_table(provider).map_err(err)?).map_err(err)?);
+        }
+        if !diff.removed.is_empty() {
+            let before = lake.table(table, Some(last), None).await?;
+            let paths: HashSet<&str> = diff.removed.iter().map(String::as_str).collect();
+            let removed: Vec<Add> = files_of(&before)
+                .into_iter()
+                .filter(|a| paths.contains(a.path.as_str()))
+                .collect();
+            let rows: u64 = removed.iter().map(add_rows).sum();
+            removed_rows += rows;
+            rows_read += rows;
+            let provider = crate::lake::scan::provider(&before, Some(&removed))
+                .await
+                .map_err(err)?;
+            parts.push(keys(ctx.read_table(provider).map_err(err)?).map_err(err)?);
+            if let Some((v, op)) = &diff.rewrite {
+                tracing::debug!(table = %table, "v{v} ({op}) removed {rows} rows");
+            }
+        }
+    }
+    if removed_rows as f64 > REWRITE_SHARE * source_rows.max(1) as f64 {
+        return Ok(Decision::Full(format!(
+            "an input was rewritten ({removed_rows} of {source_rows} rows removed or changed): its dependents are rebuilt in full"
+        )));
+    }
+    let Some(all) = parts
+        .into_iter()
+        .reduce(|a, b| a.union(b).expect("same key columns"))
+    else {
+        return Ok(Decision::Unchanged);
+    };
+    let first = scope.keys.keys().next().expect("a scope has inputs");
+    let fail = |message: String| TransformError::Input {
+        table: first.clone(),
+        message: format!("failed to read the touched groups: {message}"),
+    };
+    let batches = async { all.distinct()?.collect().await }
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let touched = Touched::from_batches(&batches, scope.columns.len()).map_err(fail)?;
+    if touched.is_empty() {
+        return Ok(Decision::Unchanged);
+    }
+    let filters = scope
+        .keys
+        .iter()
+        .map(|(t, exprs)| (t.clone(), touched.predicate(exprs)))
+        .collect();
+    Ok(Decision::Recompute {
+        touched,
+        filters,
+        rows_read,
+    })
+}
+
+/// The table's files as add actions (path and statistics), for a scan of some of them.
+fn files_of(table: &DeltaTable) -> Vec<Add> {
+    let Ok(state) = table.snapshot() else {
+        return Vec::new();
+    };
+    state
+        .log_data()
+        .iter()
+        .map(|f| Add {
+            path: f.path().to_string(),
+            size: f.size(),
+            stats: f.stats(),
+            data_change: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Rows in `table`'s files (all of them, or those at `paths`), from the log's statistics.
+fn rows_of(table: &DeltaTable, paths: Option<&HashSet<&str>>) -> u64 {
+    let Ok(state) = table.snapshot() else {
+        return 0;
+    };
+    state
+        .log_data()
+        .iter()
+        .filter(|f| paths.is_none_or(|p| p.contains(f.path().as_ref())))
+        .map(|f| f.num_records().unwrap_or(0) as u64)
+        .sum()
+}
+
+/// An added file's rows, from its statistics.
+fn add_rows(add: &Add) -> u64 {
+    add.get_stats()
+        .ok()
+        .flatten()
+        .map(|s| s.num_records.max(0) as u64)
+        .unwrap_or(0)
+}
