@@ -72,15 +72,27 @@ pub fn strategy(plan: &LogicalPlan, by: Option<&IncrementalBy>) -> Strategy {
         Ok(node) => node,
         Err(why) => return Strategy::Full(why),
     };
-    let Shape::Grouped(keys) = node.shape else {
-        return Strategy::Full("no GROUP BY or window PARTITION BY to scope its rows by".into());
-    };
     let names: Vec<String> = plan
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect();
+    let keys = match node.shape {
+        Shape::Grouped(keys) => keys,
+        // The analyst vouches for the groups of rows lake traced column by column.
+        Shape::Rows(defs) if trust => defs
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((i, d?)))
+            .filter(|(_, d)| !d.is_empty())
+            .collect(),
+        Shape::Rows(_) => {
+            return Strategy::Full(
+                "no GROUP BY or window PARTITION BY to scope its rows by".into(),
+            );
+        }
+    };
     let mut chosen: Vec<(usize, Defs)> = Vec::new();
     match columns {
         Some(wanted) => {
@@ -205,7 +217,7 @@ fn analyze(plan: &LogicalPlan, trust: bool) -> Result<Node, String> {
             let input = child(0)?;
             let schema = p.input.schema();
             let exprs: Vec<Expr> = p.expr.clone();
-            project(input, schema, &exprs, |_| true)
+            project(input, schema, &exprs)
         }
         LogicalPlan::Aggregate(a) => {
             if a.group_expr.is_empty() {
@@ -219,7 +231,7 @@ fn analyze(plan: &LogicalPlan, trust: bool) -> Result<Node, String> {
             }
             let input = child(0)?;
             let n = a.group_expr.len();
-            let grouped = project(input, a.input.schema(), &a.group_expr, |_| true);
+            let grouped = project(input, a.input.schema(), &a.group_expr);
             regroup(grouped, n, "GROUP BY")?
         }
         LogicalPlan::Distinct(Distinct::All(input)) => {
@@ -231,11 +243,7 @@ fn analyze(plan: &LogicalPlan, trust: bool) -> Result<Node, String> {
                 .map(Expr::Column)
                 .collect();
             let n = exprs.len();
-            regroup(
-                project(node, input.schema(), &exprs, |_| true),
-                n,
-                "DISTINCT",
-            )?
+            regroup(project(node, input.schema(), &exprs), n, "DISTINCT")?
         }
         LogicalPlan::Window(w) => {
             let input = child(0)?;
@@ -362,7 +370,7 @@ fn analyze(plan: &LogicalPlan, trust: bool) -> Result<Node, String> {
 /// The node after `exprs` (over `schema`): a projection, or an aggregate's group keys.
 /// Over rows, every traceable expression keeps its trace; over groups, an expression of key
 /// columns only is a key (a coarser one, where it is a function of them).
-fn project(input: Node, schema: &DFSchema, exprs: &[Expr], _: impl Fn(usize) -> bool) -> Node {
+fn project(input: Node, schema: &DFSchema, exprs: &[Expr]) -> Node {
     let shape = match input.shape {
         Shape::Rows(defs) => Shape::Rows(
             exprs

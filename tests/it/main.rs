@@ -11,6 +11,7 @@ mod concurrency;
 mod config;
 mod errors;
 mod export;
+mod groups;
 mod ingest;
 mod layout;
 mod lease;

@@ -1,0 +1,334 @@
+//! Group-scoped table models: the strategy `lake plan` names for each shape, runs that
+//! recompute only the touched groups and equal a full rebuild after every kind of change, and
+//! a run killed midway that reruns to the same tables.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use crate::common::{Backend, TestContext};
+use crate::snapshot;
+
+/// raw.plays (id, listener, at, ms, track), a view over it, and three group-scoped models:
+/// by day (through the view, with a distinct count), by listener (sessions, from windows),
+/// by month (a top 2 ranked within the month).
+fn project(ctx: &TestContext, rows: &[Play]) {
+    ctx.write("plays.csv", csv(rows));
+    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
+    ctx.write(
+        "queries/p.sql",
+        "/* lake\nmaterialized = \"view\"\n*/\nSELECT *, CAST(at AS DATE) AS day FROM raw.plays",
+    );
+    ctx.write(
+        "queries/daily.sql",
+        "SELECT day, count(*) AS plays, count(DISTINCT track) AS tracks, sum(ms) AS ms FROM curated.p GROUP BY day",
+    );
+    ctx.write(
+        "queries/sessions.sql",
+        "WITH o AS (SELECT listener, at, id, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
+f AS (SELECT *, CASE WHEN prev IS NULL OR at - prev > INTERVAL '30 minutes' THEN 1 ELSE 0 END AS s FROM o),
+n AS (SELECT *, sum(s) OVER (PARTITION BY listener ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS sid FROM f)
+SELECT listener, min(at) AS started_at, count(*) AS plays FROM n GROUP BY listener, sid",
+    );
+    ctx.write(
+        "queries/monthly.sql",
+        "SELECT * FROM (
+    SELECT CAST(month AS DATE) AS month, track, n,
+        row_number() OVER (PARTITION BY month ORDER BY n DESC, track) AS rank
+    FROM (SELECT date_trunc('month', at) AS month, track, count(*) AS n FROM raw.plays GROUP BY 1, 2)
+) WHERE rank <= 2",
+    );
+}
+
+const MODELS: [&str; 3] = ["daily", "sessions", "monthly"];
+
+#[derive(Debug, Clone)]
+struct Play {
+    id: u32,
+    listener: Option<&'static str>,
+    /// Minutes since 2026-01-01T00:00Z.
+    minute: u32,
+    ms: u32,
+    track: &'static str,
+}
+
+fn csv(rows: &[Play]) -> String {
+    let mut out = String::from("id,listener,at,ms,track\n");
+    for r in rows {
+        let at = chrono::DateTime::from_timestamp(1_767_225_600 + r.minute as i64 * 60, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        out.push_str(&format!(
+            "{},{},{at},{},{}\n",
+            r.id,
+            r.listener.unwrap_or(""),
+            r.ms,
+            r.track
+        ));
+    }
+    out
+}
+
+/// Every model's rows, sorted, as CSV lines.
+fn tables(ctx: &TestContext) -> Vec<(String, Vec<String>)> {
+    MODELS
+        .iter()
+        .map(|m| {
+            let mut lines: Vec<String> = ctx
+                .csv(&format!("SELECT * FROM curated.{m}"))
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            (m.to_string(), lines)
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The models as `lake run --full-refresh` builds them from the same state, in a copy.
+fn rebuilt(ctx: &TestContext) -> Vec<(String, Vec<String>)> {
+    let copy = TestContext::new(Backend::Local);
+    copy_dir(ctx.dir.path(), copy.dir.path());
+    copy.ok(&["run", "--full-refresh"]);
+    tables(&copy)
+}
+
+#[test]
+fn plan_names_each_models_strategy() {
+    let ctx = TestContext::new(Backend::Local);
+    project(&ctx, &day(0, 1, 0));
+    ctx.write("tracks.csv", "track,artist\na,x\nb,y\n");
+    ctx.ok(&["ingest", "tracks.csv", "--table", "raw.tracks"]);
+    let models = [
+        (
+            "joined",
+            "SELECT p.listener, t.artist, count(*) AS n FROM raw.plays p JOIN raw.tracks t ON p.track = t.track GROUP BY 1, 2",
+        ),
+        (
+            "limited",
+            "SELECT track, count(*) AS n FROM raw.plays GROUP BY track ORDER BY n DESC LIMIT 5",
+        ),
+        (
+            "ranked",
+            "SELECT track, row_number() OVER (ORDER BY track) AS r FROM (SELECT DISTINCT track FROM raw.plays)",
+        ),
+        (
+            "outer",
+            "SELECT p.track, count(*) AS n FROM raw.plays p FULL JOIN raw.tracks t ON p.track = t.track GROUP BY 1",
+        ),
+        (
+            "random",
+            "SELECT track, count(*) AS n, random() AS r FROM raw.plays GROUP BY track",
+        ),
+        ("total", "SELECT count(*) AS n FROM raw.plays"),
+        ("rows", "SELECT id, track FROM raw.plays WHERE ms > 0"),
+        (
+            "forced",
+            "/* lake\nincremental_by = \"full\"\n*/\nSELECT track, count(*) AS n FROM raw.plays GROUP BY track",
+        ),
+        (
+            "trusted",
+            "/* lake\nincremental_by = [\"listener\"]\n*/\nSELECT listener, at, row_number() OVER (ORDER BY at) AS r FROM raw.plays",
+        ),
+    ];
+    for (name, sql) in models {
+        ctx.write(&format!("queries/{name}.sql"), sql);
+    }
+    let out = ctx.ok(&["plan"]);
+    snapshot!(ctx, "plan_strategies", out);
+
+    ctx.write(
+        "queries/forced.sql",
+        "/* lake\nincremental_by = \"day\"\n*/\nSELECT 1 AS n",
+    );
+    let err = ctx.fails(&["plan"]);
+    assert!(
+        err.contains("queries/forced.sql")
+            && err.contains("expected \"full\" or a list of output columns"),
+        "{err}"
+    );
+}
+
+/// `listeners` listeners' plays on day `d`: a session each, of `per` plays 5 minutes apart,
+/// ids from `first`.
+fn day(d: u32, per: u32, first: u32) -> Vec<Play> {
+    const LISTENERS: [Option<&str>; 3] = [Some("ann"), Some("bob"), None];
+    const TRACKS: [&str; 4] = ["a", "b", "c", "d"];
+    let mut out = Vec::new();
+    for (l, listener) in LISTENERS.iter().enumerate() {
+        for i in 0..per {
+            let id = first + out.len() as u32;
+            out.push(Play {
+                id,
+                listener: *listener,
+                minute: d * 1440 + 600 + l as u32 * 7 + i * 5,
+                ms: 1000 * (id % 7 + 1),
+                track: TRACKS[(id as usize * 3 + l) % TRACKS.len()],
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn a_day_recomputes_its_groups_and_compaction_none() {
+    let ctx = TestContext::new(Backend::Local);
+    let mut rows = day(0, 3, 0);
+    rows.extend(day(1, 3, 100));
+    rows.extend(day(40, 2, 200));
+    project(&ctx, &rows);
+    ctx.ok(&["run"]);
+
+    ctx.write("day.csv", csv(&day(41, 2, 300)));
+    ctx.ok(&["ingest", "day.csv", "--table", "raw.plays"]);
+    let plan = ctx.ok(&["plan"]);
+    assert!(
+        plan.contains("strategy groups by day\n     would recompute 1 group"),
+        "{plan}"
+    );
+    let out = ctx.ok(&["run"]);
+    for (model, groups) in [
+        ("daily", "1 group"),
+        ("sessions", "3 groups"),
+        ("monthly", "1 group"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("curated.{model} ")))
+            .unwrap();
+        assert!(line.contains(&format!("{groups} recomputed")), "{out}");
+    }
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+
+    // Compaction changes no rows: nothing is recomputed.
+    ctx.ok(&["maintain", "raw.plays"]);
+    let out = ctx.ok(&["run"]);
+    assert!(
+        out.matches("its inputs' rows are as they were").count() == 3,
+        "{out}"
+    );
+    // Late plays recompute their old day, not the new one.
+    ctx.write("late.csv", csv(&day(1, 1, 400)));
+    ctx.ok(&["ingest", "late.csv", "--table", "raw.plays"]);
+    let out = ctx.ok(&["run"]);
+    assert!(out.contains("1 group recomputed"), "{out}");
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+
+    // A rewrite of most of the input rebuilds its dependents in full.
+    ctx.write("plays.csv", csv(&day(2, 2, 500)));
+    ctx.ok(&[
+        "ingest",
+        "plays.csv",
+        "--table",
+        "raw.plays",
+        "--mode",
+        "overwrite",
+    ]);
+    let plan = ctx.ok(&["plan"]);
+    assert!(
+        plan.contains("would rebuild: an input was rewritten"),
+        "{plan}"
+    );
+    let out = ctx.ok(&["run"]);
+    assert!(out.contains("rebuilt: an input was rewritten"), "{out}");
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A new day's plays.
+    Day(u32),
+    /// Plays into an old day.
+    Late(u32),
+    /// The source overwritten without some plays (a delete upstream).
+    Drop(u32),
+    /// `lake maintain`.
+    Compact,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1u32..3).prop_map(Step::Day),
+        (1u32..3).prop_map(Step::Late),
+        (1u32..5).prop_map(Step::Drop),
+        Just(Step::Compact),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, max_shrink_iters: 0, ..ProptestConfig::default() })]
+
+    /// After each change and run, every model equals `lake run --full-refresh` of the same
+    /// state, row for row.
+    #[test]
+    fn group_scoped_runs_equal_a_full_rebuild(steps in prop::collection::vec(step(), 3..6)) {
+        let ctx = TestContext::new(Backend::Local);
+        let mut rows = day(0, 2, 0);
+        rows.extend(day(31, 2, 10));
+        project(&ctx, &rows);
+        ctx.ok(&["run"]);
+        let mut next_day = 32;
+        let mut next_id = 100;
+        for step in steps {
+            match step {
+                Step::Day(per) | Step::Late(per) => {
+                    let d = match step {
+                        Step::Day(_) => { next_day += 1; next_day }
+                        _ => next_day / 2,
+                    };
+                    let new = day(d, per, next_id);
+                    next_id += 100;
+                    ctx.write("new.csv", csv(&new));
+                    ctx.ok(&["ingest", "new.csv", "--table", "raw.plays"]);
+                    rows.extend(new);
+                }
+                Step::Drop(every) => {
+                    rows.retain(|r| r.id % (every + 6) != 1);
+                    ctx.write("plays.csv", csv(&rows));
+                    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays", "--mode", "overwrite"]);
+                }
+                Step::Compact => {
+                    ctx.ok(&["maintain", "raw.plays"]);
+                }
+            }
+            ctx.ok(&["run"]);
+            prop_assert_eq!(tables(&ctx), rebuilt(&ctx));
+        }
+    }
+}
+
+/// A run killed with SIGKILL at any point leaves the tables as a whole earlier run made them;
+/// the next run gets them to what a clean run makes.
+#[test]
+fn a_killed_group_scoped_run_reruns_to_the_same_tables() {
+    let ctx = TestContext::new(Backend::Local);
+    let mut rows = day(0, 3, 0);
+    rows.extend(day(1, 3, 100));
+    project(&ctx, &rows);
+    ctx.ok(&["run"]);
+    let mut id = 1000;
+    for wait_ms in [150u64, 400, 700, 1000] {
+        ctx.write("day.csv", csv(&day(2 + id / 1000, 2, id)));
+        id += 1000;
+        ctx.ok(&["ingest", "day.csv", "--table", "raw.plays"]);
+        let mut child = ctx.std_command().args(["-q", "run"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        ctx.ok(&["run"]);
+        assert_eq!(tables(&ctx), rebuilt(&ctx), "killed after {wait_ms} ms");
+    }
+}
