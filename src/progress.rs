@@ -216,10 +216,13 @@ pub fn export_line(table: &TableName, outcome: &ExportOutcome) -> String {
             e.target, e.version
         ),
         ExportOutcome::Done(e) => format!(
-            "{:<13} {table} -> {}  {} rows, version {}, {:.2}s",
+            "{:<13} {table} -> {}  {} rows{}, version {}, {:.2}s",
             if e.upsert { "upserted" } else { "exported" },
             e.target,
             e.rows.unwrap_or(0),
+            e.deleted
+                .map(|d| format!(", {d} deleted"))
+                .unwrap_or_default(),
             e.version,
             e.duration.as_secs_f64()
         ),

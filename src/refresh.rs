@@ -439,14 +439,16 @@ async fn export(
                         "the warehouse keeps its previous version".to_string(),
                     ),
                 };
-                report.item(
-                    Stage::Export,
-                    table.to_string(),
-                    status,
-                    String::new(),
-                    None,
-                    detail,
-                );
+                // Rows sent: all of them, or the upserted (+) and deleted (-) ones.
+                let rows = match outcome {
+                    ExportOutcome::Done(e) if !e.unchanged => match (e.upsert, e.deleted) {
+                        (true, Some(d)) => format!("+{} -{d}", e.rows.unwrap_or(0)),
+                        (true, None) => format!("+{}", e.rows.unwrap_or(0)),
+                        (false, _) => e.rows.unwrap_or(0).to_string(),
+                    },
+                    _ => String::new(),
+                };
+                report.item(Stage::Export, table.to_string(), status, rows, None, detail);
             }
             let detail = format!(
                 "{} loaded, {} unchanged, {} held back (tests failed), {} failed",

@@ -206,6 +206,8 @@ pub struct Exported {
     pub unchanged: bool,
     /// Only the rows new since the last export were upserted.
     pub upsert: bool,
+    /// For a table that changed some rows: the rows whose key is gone, deleted.
+    pub deleted: Option<u64>,
 }
 
 /// Column names, types and key, hashed: a change means the table is rebuilt through the
@@ -279,22 +281,94 @@ pub async fn export_table(
             duration: started.elapsed(),
             unchanged: true,
             upsert: false,
+            deleted: None,
         });
     }
     // An incremental model whose table only gained rows since the last export, with the same
     // columns, is upserted with just those rows; anything else is reloaded whole and swapped.
+    let mut diff_from = None;
     let since = match &last {
         Some(l) if exists && !key.is_empty() && l.shape == shape && l.version < version => {
             match crate::lake::changes::changes_since(name, &table, l.version, version).await? {
                 crate::lake::changes::Changes::Added(files) => Some(files),
                 why => {
-                    tracing::info!(table = %name, "reloading whole: {why}");
+                    // Rewritten (a table model rebuilt, or its touched groups replaced): the
+                    // rows that differ from the version exported last, found by key.
+                    tracing::info!(table = %name, "sending the rows that changed: {why}");
+                    diff_from = Some(l.version);
                     None
                 }
             }
         }
         _ => None,
     };
+    if let Some(from) = diff_from
+        && let Ok(before) = lake.table(name, Some(from), None).await
+    {
+        let (changed, stale, gone) = differences(&ctx, &table, &before, key)
+            .await
+            .map_err(read_err)?;
+        let deleted = gone.count().await.map_err(read_err)? as u64;
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stream = |df: datafusion::prelude::DataFrame| {
+            let name = name.clone();
+            let read = read.clone();
+            async move {
+                let s = df.execute_stream().await.map_err(|e| ExportError::Read {
+                    table: name.clone(),
+                    cause: e.into(),
+                })?;
+                Ok::<_, ExportError>(
+                    s.map(move |b| {
+                        let b = b.map_err(|e| ExportError::Read {
+                            table: name.clone(),
+                            cause: e.into(),
+                        })?;
+                        let n = read
+                            .fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                        progress(n + b.num_rows() as u64);
+                        Ok(b)
+                    })
+                    .boxed(),
+                )
+            }
+        };
+        let (rows, _) = warehouse
+            .sync(
+                target,
+                &schema,
+                key,
+                stream(changed).await?,
+                stream(stale).await?,
+            )
+            .await?;
+        let duration = started.elapsed();
+        record(
+            lake,
+            &ExportRecord {
+                table: name.to_string(),
+                target: target_text.clone(),
+                warehouse: warehouse.redacted(),
+                rows: rows + deleted,
+                version,
+                duration,
+                at: Utc::now(),
+                mode: "changes",
+                shape,
+            },
+        )
+        .await?;
+        return Ok(Exported {
+            table: name.clone(),
+            target: target_text,
+            rows: Some(rows),
+            version,
+            duration,
+            unchanged: false,
+            upsert: true,
+            deleted: Some(deleted),
+        });
+    }
     let upsert = since.is_some();
     let provider = match since {
         Some(files) => crate::lake::scan::provider(&table, Some(&files))
@@ -349,7 +423,36 @@ pub async fn export_table(
         duration,
         unchanged: false,
         upsert,
+        deleted: None,
     })
+}
+
+/// What a warehouse holding `before` needs to hold `after`: the rows of `after` that `before`
+/// lacks as they are (new or changed); the keys of the rows of `before` that `after` lacks as
+/// they are (changed or gone), deleted first, nulls matched, so that a row whose key holds a
+/// null is replaced too; and the keys that are gone, to report.
+async fn differences(
+    ctx: &datafusion::prelude::SessionContext,
+    after: &deltalake::DeltaTable,
+    before: &deltalake::DeltaTable,
+    key: &[String],
+) -> Result<
+    (
+        datafusion::prelude::DataFrame,
+        datafusion::prelude::DataFrame,
+        datafusion::prelude::DataFrame,
+    ),
+    datafusion::error::DataFusionError,
+> {
+    let new = ctx.read_table(crate::lake::scan::provider(after, None).await?)?;
+    let old = ctx.read_table(crate::lake::scan::provider(before, None).await?)?;
+    let keys: Vec<&str> = key.iter().map(String::as_str).collect();
+    let changed = new.clone().except(old.clone())?;
+    let stale = old.clone().except(new.clone())?.select_columns(&keys)?;
+    let gone = old
+        .select_columns(&keys)?
+        .except(new.select_columns(&keys)?)?;
+    Ok((changed, stale, gone))
 }
 
 /// `_lake.exports`.

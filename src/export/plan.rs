@@ -12,7 +12,9 @@ pub struct Planned {
     pub table: TableName,
     /// Where it goes.
     pub target: Target,
-    /// The merge key: an incremental model's unique key, for upserts; empty otherwise.
+    /// The key the warehouse table is unique on, for upserts and deletes: a model's
+    /// `unique_key`, or else the columns of its first error-level `unique` test; empty for
+    /// none.
     pub key: Vec<String>,
     /// Whether the table exists in the lake. A model marked for export that was never built
     /// fails on its own; the others are still exported.
@@ -63,10 +65,7 @@ pub fn plan(
         if model.is_some_and(|m| m.config.materialized == Materialized::View) {
             return Err(ExportError::View(table));
         }
-        let key = model
-            .filter(|m| m.config.materialized == Materialized::Incremental)
-            .map(|m| m.config.unique_key.clone())
-            .unwrap_or_default();
+        let key = model.map(export_key).unwrap_or_default();
         planned.push(Planned {
             target: target(&table, model.and_then(|m| m.config.export_to.as_deref())),
             built: tables.contains(&table),
@@ -103,6 +102,23 @@ pub fn target(table: &TableName, export_to: Option<&str>) -> Target {
             name: format!("{}_{}", table.schema(), table.name()),
         },
     }
+}
+
+/// A model's key in the warehouse: its `unique_key`, or else the columns of its first
+/// error-level `unique` test, which a model must pass to be exported.
+fn export_key(model: &crate::transform::Model) -> Vec<String> {
+    if !model.config.unique_key.is_empty() {
+        return model.config.unique_key.clone();
+    }
+    model
+        .checks
+        .iter()
+        .filter(|c| c.severity == crate::transform::Severity::Error)
+        .find_map(|c| match &c.kind {
+            crate::transform::CheckKind::Unique(columns) => Some(columns.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

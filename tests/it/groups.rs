@@ -21,18 +21,18 @@ fn project(ctx: &TestContext, rows: &[Play]) {
     );
     ctx.write(
         "queries/daily.sql",
-        "SELECT day, count(*) AS plays, count(DISTINCT track) AS tracks, sum(ms) AS ms FROM curated.p GROUP BY day",
+        "/* lake\nexport = true\n[[tests]]\nunique = [\"day\"]\n*/\nSELECT day, count(*) AS plays, count(DISTINCT track) AS tracks, sum(ms) AS ms FROM curated.p GROUP BY day",
     );
     ctx.write(
         "queries/sessions.sql",
-        "WITH o AS (SELECT listener, at, id, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
+        "/* lake\nexport = true\n[[tests]]\nunique = [\"listener\", \"started_at\"]\n*/\nWITH o AS (SELECT listener, at, id, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
 f AS (SELECT *, CASE WHEN prev IS NULL OR at - prev > INTERVAL '30 minutes' THEN 1 ELSE 0 END AS s FROM o),
 n AS (SELECT *, sum(s) OVER (PARTITION BY listener ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS sid FROM f)
 SELECT listener, min(at) AS started_at, count(*) AS plays FROM n GROUP BY listener, sid",
     );
     ctx.write(
         "queries/monthly.sql",
-        "SELECT * FROM (
+        "/* lake\nexport = true\n[[tests]]\nunique = [\"month\", \"rank\"]\n*/\nSELECT * FROM (
     SELECT CAST(month AS DATE) AS month, track, n,
         row_number() OVER (PARTITION BY month ORDER BY n DESC, track) AS rank
     FROM (SELECT date_trunc('month', at) AS month, track, count(*) AS n FROM raw.plays GROUP BY 1, 2)
@@ -69,20 +69,33 @@ fn csv(rows: &[Play]) -> String {
     out
 }
 
-/// Every model's rows, sorted, as CSV lines.
+/// Every model's rows, sorted, as CSV lines; and as the SQLite warehouse holds them.
 fn tables(ctx: &TestContext) -> Vec<(String, Vec<String>)> {
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let warehouse = ctx.path("warehouse.db");
     MODELS
         .iter()
-        .map(|m| {
-            let mut lines: Vec<String> = ctx
-                .csv(&format!("SELECT * FROM curated.{m}"))
-                .lines()
-                .map(str::to_string)
-                .collect();
-            lines.sort();
-            (m.to_string(), lines)
+        .flat_map(|m| {
+            let lake = sorted(ctx.csv(&format!("SELECT * FROM curated.{m}")));
+            let exported = sorted(crate::common::db_sql(
+                "sqlite",
+                Some(&warehouse),
+                &format!("SELECT * FROM \"{m}\""),
+            ));
+            [(m.to_string(), lake), (format!("warehouse {m}"), exported)]
         })
         .collect()
+}
+
+/// `lake run`, then `lake export` to the SQLite warehouse.
+fn run_and_export(ctx: &TestContext) -> String {
+    let out = ctx.ok(&["run"]);
+    ctx.ok(&["export"]);
+    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -102,7 +115,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn rebuilt(ctx: &TestContext) -> Vec<(String, Vec<String>)> {
     let copy = TestContext::new(Backend::Local);
     copy_dir(ctx.dir.path(), copy.dir.path());
+    std::fs::remove_file(copy.path("warehouse.db")).unwrap();
     copy.ok(&["run", "--full-refresh"]);
+    copy.ok(&["export"]);
     tables(&copy)
 }
 
@@ -190,7 +205,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     rows.extend(day(1, 3, 100));
     rows.extend(day(40, 2, 200));
     project(&ctx, &rows);
-    ctx.ok(&["run"]);
+    run_and_export(&ctx);
 
     ctx.write("day.csv", csv(&day(41, 2, 300)));
     ctx.ok(&["ingest", "day.csv", "--table", "raw.plays"]);
@@ -199,7 +214,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
         plan.contains("strategy groups by day\n     would recompute 1 group"),
         "{plan}"
     );
-    let out = ctx.ok(&["run"]);
+    let out = run_and_export(&ctx);
     for (model, groups) in [
         ("daily", "1 group"),
         ("sessions", "3 groups"),
@@ -215,7 +230,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
 
     // Compaction changes no rows: nothing is recomputed.
     ctx.ok(&["maintain", "raw.plays"]);
-    let out = ctx.ok(&["run"]);
+    let out = run_and_export(&ctx);
     assert!(
         out.matches("its inputs' rows are as they were").count() == 3,
         "{out}"
@@ -223,7 +238,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     // Late plays recompute their old day, not the new one.
     ctx.write("late.csv", csv(&day(1, 1, 400)));
     ctx.ok(&["ingest", "late.csv", "--table", "raw.plays"]);
-    let out = ctx.ok(&["run"]);
+    let out = run_and_export(&ctx);
     assert!(out.contains("1 group recomputed"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));
 
@@ -242,7 +257,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
         plan.contains("would rebuild: an input was rewritten"),
         "{plan}"
     );
-    let out = ctx.ok(&["run"]);
+    let out = run_and_export(&ctx);
     assert!(out.contains("rebuilt: an input was rewritten"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));
 }
@@ -279,7 +294,7 @@ proptest! {
         let mut rows = day(0, 2, 0);
         rows.extend(day(31, 2, 10));
         project(&ctx, &rows);
-        ctx.ok(&["run"]);
+        run_and_export(&ctx);
         let mut next_day = 32;
         let mut next_id = 100;
         for step in steps {
@@ -304,7 +319,7 @@ proptest! {
                     ctx.ok(&["maintain", "raw.plays"]);
                 }
             }
-            ctx.ok(&["run"]);
+            run_and_export(&ctx);
             prop_assert_eq!(tables(&ctx), rebuilt(&ctx));
         }
     }
@@ -318,7 +333,7 @@ fn a_killed_group_scoped_run_reruns_to_the_same_tables() {
     let mut rows = day(0, 3, 0);
     rows.extend(day(1, 3, 100));
     project(&ctx, &rows);
-    ctx.ok(&["run"]);
+    run_and_export(&ctx);
     let mut id = 1000;
     for wait_ms in [150u64, 400, 700, 1000] {
         ctx.write("day.csv", csv(&day(2 + id / 1000, 2, id)));
@@ -328,7 +343,7 @@ fn a_killed_group_scoped_run_reruns_to_the_same_tables() {
         std::thread::sleep(std::time::Duration::from_millis(wait_ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        ctx.ok(&["run"]);
+        run_and_export(&ctx);
         assert_eq!(tables(&ctx), rebuilt(&ctx), "killed after {wait_ms} ms");
     }
 }

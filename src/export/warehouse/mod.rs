@@ -60,8 +60,14 @@ pub(crate) trait Backend: Send + Sync {
     /// the whole old table or the whole new one; returns the rows.
     async fn replace(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError>;
 
-    /// Upserts `batches` into the target on the key, in one transaction; returns the rows.
-    async fn upsert(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError>;
+    /// Deletes the rows whose key is among `gone` (batches of the key's columns) and upserts
+    /// `batches` on the key, in one transaction; returns the rows upserted and deleted.
+    async fn upsert(
+        &self,
+        load: &Load<'_>,
+        batches: Batches<'_>,
+        gone: Option<Batches<'_>>,
+    ) -> Result<(u64, u64), ExportError>;
 }
 
 /// One table's load, as the backends need it spelled.
@@ -131,6 +137,44 @@ impl Load<'_> {
             .filter(|f| !self.key.contains(f.name()))
             .map(|f| self.quote(f.name()))
             .collect()
+    }
+
+    /// The key's columns, as a schema.
+    pub fn key_schema(&self) -> SchemaRef {
+        let fields: Vec<arrow::datatypes::FieldRef> = self
+            .key
+            .iter()
+            .filter_map(|k| self.columns.field_with_name(k).ok())
+            .map(|f| std::sync::Arc::new(f.clone()))
+            .collect();
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
+    }
+
+    /// The same load of other columns into another table (a temporary one of keys, say).
+    pub fn of<'b>(&'b self, columns: &'b SchemaRef, table: String) -> Load<'b> {
+        Load {
+            dialect: self.dialect,
+            schema: self.schema,
+            name: self.name,
+            table,
+            shown: self.shown.clone(),
+            columns,
+            key: self.key,
+            batch_rows: self.batch_rows,
+        }
+    }
+
+    /// `t.a <op> g.a AND t.b <op> g.b` over the key, for a join of the target (`t`) to a
+    /// table of keys (`g`) with the dialect's null-safe equality `op`.
+    pub fn key_match(&self, op: &str) -> String {
+        self.key
+            .iter()
+            .map(|k| {
+                let k = self.quote(k);
+                format!("t.{k} {op} g.{k}")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
     }
 
     /// A failed statement of this load.
@@ -434,8 +478,23 @@ impl Warehouse {
         let load = self.load_of(target, schema, key);
         match mode {
             LoadMode::Replace => self.backend.replace(&load, batches).await,
-            LoadMode::Upsert => self.backend.upsert(&load, batches).await,
+            LoadMode::Upsert => Ok(self.backend.upsert(&load, batches, None).await?.0),
         }
+    }
+
+    /// Deletes from `target` the rows whose key is among `gone` and upserts `changed`, in one
+    /// transaction: a table that changed only some rows gets only those. Returns the rows
+    /// upserted and deleted.
+    pub async fn sync(
+        &self,
+        target: &Target,
+        schema: &SchemaRef,
+        key: &[String],
+        changed: Batches<'_>,
+        gone: Batches<'_>,
+    ) -> Result<(u64, u64), ExportError> {
+        let load = self.load_of(target, schema, key);
+        self.backend.upsert(&load, changed, Some(gone)).await
     }
 
     fn schema_of<'a>(&'a self, target: &'a Target) -> Option<&'a str> {

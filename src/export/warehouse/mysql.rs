@@ -97,7 +97,12 @@ impl Backend for MySql {
         Ok(rows)
     }
 
-    async fn upsert(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError> {
+    async fn upsert(
+        &self,
+        load: &Load<'_>,
+        batches: Batches<'_>,
+        gone: Option<Batches<'_>>,
+    ) -> Result<(u64, u64), ExportError> {
         let fail = |e| load.failed(e);
         let others = load.others();
         let set: Vec<String> = if others.is_empty() {
@@ -115,10 +120,40 @@ impl Backend for MySql {
         let head = format!("INSERT INTO {} ({}) ", load.table, load.column_list());
         let tail = format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "));
         let limits = (load.batch_rows, MAX_PARAMS);
-        match insert_all(&mut *conn, load, (&head, &tail), batches, limits, bind).await {
-            Ok(rows) => {
+        let work = async {
+            let mut deleted = 0;
+            if let Some(gone) = gone {
+                // A temporary table is the connection's own and commits nothing.
+                let temp = load.quote(&format!("{}__lake_gone", load.name));
+                let key_schema = load.key_schema();
+                let keys = load.of(&key_schema, temp.clone());
+                run!(conn, load, "DROP TEMPORARY TABLE IF EXISTS {temp}");
+                run!(
+                    conn,
+                    load,
+                    "CREATE TEMPORARY TABLE {temp} AS SELECT {} FROM {} LIMIT 0",
+                    load.key_list(),
+                    load.table
+                );
+                let head = format!("INSERT INTO {temp} ({}) ", load.key_list());
+                insert_all(&mut *conn, &keys, (&head, ""), gone, limits, bind).await?;
+                deleted = run!(
+                    conn,
+                    load,
+                    "DELETE t FROM {} AS t JOIN {temp} AS g ON {}",
+                    load.table,
+                    load.key_match("<=>")
+                )
+                .rows_affected();
+                run!(conn, load, "DROP TEMPORARY TABLE {temp}");
+            }
+            let rows = insert_all(&mut *conn, load, (&head, &tail), batches, limits, bind).await?;
+            Ok::<_, ExportError>((rows, deleted))
+        };
+        match work.await {
+            Ok(done) => {
                 conn.execute("COMMIT").await.map_err(fail)?;
-                Ok(rows)
+                Ok(done)
             }
             Err(e) => {
                 let _ = conn.execute("ROLLBACK").await;

@@ -113,26 +113,64 @@ impl Backend for Postgres {
         Ok(rows)
     }
 
-    async fn upsert(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError> {
+    async fn upsert(
+        &self,
+        load: &Load<'_>,
+        batches: Batches<'_>,
+        gone: Option<Batches<'_>>,
+    ) -> Result<(u64, u64), ExportError> {
         let fail = |e| load.failed(e);
         let (table, columns) = (&load.table, load.column_list());
         let mut conn = self.pool.acquire().await.map_err(fail)?;
-        let temp = load.quote(&format!("{}__lake_upsert", load.name));
-        run!(
-            conn,
-            load,
-            "CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}); TRUNCATE {temp}"
-        );
-        let rows = copy_into(&mut conn, &temp, load, batches).await?;
-        run!(
-            conn,
-            load,
-            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {temp} ON CONFLICT ({}) DO {}",
-            load.key_list(),
-            on_conflict(load, "EXCLUDED")
-        );
-        run!(conn, load, "DROP TABLE {temp}");
-        Ok(rows)
+        run!(conn, load, "BEGIN");
+        let work = async {
+            let mut deleted = 0;
+            if let Some(gone) = gone {
+                let temp = load.quote(&format!("{}__lake_gone", load.name));
+                let key_schema = load.key_schema();
+                let keys = load.of(&key_schema, temp.clone());
+                run!(
+                    conn,
+                    load,
+                    "DROP TABLE IF EXISTS {temp}; CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {} FROM {table} WHERE false",
+                    load.key_list()
+                );
+                copy_into(&mut conn, &temp, &keys, gone).await?;
+                deleted = run!(
+                    conn,
+                    load,
+                    "DELETE FROM {table} AS t USING {temp} AS g WHERE {}",
+                    load.key_match("IS NOT DISTINCT FROM")
+                )
+                .rows_affected();
+            }
+            let temp = load.quote(&format!("{}__lake_upsert", load.name));
+            run!(
+                conn,
+                load,
+                "CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}); TRUNCATE {temp}"
+            );
+            let rows = copy_into(&mut conn, &temp, load, batches).await?;
+            run!(
+                conn,
+                load,
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM {temp} ON CONFLICT ({}) DO {}",
+                load.key_list(),
+                on_conflict(load, "EXCLUDED")
+            );
+            run!(conn, load, "DROP TABLE {temp}");
+            Ok::<_, ExportError>((rows, deleted))
+        };
+        match work.await {
+            Ok(done) => {
+                run!(conn, load, "COMMIT");
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = conn.execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
     }
 }
 

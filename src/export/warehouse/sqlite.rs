@@ -66,9 +66,39 @@ impl Backend for Sqlite {
         Ok(rows)
     }
 
-    async fn upsert(&self, load: &Load<'_>, batches: Batches<'_>) -> Result<u64, ExportError> {
+    async fn upsert(
+        &self,
+        load: &Load<'_>,
+        batches: Batches<'_>,
+        gone: Option<Batches<'_>>,
+    ) -> Result<(u64, u64), ExportError> {
         let fail = |e| load.failed(e);
         let mut tx = self.pool.begin().await.map_err(fail)?;
+        let mut deleted = 0;
+        if let Some(gone) = gone {
+            let temp = load.quote(&format!("{}__lake_gone", load.name));
+            let key_schema = load.key_schema();
+            let keys = load.of(&key_schema, temp.clone());
+            run!(tx, load, "DROP TABLE IF EXISTS temp.{temp}");
+            run!(
+                tx,
+                load,
+                "CREATE TEMP TABLE {temp} AS SELECT {} FROM {} WHERE 0",
+                load.key_list(),
+                load.table
+            );
+            let head = format!("INSERT INTO {temp} ({}) ", load.key_list());
+            insert_all(&mut *tx, &keys, (&head, ""), gone, LIMITS, bind).await?;
+            deleted = run!(
+                tx,
+                load,
+                "DELETE FROM {} AS t WHERE EXISTS (SELECT 1 FROM {temp} AS g WHERE {})",
+                load.table,
+                load.key_match("IS")
+            )
+            .rows_affected();
+            run!(tx, load, "DROP TABLE temp.{temp}");
+        }
         let head = format!("INSERT INTO {} ({}) ", load.table, load.column_list());
         let tail = format!(
             " ON CONFLICT ({}) DO {}",
@@ -77,7 +107,7 @@ impl Backend for Sqlite {
         );
         let rows = insert_all(&mut *tx, load, (&head, &tail), batches, LIMITS, bind).await?;
         tx.commit().await.map_err(fail)?;
-        Ok(rows)
+        Ok((rows, deleted))
     }
 }
 
