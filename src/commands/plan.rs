@@ -118,7 +118,10 @@ async fn strategy(lake: &Lake, model: &Model, prepared: &Prepared) -> String {
         }
     };
     let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
-    let mut text = format!("\n     strategy {}", strategy.describe());
+    let mut text = format!(
+        "\n     strategy {}",
+        crate::transform::merge::describe(&strategy, df.logical_plan())
+    );
     let Strategy::Groups(scope) = &strategy else {
         return text;
     };

@@ -38,6 +38,8 @@ pub enum Decision {
         filters: BTreeMap<TableName, Expr>,
         /// Rows read to find the touched groups.
         rows_read: u64,
+        /// Whether rows were removed too (not only added).
+        removed: bool,
     },
 }
 
@@ -151,6 +153,7 @@ pub async fn decide(
         touched,
         filters,
         rows_read,
+        removed: removed_rows > 0,
     })
 }
 

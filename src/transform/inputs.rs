@@ -160,7 +160,7 @@ impl Inputs {
                 {
                     let reads: Vec<TableName> =
                         view.reads.iter().map(|r| r.table.clone()).collect();
-                    self.add(lake, project, &reads, &BTreeMap::new()).await?;
+                    self.add(lake, project, &reads, since).await?;
                     let df = self
                         .ctx
                         .sql(&view.sql)

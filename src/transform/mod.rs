@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod groups;
 pub mod inputs;
+pub mod merge;
 pub mod model;
 pub mod run;
 pub mod runs;

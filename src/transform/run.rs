@@ -33,6 +33,7 @@ use super::groups::{self, Decision};
 use super::inputs::{
     Inputs, MODEL_STATE_KEY, ModelCursor, Read, ReadKind, cursor, model_sql_error,
 };
+use super::merge;
 use super::runs::{self, RunRecord, RunStatus};
 use super::scope::{self, Strategy};
 use super::{CheckKind, Materialized, Model, Project, Severity, TransformError, select};
@@ -527,10 +528,16 @@ async fn build(
         ),
     ];
     // A table model grouped by keys traced to its inputs recomputes only the groups its
-    // inputs' new rows touch, and replaces them in one commit.
+    // inputs' new rows touch, and writes them with its other rows in one commit.
+    let mut df = df;
     if model.config.materialized == Materialized::Table {
         let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
-        outcome.strategy = Some(strategy.describe());
+        let mergeable = match &strategy {
+            Strategy::Groups(scope) => Some(merge::mergeable(df.logical_plan(), scope)),
+            Strategy::Full(_) => None,
+        };
+        outcome.strategy = Some(merge::describe(&strategy, df.logical_plan()));
+        let mergeable = mergeable.and_then(Result::ok);
         if let Strategy::Groups(scope) = &strategy
             && !options.full_refresh
             && let Ok(table) = lake.table(&model.name, None, None).await
@@ -548,26 +555,88 @@ async fn build(
                         return Ok(());
                     }
                     Decision::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
+                    Decision::Recompute { .. }
+                        if mergeable.is_some()
+                            && !state_matches(lake, &model.name, &last).await =>
+                    {
+                        outcome.note = Some("rebuilt: its stored aggregates are missing".into());
+                    }
                     Decision::Recompute {
                         touched,
                         filters,
                         rows_read,
+                        removed,
                     } => {
-                        let mut scoped = Inputs::new(lake)?;
-                        scoped.at = inputs
+                        let at: BTreeMap<TableName, u64> = inputs
                             .reads
                             .iter()
                             .filter_map(|r| Some((r.table.clone(), r.version?)))
                             .collect();
-                        scoped.filters = filters;
                         let reads: Vec<TableName> =
                             model.reads.iter().map(|r| r.table.clone()).collect();
+                        let mut scoped = Inputs::new(lake)?;
+                        scoped.at = at.clone();
+                        scoped.filters = filters;
                         scoped.add(lake, project, &reads, &BTreeMap::new()).await?;
-                        let df = scoped
+                        let scoped_df = scoped
                             .ctx
                             .sql(&model.sql)
                             .await
                             .map_err(|e| model_sql_error(model, e))?;
+                        let sql_err = |e| model_sql_error(model, e);
+                        let mut read = rows_read;
+                        let new_rows = match &mergeable {
+                            Some(m) => {
+                                // The touched groups' aggregates: the stored ones combined with
+                                // the new rows' (or, where rows were removed, anew from the
+                                // touched groups' rows), kept in memory for both writes.
+                                let state = if removed {
+                                    m.state_of(&scoped.ctx.state(), scoped_df.logical_plan())
+                                        .map_err(sql_err)?
+                                } else {
+                                    let mut delta = Inputs::new(lake)?;
+                                    delta.at = at.clone();
+                                    let since: BTreeMap<TableName, u64> = scope
+                                        .keys
+                                        .keys()
+                                        .filter_map(|t| {
+                                            Some((t.clone(), *last.inputs.get(&t.to_string())?))
+                                        })
+                                        .collect();
+                                    delta.add(lake, project, &reads, &since).await?;
+                                    let delta_df =
+                                        delta.ctx.sql(&model.sql).await.map_err(sql_err)?;
+                                    let new = m
+                                        .state_of(&delta.ctx.state(), delta_df.logical_plan())
+                                        .map_err(sql_err)?;
+                                    let stored =
+                                        stored_state(lake, &scoped, model, m, Some(&touched))
+                                            .await?;
+                                    m.combine(stored, new).map_err(sql_err)?
+                                };
+                                let state = ModelSource::new(state, false);
+                                let batches = collect(state.clone()).await.map_err(sql_err)?;
+                                read += state.rows_scanned();
+                                let touched_state =
+                                    scoped.ctx.read_batches(batches).map_err(sql_err)?;
+                                let kept = stored_state(lake, &scoped, model, m, None)
+                                    .await?
+                                    .filter(Expr::IsNotTrue(Box::new(
+                                        touched.predicate(&m.scope_columns()),
+                                    )))
+                                    .and_then(|k| k.union(touched_state.clone()))
+                                    .map_err(sql_err)?;
+                                write_state(lake, model, kept, &metadata).await?;
+                                let plan = m
+                                    .over(
+                                        scoped_df.logical_plan(),
+                                        touched_state.into_unoptimized_plan(),
+                                    )
+                                    .map_err(sql_err)?;
+                                DataFrame::new(scoped.ctx.state(), plan)
+                            }
+                            None => scoped_df,
+                        };
                         // The table's other groups as they are, and the touched ones anew,
                         // written in one commit. (A replace of the touched groups through
                         // delta-rs turns the predicate into a kernel expression by recursion,
@@ -575,7 +644,7 @@ async fn build(
                         // inputs.)
                         let kept = async {
                             let provider = crate::lake::scan::provider(&table, None).await?;
-                            let columns: Vec<Expr> = df
+                            let columns: Vec<Expr> = new_rows
                                 .schema()
                                 .fields()
                                 .iter()
@@ -586,10 +655,10 @@ async fn build(
                                 .read_table(provider)?
                                 .filter(Expr::IsNotTrue(Box::new(touched.output_predicate(scope))))?
                                 .select(columns)?
-                                .union(df)
+                                .union(new_rows)
                         }
                         .await
-                        .map_err(|e| model_sql_error(model, e))?;
+                        .map_err(sql_err)?;
                         let source = ModelSource::new(kept, false);
                         let mode = WriteMode::Rebuild(model.config.partition_by.clone());
                         let written =
@@ -597,11 +666,25 @@ async fn build(
                         outcome.version = Some(written.version);
                         outcome.rows = Some(written.rows_read);
                         outcome.groups = Some(touched.groups);
-                        outcome.rows_read = Some(rows_read + source.rows_scanned());
+                        outcome.rows_read = Some(read + source.rows_scanned());
                         return Ok(());
                     }
                 }
             }
+        }
+        // Built in full: a model that merges keeps its aggregate's rows first, and computes
+        // its own from them.
+        if let Some(m) = &mergeable {
+            let sql_err = |e| model_sql_error(model, e);
+            let state = m
+                .state_of(&inputs.ctx.state(), df.logical_plan())
+                .map_err(sql_err)?;
+            write_state(lake, model, state, &metadata).await?;
+            let stored = stored_state(lake, &inputs, model, m, None).await?;
+            let plan = m
+                .over(df.logical_plan(), stored.into_unoptimized_plan())
+                .map_err(sql_err)?;
+            df = DataFrame::new(inputs.ctx.state(), plan);
         }
     }
     // An incremental model holds one row per key, whether built whole or merged: where the
@@ -657,6 +740,78 @@ async fn build(
         lake.drop_view(&model.name).await?;
     }
     Ok(())
+}
+
+/// Whether a merging model's stored aggregates were written by the run that `last` records.
+async fn state_matches(lake: &Lake, model: &TableName, last: &ModelCursor) -> bool {
+    match lake.table(&merge::state_table(model), None, None).await {
+        Ok(t) => cursor(&t).await.as_ref() == Some(last),
+        Err(_) => false,
+    }
+}
+
+/// A merging model's stored aggregates, of the touched groups only when given.
+async fn stored_state(
+    lake: &Lake,
+    inputs: &Inputs,
+    model: &Model,
+    m: &merge::Mergeable,
+    touched: Option<&scope::Touched>,
+) -> Result<DataFrame, TransformError> {
+    let name = merge::state_table(&model.name);
+    let table = lake.table(&name, None, None).await?;
+    let df = async {
+        let df = inputs
+            .ctx
+            .read_table(crate::lake::scan::provider(&table, None).await?)?;
+        match touched {
+            Some(t) => df.filter(t.predicate(&m.scope_columns())),
+            None => Ok(df),
+        }
+    }
+    .await
+    .map_err(|e| super::inputs::sql_error(&name, e))?;
+    Ok(df)
+}
+
+/// Writes a merging model's aggregates, with the model's cursor.
+async fn write_state(
+    lake: &Lake,
+    model: &Model,
+    state: DataFrame,
+    metadata: &[(String, serde_json::Value)],
+) -> Result<(), TransformError> {
+    let name = merge::state_table(&model.name);
+    write(
+        lake,
+        &name,
+        ModelSource::new(state, false),
+        &WriteMode::Rebuild(Vec::new()),
+        metadata,
+    )
+    .await
+    .map_err(|e| match e {
+        LakeError::Write { cause, .. } => match cause.downcast::<DataFusionError>() {
+            Ok(e) => model_sql_error(model, *e),
+            Err(cause) => LakeError::Write {
+                table: name.clone(),
+                cause,
+            }
+            .into(),
+        },
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+/// Every row of a source, in memory.
+async fn collect(source: Arc<ModelSource>) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let batches: Vec<RecordBatch> = source
+        .stream()
+        .try_collect()
+        .await
+        .map_err(DataFusionError::External)?;
+    Ok(batches)
 }
 
 /// Writes a model's rows in its sort order, in files cut at the key's boundaries. The

@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use crate::common::{Backend, TestContext};
 use crate::snapshot;
 
-/// raw.plays (id, listener, at, ms, track), a view over it, and three group-scoped models:
+/// raw.plays (id, listener, at, ms, track), a view over it, and four group-scoped models:
 /// by day (through the view, with a distinct count), by listener (sessions, from windows),
-/// by month (a top 2 ranked within the month).
+/// by month (a top 2 ranked within the month), and by track (aggregates that merge).
 fn project(ctx: &TestContext, rows: &[Play]) {
     ctx.write("plays.csv", csv(rows));
     ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
@@ -31,6 +31,12 @@ n AS (SELECT *, sum(s) OVER (PARTITION BY listener ORDER BY at, id ROWS UNBOUNDE
 SELECT listener, min(at) AS started_at, count(*) AS plays FROM n GROUP BY listener, sid",
     );
     ctx.write(
+        "queries/per_track.sql",
+        "/* lake\nexport = true\n[[tests]]\nunique = [\"track\"]\n*/\nSELECT track, count(*) AS plays, sum(ms) AS ms, min(at) AS first, max(at) AS last,
+    count(*) FILTER (WHERE ms > 3000) AS long, round(CAST(sum(ms) AS DOUBLE) / count(*), 2) AS mean
+FROM curated.p GROUP BY track HAVING count(*) > 1",
+    );
+    ctx.write(
         "queries/monthly.sql",
         "/* lake\nexport = true\n[[tests]]\nunique = [\"month\", \"rank\"]\n*/\nSELECT * FROM (
     SELECT CAST(month AS DATE) AS month, track, n,
@@ -40,7 +46,7 @@ SELECT listener, min(at) AS started_at, count(*) AS plays FROM n GROUP BY listen
     );
 }
 
-const MODELS: [&str; 3] = ["daily", "sessions", "monthly"];
+const MODELS: [&str; 4] = ["daily", "sessions", "monthly", "per_track"];
 
 #[derive(Debug, Clone)]
 struct Play {
@@ -211,7 +217,11 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     ctx.ok(&["ingest", "day.csv", "--table", "raw.plays"]);
     let plan = ctx.ok(&["plan"]);
     assert!(
-        plan.contains("strategy groups by day\n     would recompute 1 group"),
+        plan.contains("strategy groups by day, re-aggregated: count(DISTINCT …) does not merge\n     would recompute 1 group"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("strategy groups by track, merging new rows into its aggregates"),
         "{plan}"
     );
     let out = run_and_export(&ctx);
@@ -219,6 +229,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
         ("daily", "1 group"),
         ("sessions", "3 groups"),
         ("monthly", "1 group"),
+        ("per_track", "4 groups"),
     ] {
         let line = out
             .lines()
@@ -232,7 +243,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     ctx.ok(&["maintain", "raw.plays"]);
     let out = run_and_export(&ctx);
     assert!(
-        out.matches("its inputs' rows are as they were").count() == 3,
+        out.matches("its inputs' rows are as they were").count() == 4,
         "{out}"
     );
     // Late plays recompute their old day, not the new one.
