@@ -40,6 +40,9 @@ pub enum Decision {
         rows_read: u64,
         /// Whether rows were removed too (not only added).
         removed: bool,
+        /// For each input the groups come from, the files it gained (none when unchanged):
+        /// its new rows.
+        added: BTreeMap<TableName, Vec<Add>>,
     },
 }
 
@@ -56,6 +59,7 @@ pub async fn decide(
     let mut removed_rows = 0u64;
     let mut source_rows = 0u64;
     let mut rows_read = 0u64;
+    let mut added: BTreeMap<TableName, Vec<Add>> = BTreeMap::new();
     for read in &inputs.reads {
         let Some(version) = read.version else {
             continue;
@@ -74,6 +78,7 @@ pub async fn decide(
         };
         let delta = lake.table(table, Some(version), None).await?;
         source_rows += rows_of(&delta, None);
+        added.insert(table.clone(), Vec::new());
         if last == version {
             continue;
         }
@@ -95,6 +100,7 @@ pub async fn decide(
             df.select(select)
         };
         let err = |e| super::inputs::sql_error(table, e);
+        added.insert(table.clone(), diff.added.clone());
         if !diff.added.is_empty() {
             rows_read += diff.added.iter().map(add_rows).sum::<u64>();
             let provider = crate::lake::scan::provider(&delta, Some(&diff.added))
@@ -154,6 +160,7 @@ pub async fn decide(
         filters,
         rows_read,
         removed: removed_rows > 0,
+        added,
     })
 }
 

@@ -89,6 +89,8 @@ pub struct Inputs {
     pub at: BTreeMap<TableName, u64>,
     /// Tables read through these filters (a group-scoped run's touched groups).
     pub filters: BTreeMap<TableName, datafusion::logical_expr::Expr>,
+    /// Tables read as these files only (a merging run's new rows).
+    pub only: BTreeMap<TableName, Vec<deltalake::kernel::Add>>,
 }
 
 impl Inputs {
@@ -99,6 +101,7 @@ impl Inputs {
             reads: Vec::new(),
             at: BTreeMap::new(),
             filters: BTreeMap::new(),
+            only: BTreeMap::new(),
         })
     }
 
@@ -160,7 +163,7 @@ impl Inputs {
                 {
                     let reads: Vec<TableName> =
                         view.reads.iter().map(|r| r.table.clone()).collect();
-                    self.add(lake, project, &reads, since).await?;
+                    self.add(lake, project, &reads, &BTreeMap::new()).await?;
                     let df = self
                         .ctx
                         .sql(&view.sql)
@@ -179,6 +182,10 @@ impl Inputs {
                 let changes = match since.get(table) {
                     Some(&from) => Some((from, changes_since(table, &delta, from, version).await?)),
                     None => None,
+                };
+                let changes = match self.only.get(table) {
+                    Some(files) => Some((version, Changes::Added(files.clone()))),
+                    None => changes,
                 };
                 let (provider, kind) = match changes {
                     Some((from, Changes::Added(files))) => {

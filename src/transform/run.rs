@@ -530,6 +530,8 @@ async fn build(
     // A table model grouped by keys traced to its inputs recomputes only the groups its
     // inputs' new rows touch, and writes them with its other rows in one commit.
     let mut df = df;
+    // Rows a merging model's aggregate read on a full build, before its own rows.
+    let mut state_read = 0;
     if model.config.materialized == Materialized::Table {
         let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
         let mergeable = match &strategy {
@@ -566,6 +568,7 @@ async fn build(
                         filters,
                         rows_read,
                         removed,
+                        added,
                     } => {
                         let at: BTreeMap<TableName, u64> = inputs
                             .reads
@@ -596,14 +599,8 @@ async fn build(
                                 } else {
                                     let mut delta = Inputs::new(lake)?;
                                     delta.at = at.clone();
-                                    let since: BTreeMap<TableName, u64> = scope
-                                        .keys
-                                        .keys()
-                                        .filter_map(|t| {
-                                            Some((t.clone(), *last.inputs.get(&t.to_string())?))
-                                        })
-                                        .collect();
-                                    delta.add(lake, project, &reads, &since).await?;
+                                    delta.only = added;
+                                    delta.add(lake, project, &reads, &BTreeMap::new()).await?;
                                     let delta_df =
                                         delta.ctx.sql(&model.sql).await.map_err(sql_err)?;
                                     let new = m
@@ -626,7 +623,7 @@ async fn build(
                                     )))
                                     .and_then(|k| k.union(touched_state.clone()))
                                     .map_err(sql_err)?;
-                                write_state(lake, model, kept, &metadata).await?;
+                                read += write_state(lake, model, kept, &metadata).await?;
                                 let plan = m
                                     .over(
                                         scoped_df.logical_plan(),
@@ -679,7 +676,7 @@ async fn build(
             let state = m
                 .state_of(&inputs.ctx.state(), df.logical_plan())
                 .map_err(sql_err)?;
-            write_state(lake, model, state, &metadata).await?;
+            state_read = write_state(lake, model, state, &metadata).await?;
             let stored = stored_state(lake, &inputs, model, m, None).await?;
             let plan = m
                 .over(df.logical_plan(), stored.into_unoptimized_plan())
@@ -725,7 +722,7 @@ async fn build(
     };
     let source = ModelSource::new(df, incremental);
     let written = write_model(lake, model, source.clone(), &mode, &metadata).await?;
-    outcome.rows_read = Some(source.rows_scanned());
+    outcome.rows_read = Some(state_read + source.rows_scanned());
     outcome.version = Some(written.version);
     // An append of new keys is an insert of them all.
     outcome.merged = written
@@ -780,12 +777,13 @@ async fn write_state(
     model: &Model,
     state: DataFrame,
     metadata: &[(String, serde_json::Value)],
-) -> Result<(), TransformError> {
+) -> Result<u64, TransformError> {
     let name = merge::state_table(&model.name);
+    let source = ModelSource::new(state, false);
     write(
         lake,
         &name,
-        ModelSource::new(state, false),
+        source.clone(),
         &WriteMode::Rebuild(Vec::new()),
         metadata,
     )
@@ -801,7 +799,7 @@ async fn write_state(
         },
         other => other.into(),
     })?;
-    Ok(())
+    Ok(source.rows_scanned())
 }
 
 /// Every row of a source, in memory.

@@ -132,6 +132,11 @@ pub fn strategy(plan: &LogicalPlan, by: Option<&IncrementalBy>) -> Strategy {
     if per_table.is_empty() {
         return Strategy::Full("its groups come from no input table".into());
     }
+    // A table read both by group and in full (joined to itself, or in a subquery) cannot be
+    // filtered to the touched groups for one use alone.
+    if let Some(both) = per_table.keys().find(|t| node.joined.contains(*t)) {
+        return Strategy::Full(format!("it reads {both} both by group and in full"));
+    }
     Strategy::Groups(Scope {
         columns: chosen.iter().map(|(i, _)| names[*i].clone()).collect(),
         keys: per_table,

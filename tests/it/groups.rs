@@ -155,6 +155,10 @@ fn plan_names_each_models_strategy() {
             "SELECT track, count(*) AS n, random() AS r FROM raw.plays GROUP BY track",
         ),
         ("total", "SELECT count(*) AS n FROM raw.plays"),
+        (
+            "itself",
+            "SELECT p.listener, count(*) AS n FROM raw.plays p WHERE EXISTS (SELECT 1 FROM raw.plays q WHERE q.id = p.id + 1) GROUP BY 1",
+        ),
         ("rows", "SELECT id, track FROM raw.plays WHERE ms > 0"),
         (
             "forced",
