@@ -252,6 +252,12 @@ if section("refresh"):
     )
     ratio, each = pairs([s for s, _ in ref["incremental"]], [s for s, _ in ref["full"]])
     print(f"full refresh time / incremental time, median of pairs: **{ratio:.2f}** ({each})\n")
+    # What the day's refresh did, model by model: rows written (and groups recomputed), and the
+    # rows each table sent to the warehouse (+ upserted, - deleted).
+    restore(WORK / "with_day")
+    day_report = subprocess.run([LAKE, "refresh"], check=True, capture_output=True, text=True).stdout
+    print("The day's `lake refresh`, as it reports itself:\n")
+    print("```text\n" + day_report.strip() + "\n```\n")
 
 # --- Export --------------------------------------------------------------------------------
 if section("export") and section("refresh"):

@@ -390,10 +390,13 @@ async fn run(
                     Stage::Run,
                     o.model.to_string(),
                     o.status.into(),
-                    match (o.merged, o.rows) {
-                        (Some((i, u)), _) => format!("+{i} ~{u}"),
-                        (None, Some(r)) => r.to_string(),
-                        (None, None) => String::new(),
+                    match (o.merged, o.rows, o.groups) {
+                        (Some((i, u)), _, _) => format!("+{i} ~{u}"),
+                        (None, Some(r), Some(g)) if o.status != Status::Unchanged => {
+                            format!("{r} ({g} groups)")
+                        }
+                        (None, Some(r), _) => r.to_string(),
+                        (None, None, _) => String::new(),
                     },
                     Some(o.duration),
                     o.error.clone().unwrap_or_default(),
