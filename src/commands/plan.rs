@@ -135,10 +135,10 @@ async fn strategy(lake: &Lake, model: &Model, prepared: &Prepared) -> String {
         Some(last) => match groups::decide(lake, &prepared.inputs, scope, &last).await {
             Ok(Decision::Unchanged) => "would do nothing: its inputs' rows are as they were".into(),
             Ok(Decision::Full(why)) => format!("would rebuild: {why}"),
-            Ok(Decision::Recompute { touched, .. }) => format!(
+            Ok(Decision::Recompute(r)) => format!(
                 "would recompute {} group{}",
-                touched.groups,
-                if touched.groups == 1 { "" } else { "s" }
+                r.touched.groups,
+                if r.touched.groups == 1 { "" } else { "s" }
             ),
             Err(e) => format!("cannot tell what changed: {e}"),
         },

@@ -31,19 +31,23 @@ pub enum Decision {
     /// The inputs' rows are as they were (only compacted): nothing to do.
     Unchanged,
     /// Recompute these groups.
-    Recompute {
-        /// The touched groups.
-        touched: Touched,
-        /// For each input the groups come from, the filter to its touched rows.
-        filters: BTreeMap<TableName, Expr>,
-        /// Rows read to find the touched groups.
-        rows_read: u64,
-        /// Whether rows were removed too (not only added).
-        removed: bool,
-        /// For each input the groups come from, the files it gained (none when unchanged):
-        /// its new rows.
-        added: BTreeMap<TableName, Vec<Add>>,
-    },
+    Recompute(Recompute),
+}
+
+/// The groups a run recomputes, and how to read their rows.
+#[derive(Debug)]
+pub struct Recompute {
+    /// The touched groups.
+    pub touched: Touched,
+    /// For each input the groups come from, the filter to its touched rows.
+    pub filters: BTreeMap<TableName, Expr>,
+    /// Rows read to find the touched groups.
+    pub rows_read: u64,
+    /// Whether rows were removed too (not only added).
+    pub removed: bool,
+    /// For each input the groups come from, the files it gained (none when unchanged): its
+    /// new rows.
+    pub added: BTreeMap<TableName, Vec<Add>>,
 }
 
 /// Works out which groups of a model of `scope` the commits since `previous` touch, from the
@@ -155,13 +159,13 @@ pub async fn decide(
         .iter()
         .map(|(t, exprs)| (t.clone(), touched.predicate(exprs)))
         .collect();
-    Ok(Decision::Recompute {
+    Ok(Decision::Recompute(Recompute {
         touched,
         filters,
         rows_read,
         removed: removed_rows > 0,
         added,
-    })
+    }))
 }
 
 /// The table's files as add actions (path and statistics), for a scan of some of them.

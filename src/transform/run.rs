@@ -557,114 +557,24 @@ async fn build(
                         return Ok(());
                     }
                     Decision::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
-                    Decision::Recompute { .. }
+                    Decision::Recompute(_)
                         if mergeable.is_some()
                             && !state_matches(lake, &model.name, &last).await =>
                     {
                         outcome.note = Some("rebuilt: its stored aggregates are missing".into());
                     }
-                    Decision::Recompute {
-                        touched,
-                        filters,
-                        rows_read,
-                        removed,
-                        added,
-                    } => {
-                        let at: BTreeMap<TableName, u64> = inputs
-                            .reads
-                            .iter()
-                            .filter_map(|r| Some((r.table.clone(), r.version?)))
-                            .collect();
-                        let reads: Vec<TableName> =
-                            model.reads.iter().map(|r| r.table.clone()).collect();
-                        let mut scoped = Inputs::new(lake)?;
-                        scoped.at = at.clone();
-                        scoped.filters = filters;
-                        scoped.add(lake, project, &reads, &BTreeMap::new()).await?;
-                        let scoped_df = scoped
-                            .ctx
-                            .sql(&model.sql)
-                            .await
-                            .map_err(|e| model_sql_error(model, e))?;
-                        let sql_err = |e| model_sql_error(model, e);
-                        let mut read = rows_read;
-                        let new_rows = match &mergeable {
-                            Some(m) => {
-                                // The touched groups' aggregates: the stored ones combined with
-                                // the new rows' (or, where rows were removed, anew from the
-                                // touched groups' rows), kept in memory for both writes.
-                                let state = if removed {
-                                    m.state_of(&scoped.ctx.state(), scoped_df.logical_plan())
-                                        .map_err(sql_err)?
-                                } else {
-                                    let mut delta = Inputs::new(lake)?;
-                                    delta.at = at.clone();
-                                    delta.only = added;
-                                    delta.add(lake, project, &reads, &BTreeMap::new()).await?;
-                                    let delta_df =
-                                        delta.ctx.sql(&model.sql).await.map_err(sql_err)?;
-                                    let new = m
-                                        .state_of(&delta.ctx.state(), delta_df.logical_plan())
-                                        .map_err(sql_err)?;
-                                    let stored =
-                                        stored_state(lake, &scoped, model, m, Some(&touched))
-                                            .await?;
-                                    m.combine(stored, new).map_err(sql_err)?
-                                };
-                                let state = ModelSource::new(state, false);
-                                let batches = collect(state.clone()).await.map_err(sql_err)?;
-                                read += state.rows_scanned();
-                                let touched_state =
-                                    scoped.ctx.read_batches(batches).map_err(sql_err)?;
-                                let kept = stored_state(lake, &scoped, model, m, None)
-                                    .await?
-                                    .filter(Expr::IsNotTrue(Box::new(
-                                        touched.predicate(&m.scope_columns()),
-                                    )))
-                                    .and_then(|k| k.union(touched_state.clone()))
-                                    .map_err(sql_err)?;
-                                read += write_state(lake, model, kept, &metadata).await?;
-                                let plan = m
-                                    .over(
-                                        scoped_df.logical_plan(),
-                                        touched_state.into_unoptimized_plan(),
-                                    )
-                                    .map_err(sql_err)?;
-                                DataFrame::new(scoped.ctx.state(), plan)
-                            }
-                            None => scoped_df,
+                    Decision::Recompute(groups) => {
+                        let scoped = Scoped {
+                            lake,
+                            project,
+                            model,
+                            inputs: &inputs,
+                            scope,
+                            mergeable: mergeable.as_ref(),
+                            table: &table,
+                            metadata: &metadata,
                         };
-                        // The table's other groups as they are, and the touched ones anew,
-                        // written in one commit. (A replace of the touched groups through
-                        // delta-rs turns the predicate into a kernel expression by recursion,
-                        // too deep for thousands of keys; the groups are small beside their
-                        // inputs.)
-                        let kept = async {
-                            let provider = crate::lake::scan::provider(&table, None).await?;
-                            let columns: Vec<Expr> = new_rows
-                                .schema()
-                                .fields()
-                                .iter()
-                                .map(|f| Expr::Column(Column::new_unqualified(f.name())))
-                                .collect();
-                            scoped
-                                .ctx
-                                .read_table(provider)?
-                                .filter(Expr::IsNotTrue(Box::new(touched.output_predicate(scope))))?
-                                .select(columns)?
-                                .union(new_rows)
-                        }
-                        .await
-                        .map_err(sql_err)?;
-                        let source = ModelSource::new(kept, false);
-                        let mode = WriteMode::Rebuild(model.config.partition_by.clone());
-                        let written =
-                            write_model(lake, model, source.clone(), &mode, &metadata).await?;
-                        outcome.version = Some(written.version);
-                        outcome.rows = Some(written.rows_read);
-                        outcome.groups = Some(touched.groups);
-                        outcome.rows_read = Some(read + source.rows_scanned());
-                        return Ok(());
+                        return scoped.run(groups, outcome).await;
                     }
                 }
             }
@@ -737,6 +647,126 @@ async fn build(
         lake.drop_view(&model.name).await?;
     }
     Ok(())
+}
+
+/// A group-scoped run of a table model: its touched groups recomputed (re-aggregated, or
+/// merged from the new rows' aggregates), and written with its other rows in one commit.
+struct Scoped<'a> {
+    lake: &'a Lake,
+    project: &'a Project,
+    model: &'a Model,
+    /// The inputs as the run opened them.
+    inputs: &'a Inputs,
+    scope: &'a scope::Scope,
+    mergeable: Option<&'a merge::Mergeable>,
+    /// The model's table as the last run left it.
+    table: &'a deltalake::DeltaTable,
+    metadata: &'a [(String, serde_json::Value)],
+}
+
+impl Scoped<'_> {
+    async fn run(
+        &self,
+        groups: groups::Recompute,
+        outcome: &mut ModelOutcome,
+    ) -> Result<(), TransformError> {
+        let (lake, project, model) = (self.lake, self.project, self.model);
+        let groups::Recompute {
+            touched,
+            filters,
+            rows_read,
+            removed,
+            added,
+        } = groups;
+        let at: BTreeMap<TableName, u64> = self
+            .inputs
+            .reads
+            .iter()
+            .filter_map(|r| Some((r.table.clone(), r.version?)))
+            .collect();
+        let reads: Vec<TableName> = model.reads.iter().map(|r| r.table.clone()).collect();
+        let sql_err = |e| model_sql_error(model, e);
+        // The inputs at the same versions, filtered to the touched groups' rows.
+        let mut scoped = Inputs::new(lake)?;
+        scoped.at = at.clone();
+        scoped.filters = filters;
+        scoped.add(lake, project, &reads, &BTreeMap::new()).await?;
+        let scoped_df = scoped.ctx.sql(&model.sql).await.map_err(sql_err)?;
+        let mut read = rows_read;
+        let new_rows = match self.mergeable {
+            Some(m) => {
+                // The touched groups' aggregates: the stored ones combined with the new rows'
+                // (or, where rows were removed, anew from the touched groups' rows), kept in
+                // memory for both writes.
+                let state = if removed {
+                    m.state_of(&scoped.ctx.state(), scoped_df.logical_plan())
+                        .map_err(sql_err)?
+                } else {
+                    let mut delta = Inputs::new(lake)?;
+                    delta.at = at;
+                    delta.only = added;
+                    delta.add(lake, project, &reads, &BTreeMap::new()).await?;
+                    let delta_df = delta.ctx.sql(&model.sql).await.map_err(sql_err)?;
+                    let new = m
+                        .state_of(&delta.ctx.state(), delta_df.logical_plan())
+                        .map_err(sql_err)?;
+                    let stored = stored_state(lake, &scoped, model, m, Some(&touched)).await?;
+                    m.combine(stored, new).map_err(sql_err)?
+                };
+                let state = ModelSource::new(state, false);
+                let batches = collect(state.clone()).await.map_err(sql_err)?;
+                read += state.rows_scanned();
+                let touched_state = scoped.ctx.read_batches(batches).map_err(sql_err)?;
+                let kept = stored_state(lake, &scoped, model, m, None)
+                    .await?
+                    .filter(Expr::IsNotTrue(Box::new(
+                        touched.predicate(&m.scope_columns()),
+                    )))
+                    .and_then(|k| k.union(touched_state.clone()))
+                    .map_err(sql_err)?;
+                read += write_state(lake, model, kept, self.metadata).await?;
+                let plan = m
+                    .over(
+                        scoped_df.logical_plan(),
+                        touched_state.into_unoptimized_plan(),
+                    )
+                    .map_err(sql_err)?;
+                DataFrame::new(scoped.ctx.state(), plan)
+            }
+            None => scoped_df,
+        };
+        // The table's other groups as they are, and the touched ones anew, written in one
+        // commit. (A replace of the touched groups through delta-rs turns the predicate into
+        // a kernel expression by recursion, too deep for thousands of keys; the groups are
+        // small beside their inputs.)
+        let kept = async {
+            let provider = crate::lake::scan::provider(self.table, None).await?;
+            let columns: Vec<Expr> = new_rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Expr::Column(Column::new_unqualified(f.name())))
+                .collect();
+            scoped
+                .ctx
+                .read_table(provider)?
+                .filter(Expr::IsNotTrue(Box::new(
+                    touched.output_predicate(self.scope),
+                )))?
+                .select(columns)?
+                .union(new_rows)
+        }
+        .await
+        .map_err(sql_err)?;
+        let source = ModelSource::new(kept, false);
+        let mode = WriteMode::Rebuild(model.config.partition_by.clone());
+        let written = write_model(lake, model, source.clone(), &mode, self.metadata).await?;
+        outcome.version = Some(written.version);
+        outcome.rows = Some(written.rows_read);
+        outcome.groups = Some(touched.groups);
+        outcome.rows_read = Some(read + source.rows_scanned());
+        Ok(())
+    }
 }
 
 /// Whether a merging model's stored aggregates were written by the run that `last` records.
