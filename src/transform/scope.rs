@@ -675,3 +675,38 @@ impl Ord for ScalarOrd {
             .unwrap_or(std::cmp::Ordering::Equal)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::col;
+
+    use super::Touched;
+
+    #[test]
+    fn touched_keys_count_tuples_and_match_nulls() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("x"), None, Some("x"), Some("y")])),
+                Arc::new(Int64Array::from(vec![1, 2, 1, 3])),
+            ],
+        )
+        .unwrap();
+        let touched = Touched::from_batches(&[batch], 2).unwrap();
+        assert_eq!(touched.groups, 3);
+        assert_eq!(
+            touched.predicate(&[col("a"), col("b")]).to_string(),
+            "(a IN ([Utf8(\"x\"), Utf8(\"y\")]) OR a IS NULL) AND b IN ([Int64(1), Int64(2), Int64(3)])"
+        );
+        let none = Touched::from_batches(&[], 1).unwrap();
+        assert!(none.is_empty());
+    }
+}
