@@ -695,7 +695,12 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(StringArray::from(vec![Some("x"), None, Some("x"), Some("y")])),
+                Arc::new(StringArray::from(vec![
+                    Some("x"),
+                    None,
+                    Some("x"),
+                    Some("y"),
+                ])),
                 Arc::new(Int64Array::from(vec![1, 2, 1, 3])),
             ],
         )

@@ -318,7 +318,7 @@ fn changed_rows(kind: &'static str) {
     let ctx = TestContext::new(Backend::Local);
     ctx.write(
         "e.csv",
-        "id,day,n\n1,2026-01-01,5\n2,2026-01-02,7\n3,2026-01-03,1\n",
+        "id,day,n\n1,2026-01-01,5\n2,2026-01-02,7\n3,2026-01-03,1\n6,,4\n",
     );
     ctx.ok(&["ingest", "e.csv", "--table", "raw.e"]);
     ctx.write(
@@ -329,22 +329,23 @@ fn changed_rows(kind: &'static str) {
     let wh = Wh::new(kind, &ctx);
     let t = wh.table("daily");
     let out = export(&ctx, &wh, &[]);
-    assert!(out.contains("exported") && out.contains("3 rows"), "{out}");
+    assert!(out.contains("exported") && out.contains("4 rows"), "{out}");
 
-    ctx.write("f.csv", "id,day,n\n4,2026-01-03,2\n5,2026-01-04,3\n");
+    ctx.write("f.csv", "id,day,n\n4,2026-01-03,2\n5,2026-01-04,3\n7,,1\n");
     ctx.ok(&["ingest", "f.csv", "--table", "raw.e"]);
     let out = ctx.ok(&["run"]);
-    assert!(out.contains("2 groups recomputed"), "{out}");
+    assert!(out.contains("3 groups recomputed"), "{out}");
+    // The null day's row is replaced, not joined by a second one.
     let out = export(&ctx, &wh, &[]);
     assert!(
-        out.contains("upserted") && out.contains("2 rows, 0 deleted"),
+        out.contains("upserted") && out.contains("3 rows, 0 deleted"),
         "{out}"
     );
 
     // The source loses a day: the model is rebuilt, and the warehouse loses that row alone.
     ctx.write(
         "e.csv",
-        "id,day,n\n2,2026-01-02,7\n3,2026-01-03,1\n4,2026-01-03,2\n5,2026-01-04,3\n",
+        "id,day,n\n2,2026-01-02,7\n3,2026-01-03,1\n4,2026-01-03,2\n5,2026-01-04,3\n6,,4\n7,,1\n",
     );
     ctx.ok(&["ingest", "e.csv", "--table", "raw.e", "--mode", "overwrite"]);
     ctx.ok(&["run"]);
@@ -354,7 +355,7 @@ fn changed_rows(kind: &'static str) {
         "{out}"
     );
     let rows = wh.sql(&format!("SELECT plays, n FROM {t} ORDER BY plays, n"));
-    assert_eq!(rows.replace('\t', ","), "1,3\n1,7\n2,3");
+    assert_eq!(rows.replace('\t', ","), "1,3\n1,7\n2,3\n2,5");
     wh.drop();
 }
 

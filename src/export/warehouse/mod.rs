@@ -165,7 +165,8 @@ impl Load<'_> {
     }
 
     /// `t.a <op> g.a AND t.b <op> g.b` over the key, for a join of the target (`t`) to a
-    /// table of keys (`g`) with the dialect's null-safe equality `op`.
+    /// table of keys (`g`): `=`, which the key's unique index serves, or the dialect's
+    /// null-safe equality.
     pub fn key_match(&self, op: &str) -> String {
         self.key
             .iter()
@@ -175,6 +176,15 @@ impl Load<'_> {
             })
             .collect::<Vec<_>>()
             .join(" AND ")
+    }
+
+    /// `t.a IS NULL OR t.b IS NULL`: the target's rows a plain `=` on the key cannot match.
+    pub fn key_has_null(&self) -> String {
+        self.key
+            .iter()
+            .map(|k| format!("t.{} IS NULL", self.quote(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
     }
 
     /// A failed statement of this load.

@@ -137,12 +137,22 @@ impl Backend for MySql {
                 );
                 let head = format!("INSERT INTO {temp} ({}) ", load.key_list());
                 insert_all(&mut *conn, &keys, (&head, ""), gone, limits, bind).await?;
+                // By the key's index; then the few rows whose key holds a null.
                 deleted = run!(
                     conn,
                     load,
                     "DELETE t FROM {} AS t JOIN {temp} AS g ON {}",
                     load.table,
-                    load.key_match("<=>")
+                    load.key_match("=")
+                )
+                .rows_affected();
+                deleted += run!(
+                    conn,
+                    load,
+                    "DELETE t FROM {} AS t JOIN {temp} AS g ON {} WHERE {}",
+                    load.table,
+                    load.key_match("<=>"),
+                    load.key_has_null()
                 )
                 .rows_affected();
                 run!(conn, load, "DROP TEMPORARY TABLE {temp}");

@@ -136,10 +136,19 @@ impl Backend for Postgres {
                     load.key_list()
                 );
                 copy_into(&mut conn, &temp, &keys, gone).await?;
+                // By a hash join on the key; then the few rows whose key holds a null.
                 deleted = run!(
                     conn,
                     load,
-                    "DELETE FROM {table} AS t USING {temp} AS g WHERE {}",
+                    "ANALYZE {temp}; DELETE FROM {table} AS t USING {temp} AS g WHERE {}",
+                    load.key_match("=")
+                )
+                .rows_affected();
+                deleted += run!(
+                    conn,
+                    load,
+                    "DELETE FROM {table} AS t USING {temp} AS g WHERE ({}) AND {}",
+                    load.key_has_null(),
                     load.key_match("IS NOT DISTINCT FROM")
                 )
                 .rows_affected();

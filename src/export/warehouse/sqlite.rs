@@ -89,11 +89,22 @@ impl Backend for Sqlite {
             );
             let head = format!("INSERT INTO {temp} ({}) ", load.key_list());
             insert_all(&mut *tx, &keys, (&head, ""), gone, LIMITS, bind).await?;
+            // By the key's index; then the few rows whose key holds a null, null-safely.
             deleted = run!(
                 tx,
                 load,
-                "DELETE FROM {} AS t WHERE EXISTS (SELECT 1 FROM {temp} AS g WHERE {})",
+                "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM {temp})",
                 load.table,
+                load.key_list(),
+                load.key_list()
+            )
+            .rows_affected();
+            deleted += run!(
+                tx,
+                load,
+                "DELETE FROM {} AS t WHERE ({}) AND EXISTS (SELECT 1 FROM {temp} AS g WHERE {})",
+                load.table,
+                load.key_has_null(),
                 load.key_match("IS")
             )
             .rows_affected();
