@@ -81,7 +81,7 @@ pub async fn decide(
             )));
         };
         let delta = lake.table(table, Some(version), None).await?;
-        source_rows += rows_of(&delta, None);
+        source_rows += rows_of(&delta);
         added.insert(table.clone(), Vec::new());
         if last == version {
             continue;
@@ -186,15 +186,14 @@ fn files_of(table: &DeltaTable) -> Vec<Add> {
         .collect()
 }
 
-/// Rows in `table`'s files (all of them, or those at `paths`), from the log's statistics.
-fn rows_of(table: &DeltaTable, paths: Option<&HashSet<&str>>) -> u64 {
+/// Rows in `table`, from the log's statistics.
+fn rows_of(table: &DeltaTable) -> u64 {
     let Ok(state) = table.snapshot() else {
         return 0;
     };
     state
         .log_data()
         .iter()
-        .filter(|f| paths.is_none_or(|p| p.contains(f.path().as_ref())))
         .map(|f| f.num_records().unwrap_or(0) as u64)
         .sum()
 }
