@@ -302,103 +302,47 @@ pub async fn export_table(
         }
         _ => None,
     };
-    if let Some(from) = diff_from
-        && let Ok(before) = lake.table(name, Some(from), None).await
-    {
-        let (changed, stale, gone) = differences(&ctx, &table, &before, key)
-            .await
-            .map_err(read_err)?;
-        let deleted = gone.count().await.map_err(read_err)? as u64;
-        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let stream = |df: datafusion::prelude::DataFrame| {
-            let name = name.clone();
-            let read = read.clone();
-            async move {
-                let s = df.execute_stream().await.map_err(|e| ExportError::Read {
-                    table: name.clone(),
-                    cause: e.into(),
-                })?;
-                Ok::<_, ExportError>(
-                    s.map(move |b| {
-                        let b = b.map_err(|e| ExportError::Read {
-                            table: name.clone(),
-                            cause: e.into(),
-                        })?;
-                        let n = read
-                            .fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
-                        progress(n + b.num_rows() as u64);
-                        Ok(b)
-                    })
-                    .boxed(),
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let batches = |df: datafusion::prelude::DataFrame| batches(df, name, &read, progress);
+    let before = match diff_from {
+        Some(from) => lake.table(name, Some(from), None).await.ok(),
+        None => None,
+    };
+    // Rows upserted or loaded, rows deleted where the changes were sent, and the mode.
+    let (rows, deleted, mode) = match before {
+        Some(before) => {
+            let (changed, stale, gone) = differences(&ctx, &table, &before, key)
+                .await
+                .map_err(read_err)?;
+            let deleted = gone.count().await.map_err(read_err)? as u64;
+            let (rows, _) = warehouse
+                .sync(
+                    target,
+                    &schema,
+                    key,
+                    batches(changed).await?,
+                    batches(stale).await?,
                 )
-            }
-        };
-        let (rows, _) = warehouse
-            .sync(
-                target,
-                &schema,
-                key,
-                stream(changed).await?,
-                stream(stale).await?,
-            )
-            .await?;
-        let duration = started.elapsed();
-        record(
-            lake,
-            &ExportRecord {
-                table: name.to_string(),
-                target: target_text.clone(),
-                warehouse: warehouse.redacted(),
-                rows: rows + deleted,
-                version,
-                duration,
-                at: Utc::now(),
-                mode: "changes",
-                shape,
-            },
-        )
-        .await?;
-        return Ok(Exported {
-            table: name.clone(),
-            target: target_text,
-            rows: Some(rows),
-            version,
-            duration,
-            unchanged: false,
-            upsert: true,
-            deleted: Some(deleted),
-        });
-    }
-    let upsert = since.is_some();
-    let provider = match since {
-        Some(files) => crate::lake::scan::provider(&table, Some(&files))
-            .await
-            .map_err(read_err)?,
-        None => crate::lake::scan::provider(&table, None)
-            .await
-            .map_err(read_err)?,
+                .await?;
+            (rows, Some(deleted), "changes")
+        }
+        None => {
+            let upsert = since.is_some();
+            let provider = crate::lake::scan::provider(&table, since.as_deref())
+                .await
+                .map_err(read_err)?;
+            let df = ctx.read_table(provider).map_err(read_err)?;
+            let (mode, name) = if upsert {
+                (LoadMode::Upsert, "upsert")
+            } else {
+                (LoadMode::Replace, "replace")
+            };
+            let rows = warehouse
+                .load(target, &schema, key, mode, batches(df).await?)
+                .await?;
+            (rows, None, name)
+        }
     };
-    let df = ctx.read_table(provider).map_err(read_err)?;
-    let stream = df.execute_stream().await.map_err(read_err)?;
-    let name_for_err = name.clone();
-    let mut read = 0u64;
-    let batches = stream
-        .map(move |b| {
-            let b = b.map_err(|e| ExportError::Read {
-                table: name_for_err.clone(),
-                cause: e.into(),
-            })?;
-            read += b.num_rows() as u64;
-            progress(read);
-            Ok(b)
-        })
-        .boxed();
-    let mode = if upsert {
-        LoadMode::Upsert
-    } else {
-        LoadMode::Replace
-    };
-    let rows = warehouse.load(target, &schema, key, mode, batches).await?;
     let duration = started.elapsed();
     record(
         lake,
@@ -406,11 +350,11 @@ pub async fn export_table(
             table: name.to_string(),
             target: target_text.clone(),
             warehouse: warehouse.redacted(),
-            rows,
+            rows: rows + deleted.unwrap_or(0),
             version,
             duration,
             at: Utc::now(),
-            mode: if upsert { "upsert" } else { "replace" },
+            mode,
             shape,
         },
     )
@@ -422,9 +366,35 @@ pub async fn export_table(
         version,
         duration,
         unchanged: false,
-        upsert,
-        deleted: None,
+        upsert: mode != "replace",
+        deleted,
     })
+}
+
+/// A query's rows on their way to the warehouse; `read` counts them for `progress`.
+async fn batches<'a>(
+    df: datafusion::prelude::DataFrame,
+    name: &TableName,
+    read: &'a std::sync::atomic::AtomicU64,
+    progress: &'a (dyn Fn(u64) + Send + Sync),
+) -> Result<warehouse::Batches<'a>> {
+    let read_err = |e: datafusion::error::DataFusionError| ExportError::Read {
+        table: name.clone(),
+        cause: e.into(),
+    };
+    let stream = df.execute_stream().await.map_err(read_err)?;
+    let name = name.clone();
+    Ok(stream
+        .map(move |b| {
+            let b = b.map_err(|e| ExportError::Read {
+                table: name.clone(),
+                cause: e.into(),
+            })?;
+            let n = b.num_rows() as u64;
+            progress(read.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n);
+            Ok(b)
+        })
+        .boxed())
 }
 
 /// What a warehouse holding `before` needs to hold `after`: the rows of `after` that `before`
