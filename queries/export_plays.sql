@@ -1,6 +1,9 @@
 /* lake
 materialized = "incremental"
 unique_key = ["play_id"]
+# Files hold ranges of time: a model recomputing a day, a month or a listener's last sessions
+# reads the files of that time only.
+sort_by = ["ended_at"]
 description = "Every play of the personal data export, cleaned; new plays are merged in on each run."
 
 [[tests]]

@@ -393,7 +393,7 @@ async fn run(
                     match (o.merged, o.rows, o.groups) {
                         (Some((i, u)), _, _) => format!("+{i} ~{u}"),
                         (None, Some(r), Some(g)) if o.status != Status::Unchanged => {
-                            format!("{r} ({g} groups)")
+                            format!("{r} ({g} group{})", if g == 1 { "" } else { "s" })
                         }
                         (None, Some(r), _) => r.to_string(),
                         (None, None, _) => String::new(),

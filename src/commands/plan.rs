@@ -117,7 +117,7 @@ async fn strategy(lake: &Lake, model: &Model, prepared: &Prepared) -> String {
             );
         }
     };
-    let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
+    let strategy = scope::strategy(df.logical_plan(), &model.config);
     let mut text = format!(
         "\n     strategy {}",
         crate::transform::merge::describe(&strategy, df.logical_plan())

@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use arrow::array::RecordBatch;
+use datafusion::common::{Column, ScalarValue};
+use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
@@ -48,6 +51,16 @@ pub struct Recompute {
     /// For each input the groups come from, the files it gained (none when unchanged): its
     /// new rows.
     pub added: BTreeMap<TableName, Vec<Add>>,
+    /// For each input the groups come from, the files it lost (none when unchanged), as they
+    /// were at the version in `lost_at`, the one the last run read: its removed rows.
+    pub lost: BTreeMap<TableName, Vec<Add>>,
+    /// The versions the last run read.
+    pub lost_at: BTreeMap<TableName, u64>,
+    /// The touched key tuples, one per row (columns `__lake_key<i>`).
+    pub keys: Vec<RecordBatch>,
+    /// With `recompute_from`: the earliest value of that column among the changed rows, when
+    /// every changed row has one.
+    pub earliest: Option<ScalarValue>,
 }
 
 /// Works out which groups of a model of `scope` the commits since `previous` touch, from the
@@ -64,6 +77,9 @@ pub async fn decide(
     let mut source_rows = 0u64;
     let mut rows_read = 0u64;
     let mut added: BTreeMap<TableName, Vec<Add>> = BTreeMap::new();
+    let mut lost: BTreeMap<TableName, Vec<Add>> = BTreeMap::new();
+    let mut lost_at: BTreeMap<TableName, u64> = BTreeMap::new();
+    let mut schemas: BTreeMap<TableName, arrow::datatypes::SchemaRef> = BTreeMap::new();
     for read in &inputs.reads {
         let Some(version) = read.version else {
             continue;
@@ -81,8 +97,13 @@ pub async fn decide(
             )));
         };
         let delta = lake.table(table, Some(version), None).await?;
+        if let Ok(state) = delta.snapshot() {
+            schemas.insert(table.clone(), state.snapshot().arrow_schema());
+        }
         source_rows += rows_of(&delta);
         added.insert(table.clone(), Vec::new());
+        lost.insert(table.clone(), Vec::new());
+        lost_at.insert(table.clone(), last);
         if last == version {
             continue;
         }
@@ -96,11 +117,14 @@ pub async fn decide(
             return Ok(Decision::Full(format!("{table}: {why}")));
         }
         let keys = |df: DataFrame| -> Result<DataFrame, datafusion::error::DataFusionError> {
-            let select: Vec<Expr> = exprs
+            let mut select: Vec<Expr> = exprs
                 .iter()
                 .enumerate()
-                .map(|(i, e)| e.clone().alias(format!("__lake_key{i}")))
+                .map(|(i, e)| e.clone().alias(key_column(i)))
                 .collect();
+            if let Some(from) = &scope.from {
+                select.push(Expr::Column(Column::new_unqualified(from)).alias(FROM));
+            }
             df.select(select)
         };
         let err = |e| super::inputs::sql_error(table, e);
@@ -126,6 +150,7 @@ pub async fn decide(
                 .await
                 .map_err(err)?;
             parts.push(keys(ctx.read_table(provider).map_err(err)?).map_err(err)?);
+            lost.insert(table.clone(), removed);
             if let Some((v, op)) = &diff.rewrite {
                 tracing::debug!(table = %table, "v{v} ({op}) removed {rows} rows");
             }
@@ -147,17 +172,53 @@ pub async fn decide(
         table: first.clone(),
         message: format!("failed to read the touched groups: {message}"),
     };
-    let batches = async { all.distinct()?.collect().await }
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let touched = Touched::from_batches(&batches, scope.columns.len()).map_err(fail)?;
+    let n = scope.columns.len();
+    let batches = async {
+        match &scope.from {
+            // One row per touched group, with its changed rows' earliest value and how many
+            // have none.
+            Some(_) => {
+                let groups: Vec<Expr> = (0..n)
+                    .map(|i| Expr::Column(Column::new_unqualified(key_column(i))))
+                    .collect();
+                let from = Expr::Column(Column::new_unqualified(FROM));
+                all.aggregate(
+                    groups,
+                    vec![
+                        min(from.clone()).alias(FROM),
+                        count(from).alias("__lake_known"),
+                        count(datafusion::logical_expr::lit(1)).alias("__lake_rows"),
+                    ],
+                )?
+                .collect()
+                .await
+            }
+            None => all.distinct()?.collect().await,
+        }
+    }
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    let touched = Touched::from_batches(&batches, n).map_err(fail)?;
     if touched.is_empty() {
         return Ok(Decision::Unchanged);
     }
+    let earliest = match &scope.from {
+        Some(_) => earliest_of(&batches, n).map_err(|e| fail(e.to_string()))?,
+        None => None,
+    };
+    let keys: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| b.project(&(0..n).collect::<Vec<_>>()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(e.to_string()))?;
     let filters = scope
         .keys
         .iter()
-        .map(|(t, exprs)| (t.clone(), touched.predicate(exprs)))
+        .map(|(t, exprs)| {
+            let listed = touched.predicate(exprs);
+            let range = schemas.get(t).and_then(|s| touched.ranges(exprs, s));
+            (t.clone(), range.map_or(listed.clone(), |r| r.and(listed)))
+        })
         .collect();
     Ok(Decision::Recompute(Recompute {
         touched,
@@ -165,7 +226,43 @@ pub async fn decide(
         rows_read,
         removed: removed_rows > 0,
         added,
+        lost,
+        lost_at,
+        keys,
+        earliest,
     }))
+}
+
+/// The column of the changed rows holding their `recompute_from` value.
+const FROM: &str = "__lake_from";
+
+/// The column of the changed rows holding the `i`-th key.
+pub fn key_column(i: usize) -> String {
+    format!("__lake_key{i}")
+}
+
+/// The smallest `recompute_from` value over the touched groups (column `n`), or none when a
+/// changed row had no value (its count, column `n + 1`, is less than the rows, `n + 2`).
+fn earliest_of(
+    batches: &[RecordBatch],
+    n: usize,
+) -> Result<Option<ScalarValue>, datafusion::error::DataFusionError> {
+    let mut earliest: Option<ScalarValue> = None;
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let v = ScalarValue::try_from_array(batch.column(n), row)?;
+            let known = ScalarValue::try_from_array(batch.column(n + 1), row)?;
+            let rows = ScalarValue::try_from_array(batch.column(n + 2), row)?;
+            if v.is_null() || known != rows {
+                return Ok(None);
+            }
+            earliest = Some(match earliest {
+                Some(e) if e <= v => e,
+                _ => v,
+            });
+        }
+    }
+    Ok(earliest)
 }
 
 /// The table's files as add actions (path and statistics), for a scan of some of them.

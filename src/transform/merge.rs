@@ -11,8 +11,13 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result};
-use datafusion::functions_aggregate::expr_fn::{max, min, sum};
-use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, Projection, cast};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprSchemable, LogicalPlan, Projection, cast, lit, when,
+};
 use datafusion::prelude::DataFrame;
 
 use super::scope::Scope;
@@ -21,10 +26,14 @@ use crate::lake::{INTERNAL, TableName};
 /// How one aggregate's stored and new values combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Combine {
+    Count,
     Sum,
     Min,
     Max,
 }
+
+/// The stored column counting each group's rows.
+const ROWS: &str = "__n";
 
 /// A model whose rows are a row-wise function of one GROUP BY of decomposable aggregates.
 #[derive(Debug, Clone)]
@@ -34,6 +43,8 @@ pub struct Mergeable {
     combine: Vec<Combine>,
     /// For each scope column, its GROUP BY key's index.
     pub groups: Vec<usize>,
+    /// Whether removed rows can be taken out of the stored aggregates (no floating-point sum).
+    pub retracts: bool,
 }
 
 /// Whether the model of `plan` (unoptimized), kept by `scope`, can merge the delta; why not.
@@ -130,16 +141,23 @@ pub fn mergeable(plan: &LogicalPlan, scope: &Scope) -> Result<Mergeable, String>
             return Err(format!("{name}(DISTINCT …) does not merge"));
         }
         combine.push(match name {
-            "count" | "sum" => Combine::Sum,
+            "count" => Combine::Count,
+            "sum" => Combine::Sum,
             "min" => Combine::Min,
             "max" => Combine::Max,
             other => return Err(format!("{other}() does not merge")),
         });
     }
+    // A floating-point sum does not come back exactly when values are taken away again.
+    let fields = aggregate.schema.fields();
+    let retracts = combine.iter().enumerate().all(|(j, c)| {
+        *c != Combine::Sum || !fields[n + j].data_type().is_floating()
+    });
     Ok(Mergeable {
         aggregate: aggregate.clone(),
         combine,
         groups: positions,
+        retracts,
     })
 }
 
@@ -158,6 +176,14 @@ pub fn describe(strategy: &super::scope::Strategy, plan: &LogicalPlan) -> String
         super::scope::Strategy::Full(_) => strategy.describe(),
     }
 }
+
+/// The stored column counting the values the `j`-th aggregate (a sum) added up.
+fn summed(j: usize) -> String {
+    format!("__c{j}")
+}
+
+/// The column of [`Mergeable::retract`]'s result telling whether a group came out exact.
+pub const EXACT: &str = "__lake_exact";
 
 /// Where a model's aggregate rows are kept.
 pub fn state_table(model: &TableName) -> TableName {
@@ -201,11 +227,178 @@ impl Mergeable {
         let aggregate = found.ok_or_else(|| {
             datafusion::error::DataFusionError::Plan("the model has no aggregate".into())
         })?;
-        let schema = aggregate.schema.clone();
-        let exprs: Vec<Expr> = (0..schema.fields().len())
+        let width = aggregate.schema.fields().len();
+        // Beside the model's aggregates: each group's rows, and for each sum the values it
+        // added up, so that removed rows can be taken out and an emptied group or sum told.
+        let mut aggr_expr = aggregate.aggr_expr.clone();
+        aggr_expr.push(count(lit(1)).alias(ROWS));
+        for (j, c) in self.combine.iter().enumerate() {
+            if *c != Combine::Sum {
+                continue;
+            }
+            let mut e = &aggregate.aggr_expr[j];
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            let Expr::AggregateFunction(f) = e else {
+                unreachable!("mergeable checked every aggregate");
+            };
+            let p = &f.params;
+            aggr_expr.push(
+                Expr::AggregateFunction(AggregateFunction::new_udf(
+                    count_udaf(),
+                    p.args.clone(),
+                    false,
+                    p.filter.clone(),
+                    Vec::new(),
+                    None,
+                ))
+                .alias(summed(j)),
+            );
+        }
+        let extended =
+            Aggregate::try_new(aggregate.input.clone(), aggregate.group_expr.clone(), aggr_expr)?;
+        let schema = extended.schema.clone();
+        let mut exprs: Vec<Expr> = (0..width)
             .map(|i| Expr::Column(Column::from(schema.qualified_field(i))).alias(self.column(i)))
             .collect();
-        DataFrame::new(state.clone(), LogicalPlan::Aggregate(aggregate)).select(exprs)
+        exprs.extend(
+            (width..schema.fields().len())
+                .map(|i| Expr::Column(Column::from(schema.qualified_field(i)))),
+        );
+        DataFrame::new(state.clone(), LogicalPlan::Aggregate(extended)).select(exprs)
+    }
+
+    /// The stored columns after the model's own: the rows, then each sum's summed values.
+    fn hidden(&self) -> Vec<String> {
+        let mut out = vec![ROWS.to_string()];
+        out.extend(
+            self.combine
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c == Combine::Sum)
+                .map(|(j, _)| summed(j)),
+        );
+        out
+    }
+
+    /// Whether stored aggregates in `schema` have every column this model keeps (an older
+    /// lake kept no row counts).
+    pub fn stored_in(&self, schema: &arrow::datatypes::Schema) -> bool {
+        let n = self.aggregate.schema.fields().len();
+        (0..n)
+            .map(|i| self.column(i))
+            .chain(self.hidden())
+            .all(|c| schema.field_with_name(&c).is_ok())
+    }
+
+    /// The stored rows of the touched groups with the new rows' aggregates added and the
+    /// removed rows' taken out (all as stored columns), one per group that still has rows,
+    /// and a column `__lake_exact` that is false for a group whose minimum or maximum may
+    /// have been one of the removed values (it must be re-aggregated).
+    pub fn retract(
+        &self,
+        stored: DataFrame,
+        added: DataFrame,
+        removed: DataFrame,
+    ) -> Result<DataFrame> {
+        let n = self.aggregate.group_expr.len();
+        const SOURCE: &str = "__lake_source";
+        let tag = |df: DataFrame, source: i64| -> Result<DataFrame> {
+            let mut exprs: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
+            exprs.push(lit(source).alias(SOURCE));
+            df.select(exprs)
+        };
+        let all = tag(stored, 0)?
+            .union(tag(added, 1)?)?
+            .union(tag(removed, -1)?)?;
+        let schema = all.schema().clone();
+        let source = Expr::Column(Column::new_unqualified(SOURCE));
+        let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+        let from = |e: Expr, which: i64| {
+            when(source.clone().eq(lit(which)), e)
+                .end()
+                .expect("a CASE with a branch")
+        };
+        // Counts and sums: taken out where removed (the source is the sign).
+        let signed = |name: &str| -> Expr {
+            let e = column(name);
+            let ty = e
+                .get_type(&schema)
+                .unwrap_or(arrow::datatypes::DataType::Int64);
+            let sign = when(source.clone().eq(lit(-1)), lit(-1))
+                .otherwise(lit(1))
+                .expect("a CASE with ELSE");
+            cast(sum(e * cast(sign, ty.clone())), ty)
+        };
+        let mut aggs: Vec<Expr> = Vec::new();
+        let mut exact: Vec<Expr> = Vec::new();
+        for (j, c) in self.combine.iter().enumerate() {
+            let name = self.column(n + j);
+            let e = column(&name);
+            aggs.push(
+                match c {
+                    Combine::Count | Combine::Sum => signed(&name),
+                    Combine::Min | Combine::Max => {
+                        let kept = |e: Expr| from(e.clone(), 0);
+                        let (s, a, r) = (
+                            kept(e.clone()),
+                            from(e.clone(), 1),
+                            from(e.clone(), -1),
+                        );
+                        let pick = |x: Expr| if *c == Combine::Min { min(x) } else { max(x) };
+                        let (s, a, r) = (pick(s), pick(a), pick(r));
+                        // A removed extreme other than the stored one leaves it; new rows
+                        // at or past it replace it. Otherwise the group is read again.
+                        exact.push(if *c == Combine::Min {
+                            r.clone().is_null().or(r.clone().gt(s.clone())).or(a.clone().lt_eq(s.clone()))
+                        } else {
+                            r.clone().is_null().or(r.clone().lt(s.clone())).or(a.clone().gt_eq(s.clone()))
+                        });
+                        let both = when(source.clone().not_eq(lit(-1)), e.clone())
+                            .end()
+                            .expect("a CASE with a branch");
+                        pick(both)
+                    }
+                }
+                .alias(name),
+            );
+        }
+        for h in self.hidden() {
+            aggs.push(signed(&h).alias(h));
+        }
+        // Rows removed from a group that was not stored: the stored rows are not what the
+        // inputs held.
+        exact.push(signed(ROWS).gt_eq(lit(0i64)));
+        let exact = exact.into_iter().reduce(Expr::and).expect("the row check");
+        aggs.push(exact.alias("__lake_exact_"));
+        let groups: Vec<Expr> = (0..n).map(|i| column(&self.column(i))).collect();
+        let grouped = all.aggregate(groups, aggs)?;
+        // A sum of no values is null, whatever the arithmetic left; a group with no rows left
+        // is gone.
+        let mut exprs: Vec<Expr> = Vec::new();
+        for i in 0..n {
+            exprs.push(column(&self.column(i)));
+        }
+        for (j, c) in self.combine.iter().enumerate() {
+            let name = self.column(n + j);
+            exprs.push(match c {
+                Combine::Sum => when(column(&summed(j)).eq(lit(0i64)), lit(ScalarValue::Null))
+                    .otherwise(column(&name))?
+                    .alias(name),
+                _ => column(&name),
+            });
+        }
+        for h in self.hidden() {
+            exprs.push(column(&h));
+        }
+        exprs.push(
+            Expr::IsTrue(Box::new(column("__lake_exact_"))).alias(EXACT),
+        );
+        let exact = Expr::IsTrue(Box::new(column("__lake_exact_")));
+        grouped
+            .filter(column(ROWS).gt(lit(0i64)).or(!exact))?
+            .select(exprs)
     }
 
     /// Stored rows and new rows' aggregates (both as stored columns) combined, one per group.
@@ -224,7 +417,7 @@ impl Mergeable {
                 let name = self.column(n + j);
                 let e = Expr::Column(Column::new_unqualified(&name));
                 let combined = match c {
-                    Combine::Sum => sum(e.clone()),
+                    Combine::Count | Combine::Sum => sum(e.clone()),
                     Combine::Min => min(e.clone()),
                     Combine::Max => max(e.clone()),
                 };
@@ -234,6 +427,13 @@ impl Mergeable {
                     .unwrap_or(arrow::datatypes::DataType::Int64);
                 cast(combined, ty).alias(name)
             })
+            .chain(self.hidden().into_iter().map(|h| {
+                cast(
+                    sum(Expr::Column(Column::new_unqualified(&h))),
+                    arrow::datatypes::DataType::Int64,
+                )
+                .alias(h)
+            }))
             .collect();
         both.aggregate(groups, aggs)
     }

@@ -123,6 +123,13 @@ pub struct ModelConfig {
     /// For a table model: the output columns its groups are recomputed by, when lake cannot
     /// work them out from the plan (`["day"]`), or `"full"` to rebuild it whole every time.
     pub incremental_by: Option<IncrementalBy>,
+    /// For a table model recomputed by groups whose rows each cover a span of this column
+    /// (sessions, runs, streaks, from their start on): a touched group is recomputed from
+    /// its last row that starts at or before the earliest changed input row, not whole. The
+    /// column is an output column and a column of each input the groups come from; an
+    /// output row's value is the smallest of its input rows', and depends on no input row
+    /// before it. lake trusts this, as it trusts `incremental_by`.
+    pub recompute_from: Option<String>,
     /// Data tests, run after the model is built.
     #[serde(default)]
     pub tests: Vec<toml::Spanned<TestSpec>>,
@@ -269,6 +276,16 @@ impl Model {
             return Err(invalid(
                 "`incremental_by` is for table models; an incremental model merges on `unique_key`"
                     .into(),
+            ));
+        }
+        if config.recompute_from.is_some() && config.materialized != Materialized::Table {
+            return Err(invalid(
+                "`recompute_from` is for table models recomputed by groups".into(),
+            ));
+        }
+        if config.recompute_from.is_some() && config.incremental_by == Some(IncrementalBy::Full) {
+            return Err(invalid(
+                "`recompute_from` recomputes part of each group; `incremental_by = \"full\"` rebuilds everything: choose one".into(),
             ));
         }
         let reads = references(&sql, header_lines, &display)?;

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
-use datafusion::common::Column;
+use datafusion::common::{Column, JoinType, ScalarValue};
+use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::logical_expr::lit;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -533,7 +535,7 @@ async fn build(
     // Rows a merging model's aggregate read on a full build, before its own rows.
     let mut state_read = 0;
     if model.config.materialized == Materialized::Table {
-        let strategy = scope::strategy(df.logical_plan(), model.config.incremental_by.as_ref());
+        let strategy = scope::strategy(df.logical_plan(), &model.config);
         let mergeable = match &strategy {
             Strategy::Groups(scope) => Some(merge::mergeable(df.logical_plan(), scope)),
             Strategy::Full(_) => None,
@@ -548,7 +550,14 @@ async fn build(
             if last.sql != new_cursor.sql {
                 outcome.note = Some("the SQL changed: rebuilt".into());
             } else {
-                match groups::decide(lake, &inputs, scope, &last).await? {
+                let decision = groups::decide(lake, &inputs, scope, &last).await?;
+                let stale = match (&decision, &mergeable) {
+                    (Decision::Recompute(_), Some(m)) => {
+                        !state_matches(lake, &model.name, &last, m).await
+                    }
+                    _ => false,
+                };
+                match decision {
                     Decision::Unchanged => {
                         outcome.status = Status::Unchanged;
                         outcome.rows = Some(0);
@@ -558,8 +567,7 @@ async fn build(
                     }
                     Decision::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
                     Decision::Recompute(_)
-                        if mergeable.is_some()
-                            && !state_matches(lake, &model.name, &last).await =>
+                        if stale =>
                     {
                         outcome.note = Some("rebuilt: its stored aggregates are missing".into());
                     }
@@ -677,6 +685,10 @@ impl Scoped<'_> {
             rows_read,
             removed,
             added,
+            lost,
+            lost_at,
+            keys,
+            earliest,
         } = groups;
         let at: BTreeMap<TableName, u64> = self
             .inputs
@@ -689,7 +701,28 @@ impl Scoped<'_> {
         // The inputs at the same versions, filtered to the touched groups' rows.
         let mut scoped = Inputs::new(lake)?;
         scoped.at = at.clone();
-        scoped.filters = filters;
+        // With `recompute_from`, each touched group from its last row at or before the
+        // changes: the inputs read from the earliest such row on.
+        let cuts = match (&self.scope.from, earliest, self.mergeable) {
+            (Some(from), Some(earliest), None) => {
+                self.cuts(&scoped.ctx, from, earliest, &touched, keys)
+                    .await
+                    .map_err(sql_err)?
+            }
+            _ => None,
+        };
+        scoped.filters = match (&cuts, &self.scope.from) {
+            (Some(cuts), Some(from)) => {
+                let since = column(from)
+                    .gt_eq(lit(cuts.since.clone()))
+                    .or(column(from).is_null());
+                filters
+                    .into_iter()
+                    .map(|(t, f)| (t, f.and(since.clone())))
+                    .collect()
+            }
+            _ => filters,
+        };
         scoped.add(lake, project, &reads, &BTreeMap::new()).await?;
         let scoped_df = scoped.ctx.sql(&model.sql).await.map_err(sql_err)?;
         let mut read = rows_read;
@@ -698,24 +731,62 @@ impl Scoped<'_> {
                 // The touched groups' aggregates: the stored ones combined with the new rows'
                 // (or, where rows were removed, anew from the touched groups' rows), kept in
                 // memory for both writes.
-                let state = if removed {
-                    m.state_of(&scoped.ctx.state(), scoped_df.logical_plan())
-                        .map_err(sql_err)?
-                } else {
-                    let mut delta = Inputs::new(lake)?;
-                    delta.at = at;
-                    delta.only = added;
-                    delta.add(lake, project, &reads, &BTreeMap::new()).await?;
-                    let delta_df = delta.ctx.sql(&model.sql).await.map_err(sql_err)?;
-                    let new = m
-                        .state_of(&delta.ctx.state(), delta_df.logical_plan())
-                        .map_err(sql_err)?;
-                    let stored = stored_state(lake, &scoped, model, m, Some(&touched)).await?;
-                    m.combine(stored, new).map_err(sql_err)?
+                // The model's aggregate over some of its inputs' rows: the files given, at
+                // the versions given.
+                let aggregate_of = async |at: BTreeMap<TableName, u64>,
+                                          only: BTreeMap<TableName, Vec<deltalake::kernel::Add>>|
+                       -> Result<DataFrame, TransformError> {
+                    let mut part = Inputs::new(lake)?;
+                    part.at = at;
+                    part.only = only;
+                    part.add(lake, project, &reads, &BTreeMap::new()).await?;
+                    let df = part.ctx.sql(&model.sql).await.map_err(sql_err)?;
+                    m.state_of(&part.ctx.state(), df.logical_plan())
+                        .map_err(sql_err)
                 };
-                let state = ModelSource::new(state, false);
-                let batches = collect(state.clone()).await.map_err(sql_err)?;
-                read += state.rows_scanned();
+                let merged = if removed && !m.retracts {
+                    outcome.note = Some(
+                        "re-aggregated: rows were removed, and a floating-point sum does not take them out exactly".into(),
+                    );
+                    None
+                } else {
+                    let new = aggregate_of(at.clone(), added).await?;
+                    let stored = stored_state(lake, &scoped, model, m, Some(&touched)).await?;
+                    let state = if removed {
+                        let mut gone_at = at.clone();
+                        gone_at.extend(lost_at);
+                        let gone = aggregate_of(gone_at, lost).await?;
+                        m.retract(stored, new, gone).map_err(sql_err)?
+                    } else {
+                        m.combine(stored, new).map_err(sql_err)?
+                    };
+                    let state = ModelSource::new(state, false);
+                    let batches = collect(state.clone()).await.map_err(sql_err)?;
+                    read += state.rows_scanned();
+                    if removed {
+                        let exact = exact_groups(batches).map_err(sql_err)?;
+                        if exact.is_none() {
+                            outcome.note = Some(
+                                "re-aggregated: a removed row may have been a group's minimum or maximum".into(),
+                            );
+                        }
+                        exact
+                    } else {
+                        Some(batches)
+                    }
+                };
+                let batches = match merged {
+                    Some(batches) => batches,
+                    None => {
+                        let state = m
+                            .state_of(&scoped.ctx.state(), scoped_df.logical_plan())
+                            .map_err(sql_err)?;
+                        let state = ModelSource::new(state, false);
+                        let batches = collect(state.clone()).await.map_err(sql_err)?;
+                        read += state.rows_scanned();
+                        batches
+                    }
+                };
                 let touched_state = scoped.ctx.read_batches(batches).map_err(sql_err)?;
                 let kept = stored_state(lake, &scoped, model, m, None)
                     .await?
@@ -745,16 +816,32 @@ impl Scoped<'_> {
                 .schema()
                 .fields()
                 .iter()
-                .map(|f| Expr::Column(Column::new_unqualified(f.name())))
+                .map(|f| column(f.name()))
                 .collect();
-            scoped
-                .ctx
-                .read_table(provider)?
-                .filter(Expr::IsNotTrue(Box::new(
-                    touched.output_predicate(self.scope),
-                )))?
-                .select(columns)?
-                .union(new_rows)
+            let stored = scoped.ctx.read_table(provider)?;
+            match (&cuts, &self.scope.from) {
+                // The touched groups' rows from their cut on, anew; every other row as it is.
+                (Some(cuts), Some(from)) => {
+                    let cut = || scoped.ctx.read_batches(cuts.batches.clone());
+                    let on = || self.on_cut();
+                    let since = column(from).gt_eq(column(CUT));
+                    let new_rows = new_rows
+                        .join_on(cut()?, JoinType::Inner, on())?
+                        .filter(since.clone())?
+                        .select(columns.clone())?;
+                    stored
+                        .join_on(cut()?, JoinType::Left, on())?
+                        .filter(column(CUT).is_null().or(Expr::IsNotTrue(Box::new(since))))?
+                        .select(columns)?
+                        .union(new_rows)
+                }
+                _ => stored
+                    .filter(Expr::IsNotTrue(Box::new(
+                        touched.output_predicate(self.scope),
+                    )))?
+                    .select(columns)?
+                    .union(new_rows),
+            }
         }
         .await
         .map_err(sql_err)?;
@@ -769,12 +856,118 @@ impl Scoped<'_> {
     }
 }
 
-/// Whether a merging model's stored aggregates were written by the run that `last` records.
-async fn state_matches(lake: &Lake, model: &TableName, last: &ModelCursor) -> bool {
-    match lake.table(&merge::state_table(model), None, None).await {
-        Ok(t) => cursor(&t).await.as_ref() == Some(last),
-        Err(_) => false,
+/// The groups [`merge::Mergeable::retract`] computed, without its exactness column; none
+/// when a group was not exact.
+fn exact_groups(batches: Vec<RecordBatch>) -> Result<Option<Vec<RecordBatch>>, DataFusionError> {
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let i = batch.schema().index_of(merge::EXACT)?;
+        let exact = arrow::array::downcast_array::<arrow::array::BooleanArray>(batch.column(i));
+        if arrow::array::Array::null_count(&exact) > 0 || exact.false_count() > 0 {
+            return Ok(None);
+        }
+        let keep: Vec<usize> = (0..batch.num_columns()).filter(|c| *c != i).collect();
+        out.push(batch.project(&keep)?);
     }
+    Ok(Some(out))
+}
+
+/// Where each touched group of a `recompute_from` model is recomputed from.
+struct Cuts {
+    /// Per touched group (`__lake_key<i>`): the value of its last stored row at or before
+    /// the earliest change (`__lake_cut`).
+    batches: Vec<RecordBatch>,
+    /// The smallest cut: the inputs are read from it on.
+    since: ScalarValue,
+}
+
+/// The column holding a group's cut.
+const CUT: &str = "__lake_cut";
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+impl Scoped<'_> {
+    /// For each touched group, its last stored row's `from` at or before `earliest`; none when
+    /// some touched group has no such row, and is then recomputed whole.
+    async fn cuts(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        from: &str,
+        earliest: ScalarValue,
+        touched: &scope::Touched,
+        keys: Vec<RecordBatch>,
+    ) -> Result<Option<Cuts>, DataFusionError> {
+        if keys.iter().all(|b| b.num_rows() == 0) {
+            return Ok(None);
+        }
+        let provider = crate::lake::scan::provider(self.table, None).await?;
+        let groups: Vec<Expr> = self.scope.columns.iter().map(|c| column(c)).collect();
+        let stored = ctx
+            .read_table(provider)?
+            .filter(touched.output_predicate(self.scope))?
+            .filter(column(from).lt_eq(lit(earliest)))?
+            .aggregate(groups, vec![max(column(from)).alias(CUT)])?;
+        let mut select: Vec<Expr> = (0..self.scope.columns.len())
+            .map(|i| column(&groups::key_column(i)))
+            .collect();
+        select.push(column(CUT));
+        let batches = ctx
+            .read_batches(keys)?
+            .join_on(stored, JoinType::Left, self.on_cut())?
+            .select(select)?
+            .collect()
+            .await?;
+        let mut since: Option<ScalarValue> = None;
+        for batch in &batches {
+            let cut = batch.column(batch.num_columns() - 1);
+            for row in 0..batch.num_rows() {
+                let v = ScalarValue::try_from_array(cut, row)?;
+                if v.is_null() {
+                    return Ok(None);
+                }
+                since = Some(match since {
+                    Some(s) if s <= v => s,
+                    _ => v,
+                });
+            }
+        }
+        Ok(since.map(|since| Cuts { batches, since }))
+    }
+
+    /// The join of the model's rows to their group's cut (null keys match).
+    fn on_cut(&self) -> Vec<Expr> {
+        self.scope
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                datafusion::logical_expr::binary_expr(
+                    column(c),
+                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                    column(&groups::key_column(i)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Whether a merging model's stored aggregates were written by the run that `last` records.
+async fn state_matches(
+    lake: &Lake,
+    model: &TableName,
+    last: &ModelCursor,
+    m: &merge::Mergeable,
+) -> bool {
+    let Ok(t) = lake.table(&merge::state_table(model), None, None).await else {
+        return false;
+    };
+    let columns = t
+        .snapshot()
+        .ok()
+        .is_some_and(|s| m.stored_in(&s.snapshot().arrow_schema()));
+    columns && cursor(&t).await.as_ref() == Some(last)
 }
 
 /// A merging model's stored aggregates, of the touched groups only when given.

@@ -18,7 +18,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, JoinType, ScalarValue, TableReference};
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, lit};
 
-use super::model::IncrementalBy;
+use super::model::{IncrementalBy, ModelConfig};
 use crate::lake::TableName;
 
 /// How a table model is kept up to date.
@@ -36,6 +36,9 @@ impl Strategy {
         match self {
             Strategy::Groups(scope) => {
                 let mut text = format!("groups by {}", scope.columns.join(", "));
+                if let Some(from) = &scope.from {
+                    text.push_str(&format!(" from {from}"));
+                }
                 if !scope.joined.is_empty() {
                     let joined: Vec<String> = scope.joined.iter().map(|t| t.to_string()).collect();
                     text.push_str(&format!(" (read in full: {})", joined.join(", ")));
@@ -58,10 +61,54 @@ pub struct Scope {
     /// Tables read in full (the other side of a join, a subquery): when one changes, the
     /// model is rebuilt in full.
     pub joined: BTreeSet<TableName>,
+    /// `recompute_from`: the column each group is recomputed from (its last row at or before
+    /// the earliest changed input row on), an output column and a column of each input in
+    /// `keys`.
+    pub from: Option<String>,
 }
 
-/// The strategy of a model whose SELECT plans to `plan` (unoptimized, views inlined).
-pub fn strategy(plan: &LogicalPlan, by: Option<&IncrementalBy>) -> Strategy {
+/// The strategy of a model whose SELECT plans to `plan` (unoptimized, views inlined), with
+/// its header's `incremental_by` and `recompute_from`.
+pub fn strategy(plan: &LogicalPlan, config: &ModelConfig) -> Strategy {
+    let strategy = groups_of(plan, config.incremental_by.as_ref());
+    let (Strategy::Groups(mut scope), Some(from)) = (strategy.clone(), &config.recompute_from)
+    else {
+        return strategy;
+    };
+    let Some(field) = plan
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| f.name().eq_ignore_ascii_case(from))
+    else {
+        return Strategy::Full(format!(
+            "`recompute_from` names `{from}`, which is not an output column"
+        ));
+    };
+    let mut missing = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(t) = table_name(&scan.table_name)
+            && scope.keys.contains_key(&t)
+            && scan.source.schema().field_with_name(field.name()).is_err()
+        {
+            missing = Some(t);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if let Some(table) = missing {
+        return Strategy::Full(format!(
+            "`recompute_from` names `{}`, which {table} does not have",
+            field.name()
+        ));
+    }
+    scope.from = Some(field.name().clone());
+    Strategy::Groups(scope)
+}
+
+/// The group scope the plan proves, or `by` asserts.
+fn groups_of(plan: &LogicalPlan, by: Option<&IncrementalBy>) -> Strategy {
     let columns = match by {
         Some(IncrementalBy::Full) => return Strategy::Full("`incremental_by = \"full\"`".into()),
         Some(IncrementalBy::Columns(columns)) => Some(columns.as_slice()),
@@ -141,6 +188,7 @@ pub fn strategy(plan: &LogicalPlan, by: Option<&IncrementalBy>) -> Strategy {
         columns: chosen.iter().map(|(i, _)| names[*i].clone()).collect(),
         keys: per_table,
         joined: node.joined,
+        from: None,
     })
 }
 
@@ -645,6 +693,47 @@ impl Touched {
             .unwrap_or(lit(false))
     }
 
+    /// A range over the column under each key that is a truncation of a timestamp column of
+    /// `schema` (`CAST(ended_at AS DATE)`, `date_trunc('month', ended_at)`): from a day
+    /// before the first touched value to a day past the last one's span. The touched keys'
+    /// `IN` list is no range a file's statistics can rule out; this is, where the table's
+    /// files hold ranges of the column.
+    pub fn ranges(&self, exprs: &[Expr], schema: &arrow::datatypes::Schema) -> Option<Expr> {
+        const DAY: i64 = 86_400_000_000;
+        exprs
+            .iter()
+            .zip(&self.columns)
+            .filter_map(|(e, (values, null))| {
+                if *null {
+                    return None;
+                }
+                let (column, span) = truncated(strip_alias(e))?;
+                let field = schema.field_with_name(&column.name).ok()?;
+                let arrow::datatypes::DataType::Timestamp(unit, tz) = field.data_type() else {
+                    return None;
+                };
+                let first = micros(values.first()?)?;
+                let last = micros(values.last()?)?;
+                let at = |us: i64| -> ScalarValue {
+                    use arrow::datatypes::TimeUnit;
+                    match unit {
+                        TimeUnit::Second => ScalarValue::TimestampSecond(Some(us.div_euclid(1_000_000)), tz.clone()),
+                        TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(us.div_euclid(1_000)), tz.clone()),
+                        TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(us), tz.clone()),
+                        TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(us.checked_mul(1_000), tz.clone()),
+                    }
+                };
+                let column = Expr::Column(column);
+                Some(
+                    column
+                        .clone()
+                        .gt_eq(lit(at(first.checked_sub(DAY)?)))
+                        .and(column.lt(lit(at(last.checked_add(span + DAY)?)))),
+                )
+            })
+            .reduce(Expr::and)
+    }
+
     /// [`Touched::predicate`] over the output columns of `scope`.
     pub fn output_predicate(&self, scope: &Scope) -> Expr {
         let exprs: Vec<Expr> = scope
@@ -653,6 +742,57 @@ impl Touched {
             .map(|c| Expr::Column(datafusion::common::Column::new_unqualified(c)))
             .collect();
         self.predicate(&exprs)
+    }
+}
+
+/// The column a key truncates, and the longest span one key value covers, in microseconds.
+fn truncated(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
+    const DAY: i64 = 86_400_000_000;
+    match e {
+        Expr::Cast(c) if *c.field.data_type() == arrow::datatypes::DataType::Date32 => match strip_alias(&c.expr) {
+            Expr::Column(column) => Some((column.clone(), DAY)),
+            _ => None,
+        },
+        Expr::ScalarFunction(f) if f.name() == "date_trunc" => {
+            let [Expr::Literal(unit, _), inner] = f.args.as_slice() else {
+                return None;
+            };
+            let Expr::Column(column) = strip_alias(inner) else {
+                return None;
+            };
+            let unit = match unit {
+                ScalarValue::Utf8(Some(u)) | ScalarValue::Utf8View(Some(u)) | ScalarValue::LargeUtf8(Some(u)) => u.to_lowercase(),
+                _ => return None,
+            };
+            let span = match unit.as_str() {
+                "microsecond" => 1,
+                "millisecond" => 1_000,
+                "second" => 1_000_000,
+                "minute" => 60_000_000,
+                "hour" => 3_600_000_000,
+                "day" => DAY,
+                "week" => 7 * DAY,
+                "month" => 31 * DAY,
+                "quarter" => 92 * DAY,
+                "year" => 366 * DAY,
+                _ => return None,
+            };
+            Some((column.clone(), span))
+        }
+        _ => None,
+    }
+}
+
+/// A date or timestamp as microseconds since the epoch (its local value, for one with a zone).
+fn micros(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Date32(Some(d)) => (*d as i64).checked_mul(86_400_000_000),
+        ScalarValue::Date64(Some(ms)) => ms.checked_mul(1_000),
+        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1_000_000),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => ms.checked_mul(1_000),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => Some(*us),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => Some(ns.div_euclid(1_000)),
+        _ => None,
     }
 }
 
@@ -713,5 +853,28 @@ mod tests {
         );
         let none = Touched::from_batches(&[], 1).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn touched_days_and_months_bound_the_timestamp_they_truncate() {
+        use arrow::array::Date32Array;
+        use datafusion::logical_expr::cast;
+        let days = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)])),
+            vec![Arc::new(Date32Array::from(vec![20_454, 20_450]))],
+        )
+        .unwrap();
+        let touched = Touched::from_batches(&[days], 1).unwrap();
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Schema::new(vec![Field::new("at", ts, true), Field::new("s", DataType::Utf8, true)]);
+        let range = touched.ranges(&[cast(col("at"), DataType::Date32)], &schema).unwrap();
+        // Days 2025-12-28 and 2026-01-01: from 2025-12-27 up to 2026-01-03.
+        assert_eq!(
+            range.to_string(),
+            "at >= TimestampMicrosecond(1766793600000000, Some(\"UTC\")) AND at < TimestampMicrosecond(1767398400000000, Some(\"UTC\"))"
+        );
+        // Not a timestamp column, or not a truncation: no range.
+        assert!(touched.ranges(&[cast(col("s"), DataType::Date32)], &schema).is_none());
+        assert!(touched.ranges(&[col("at")], &schema).is_none());
     }
 }

@@ -9,15 +9,19 @@ use proptest::prelude::*;
 use crate::common::{Backend, TestContext};
 use crate::snapshot;
 
-/// raw.plays (id, listener, at, ms, track), a view over it, and four group-scoped models:
-/// by day (through the view, with a distinct count), by listener (sessions, from windows),
-/// by month (a top 2 ranked within the month), and by track (aggregates that merge).
+/// raw.plays (id, listener, at, ms, track) and raw.extra (a few plays more, rewritten whole
+/// when they change, as the example's API plays are), a view over both, and four
+/// group-scoped models: by day (through the view, with a distinct count), by listener
+/// (sessions, from windows, recomputed from the last session before the new plays), by month
+/// (a top 2 ranked within the month), and by track (aggregates that merge, and take out the
+/// extra plays that went).
 fn project(ctx: &TestContext, rows: &[Play]) {
     ctx.write("plays.csv", csv(rows));
     ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
+    extra(ctx, &[]);
     ctx.write(
         "queries/p.sql",
-        "/* lake\nmaterialized = \"view\"\n*/\nSELECT *, CAST(at AS DATE) AS day FROM raw.plays",
+        "/* lake\nmaterialized = \"view\"\n*/\nSELECT *, CAST(at AS DATE) AS day FROM raw.plays\nUNION ALL SELECT *, CAST(at AS DATE) AS day FROM raw.extra",
     );
     ctx.write(
         "queries/daily.sql",
@@ -25,10 +29,10 @@ fn project(ctx: &TestContext, rows: &[Play]) {
     );
     ctx.write(
         "queries/sessions.sql",
-        "/* lake\nexport = true\n[[tests]]\nunique = [\"listener\", \"started_at\"]\n*/\nWITH o AS (SELECT listener, at, id, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
+        "/* lake\nexport = true\nrecompute_from = \"at\"\n[[tests]]\nunique = [\"listener\", \"at\"]\n*/\nWITH o AS (SELECT listener, at, id, ms, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
 f AS (SELECT *, CASE WHEN prev IS NULL OR at - prev > INTERVAL '30 minutes' THEN 1 ELSE 0 END AS s FROM o),
 n AS (SELECT *, sum(s) OVER (PARTITION BY listener ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS sid FROM f)
-SELECT listener, min(at) AS started_at, count(*) AS plays FROM n GROUP BY listener, sid",
+SELECT listener, min(at) AS at, count(*) AS plays, sum(ms) AS ms FROM n GROUP BY listener, sid",
     );
     ctx.write(
         "queries/per_track.sql",
@@ -56,6 +60,27 @@ struct Play {
     minute: u32,
     ms: u32,
     track: &'static str,
+}
+
+/// raw.extra overwritten with a play on day 0 and `rows`.
+fn extra(ctx: &TestContext, rows: &[Play]) {
+    let mut all = vec![Play {
+        id: 90_000,
+        listener: Some("cy"),
+        minute: 700,
+        ms: 4000,
+        track: "b",
+    }];
+    all.extend_from_slice(rows);
+    ctx.write("extra.csv", csv(&all));
+    ctx.ok(&[
+        "ingest",
+        "extra.csv",
+        "--table",
+        "raw.extra",
+        "--mode",
+        "overwrite",
+    ]);
 }
 
 fn csv(rows: &[Play]) -> String {
@@ -168,6 +193,10 @@ fn plan_names_each_models_strategy() {
             "trusted",
             "/* lake\nincremental_by = [\"listener\"]\n*/\nSELECT listener, at, row_number() OVER (ORDER BY at) AS r FROM raw.plays",
         ),
+        (
+            "misnamed",
+            "/* lake\nrecompute_from = \"started_at\"\n*/\nSELECT listener, min(at) AS started_at FROM raw.plays GROUP BY listener",
+        ),
     ];
     for (name, sql) in models {
         ctx.write(&format!("queries/{name}.sql"), sql);
@@ -183,6 +212,16 @@ fn plan_names_each_models_strategy() {
     assert!(
         err.contains("queries/forced.sql")
             && err.contains("expected \"full\" or a list of output columns"),
+        "{err}"
+    );
+    ctx.write(
+        "queries/forced.sql",
+        "/* lake\nmaterialized = \"view\"\nrecompute_from = \"at\"\n*/\nSELECT 1 AS n",
+    );
+    let err = ctx.fails(&["plan"]);
+    assert!(
+        err.contains("queries/forced.sql")
+            && err.contains("`recompute_from` is for table models recomputed by groups"),
         "{err}"
     );
 }
@@ -257,6 +296,19 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     assert!(out.contains("1 group recomputed"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));
 
+    // raw.extra rewritten whole, with one play more: its old rows go and come back. The
+    // merging model takes them out of its aggregates and adds the new ones, reading no
+    // history; the sessions recompute from the listener's last session before the change.
+    extra(&ctx, &day(1, 1, 600)[..1]);
+    let out = run_and_export(&ctx);
+    let line = out.lines().find(|l| l.contains("curated.per_track ")).unwrap();
+    assert!(line.contains("2 groups recomputed"), "{out}");
+    assert!(!out.contains("re-aggregated"), "{out}");
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+    extra(&ctx, &[]);
+    run_and_export(&ctx);
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+
     // A rewrite of most of the input rebuilds its dependents in full.
     ctx.write("plays.csv", csv(&day(2, 2, 500)));
     ctx.ok(&[
@@ -287,6 +339,8 @@ enum Step {
     Drop(u32),
     /// `lake maintain`.
     Compact,
+    /// raw.extra rewritten with other plays (some gone, some new) on an old day.
+    Extra(u32),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -295,6 +349,7 @@ fn step() -> impl Strategy<Value = Step> {
         (1u32..3).prop_map(Step::Late),
         (1u32..5).prop_map(Step::Drop),
         Just(Step::Compact),
+        (0u32..3).prop_map(Step::Extra),
     ]
 }
 
@@ -332,6 +387,12 @@ proptest! {
                 }
                 Step::Compact => {
                     ctx.ok(&["maintain", "raw.plays"]);
+                }
+                Step::Extra(n) => {
+                    let mut plays = day(next_day / 3, 1, next_id);
+                    next_id += 100;
+                    plays.truncate(n as usize);
+                    extra(&ctx, &plays);
                 }
             }
             run_and_export(&ctx);
