@@ -1011,18 +1011,32 @@ async fn write_state(
         metadata,
     )
     .await
-    .map_err(|e| match e {
-        LakeError::Write { cause, .. } => match cause.downcast::<DataFusionError>() {
-            Ok(e) => model_sql_error(model, *e),
-            Err(cause) => LakeError::Write {
-                table: name.clone(),
-                cause,
-            }
-            .into(),
+    .map_err(|e| write_error(model, e))?;
+    Ok(source.rows_scanned())
+}
+
+/// A model's query failing as a write reads its rows is a SQL error, at its position where
+/// DataFusion gives one; a failure of the Delta write itself stays a lake error. Either way
+/// nothing was committed.
+fn write_error(model: &Model, e: LakeError) -> TransformError {
+    match e {
+        LakeError::Write { table, cause } => match cause.downcast::<DataFusionError>() {
+            Ok(e) => match model_sql_error(model, *e) {
+                TransformError::Sql {
+                    file,
+                    position,
+                    message,
+                } => TransformError::Sql {
+                    file,
+                    position,
+                    message: format!("{message}; {} is unchanged", model.name),
+                },
+                other => other,
+            },
+            Err(cause) => LakeError::Write { table, cause }.into(),
         },
         other => other.into(),
-    })?;
-    Ok(source.rows_scanned())
+    }
 }
 
 /// Every row of a source, in memory.
@@ -1035,9 +1049,7 @@ async fn collect(source: Arc<ModelSource>) -> Result<Vec<RecordBatch>, DataFusio
     Ok(batches)
 }
 
-/// Writes a model's rows in its sort order, in files cut at the key's boundaries. The
-/// model's query failing as its rows are read is a SQL error, at its position where
-/// DataFusion gives one; a failure of the Delta write itself stays a lake error.
+/// Writes a model's rows in its sort order, in files cut at the key's boundaries.
 async fn write_model(
     lake: &Lake,
     model: &Model,
@@ -1048,24 +1060,7 @@ async fn write_model(
     let layout = Layout::sorted_by(&model.config.sort_by);
     write_laid_out(lake, &model.name, source, mode, metadata, &layout)
         .await
-        .map_err(|e| match e {
-            LakeError::Write { table, cause } => match cause.downcast::<DataFusionError>() {
-                Ok(e) => match model_sql_error(model, *e) {
-                    TransformError::Sql {
-                        file,
-                        position,
-                        message,
-                    } => TransformError::Sql {
-                        file,
-                        position,
-                        message: format!("{message}; {} is unchanged", model.name),
-                    },
-                    other => other,
-                },
-                Err(cause) => LakeError::Write { table, cause }.into(),
-            },
-            other => other.into(),
-        })
+        .map_err(|e| write_error(model, e))
 }
 
 /// The table's version when none of the keys of `df`'s rows is in `name` at that version: a
