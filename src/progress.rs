@@ -254,10 +254,17 @@ pub fn model_line(o: &ModelOutcome, width: usize, build: bool) -> String {
             };
             let tests = match o.tests.len() {
                 0 => String::new(),
-                n => format!(
-                    ", {} of {n} tests passed",
-                    o.tests.iter().filter(|t| t.passed()).count()
-                ),
+                n => {
+                    let scoped = o.tests.iter().filter(|t| t.new_rows_only).count();
+                    format!(
+                        ", {} of {n} tests passed{}",
+                        o.tests.iter().filter(|t| t.passed()).count(),
+                        match scoped {
+                            0 => String::new(),
+                            s => format!(" ({s} on the new rows only)"),
+                        }
+                    )
+                }
             };
             let note = o
                 .note

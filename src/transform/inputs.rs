@@ -113,7 +113,7 @@ impl Inputs {
             .collect()
     }
 
-    fn has(&self, table: &TableName) -> bool {
+    pub(crate) fn has(&self, table: &TableName) -> bool {
         self.reads.iter().any(|r| &r.table == table)
     }
 

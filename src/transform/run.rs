@@ -115,6 +115,11 @@ pub struct TestOutcome {
     pub audit: Option<TableName>,
     /// The test's query failed.
     pub error: Option<String>,
+    /// The hash of its query and its model's SQL, which `_lake.runs` keeps for a test that
+    /// passed.
+    pub hash: String,
+    /// Whether it checked only the rows added since it last passed.
+    pub new_rows_only: bool,
 }
 
 impl TestOutcome {
@@ -227,6 +232,7 @@ pub async fn run(
     }
     let existing: Arc<BTreeSet<TableName>> =
         Arc::new(lake.list_tables().await?.into_iter().collect());
+    let tested = Arc::new(runs::last_tested(&lake).await);
 
     let mut pending: Vec<TableName> = project
         .models
@@ -267,11 +273,13 @@ pub async fn run(
                 let name = pending.remove(i);
                 on_event(RunEvent::Started(&name));
                 let (lake, project, existing) = (lake.clone(), project.clone(), existing.clone());
+                let tested = tested.clone();
                 let options = options.clone();
                 let run_id = run_id.clone();
                 running.spawn(async move {
                     let model = project.model(&name).expect("selected models exist");
-                    model_run(&lake, &project, model, &options, &run_id, &existing).await
+                    let last = tested.get(&name.to_string());
+                    model_run(&lake, &project, model, &options, &run_id, &existing, last).await
                 });
                 continue;
             }
@@ -342,6 +350,15 @@ impl Recorder {
                 now - chrono::Duration::from_std(d).unwrap_or_default()
             }),
             finished_at: took.map(|_| now),
+            tests: model.filter(|m| !m.tests.is_empty()).map(|m| {
+                let passed: BTreeMap<&str, &str> = m
+                    .tests
+                    .iter()
+                    .filter(|t| t.passed())
+                    .map(|t| (t.name.as_str(), t.hash.as_str()))
+                    .collect();
+                serde_json::to_string(&passed).unwrap_or_default()
+            }),
         };
         let _guard = self.lock.lock().await;
         if let Err(e) = runs::append(&self.lake, &[record]).await {
@@ -364,6 +381,7 @@ async fn model_run(
     options: &RunOptions,
     run_id: &str,
     existing: &BTreeSet<TableName>,
+    last: Option<&runs::LastTested>,
 ) -> ModelOutcome {
     let started = Instant::now();
     let mut outcome = ModelOutcome::new(model);
@@ -380,7 +398,7 @@ async fn model_run(
         return outcome;
     }
     for check in &model.checks {
-        let result = test(lake, project, model, check, existing).await;
+        let result = test(lake, project, model, check, existing, last).await;
         let failed = !result.passed();
         if failed && check.severity == Severity::Error {
             outcome.status = Status::TestsFailed;
@@ -1248,7 +1266,12 @@ async fn test(
     model: &Model,
     check: &Check,
     existing: &BTreeSet<TableName>,
+    last: Option<&runs::LastTested>,
 ) -> TestOutcome {
+    let mut hash = sha2::Sha256::new();
+    hash.update(check.sql(&model.name).as_bytes());
+    hash.update(b"\0");
+    hash.update(model.sql.trim().as_bytes());
     let mut outcome = TestOutcome {
         name: check.name.clone(),
         severity: check.severity,
@@ -1256,8 +1279,10 @@ async fn test(
         sample: Vec::new(),
         audit: None,
         error: None,
+        hash: hex::encode(&hash.finalize()[..16]),
+        new_rows_only: false,
     };
-    if let Err(e) = run_test(lake, project, model, check, existing, &mut outcome).await {
+    if let Err(e) = run_test(lake, project, model, check, existing, last, &mut outcome).await {
         outcome.error = Some(e.to_string());
     }
     outcome
@@ -1269,21 +1294,80 @@ async fn run_test(
     model: &Model,
     check: &Check,
     existing: &BTreeSet<TableName>,
+    last: Option<&runs::LastTested>,
     outcome: &mut TestOutcome,
 ) -> Result<(), TransformError> {
     let mut tables = vec![model.name.clone()];
     tables.extend(check.reads.iter().map(|r| r.table.clone()));
-    let mut inputs = Inputs::new(lake)?;
-    inputs.add(lake, project, &tables, &BTreeMap::new()).await?;
     let header_lines = match &check.kind {
         CheckKind::Custom { header_lines, .. } => *header_lines,
         _ => check.line.saturating_sub(1),
     };
-    let df = inputs
-        .ctx
-        .sql(&check.sql(&model.name))
-        .await
-        .map_err(|e| super::inputs::sql_error_in(&check.file, header_lines, e))?;
+    let sql_err = |e| super::inputs::sql_error_in(&check.file, header_lines, e);
+    // A test that passed on rows that have since only been added to (or taken from) fails,
+    // if at all, on an added row: a null, a value not accepted, a key the added rows repeat.
+    // It reads just those rows (or, for `unique`, the rows of their keys).
+    let added = match (&check.kind, last) {
+        (CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Unique(_), Some(l))
+            if l.passed && l.tests.get(&check.name) == Some(&outcome.hash) =>
+        {
+            added_since(lake, model, l).await?
+        }
+        _ => None,
+    };
+    let mut inputs = Inputs::new(lake)?;
+    let sql = match &added {
+        None => check.sql(&model.name),
+        Some((at, only)) => {
+            outcome.new_rows_only = true;
+            inputs.at = at.clone();
+            let mut new = Inputs::new(lake)?;
+            new.at = at.clone();
+            new.only = only.clone();
+            new.add(lake, project, &tables, &BTreeMap::new()).await?;
+            match &check.kind {
+                CheckKind::Unique(columns) => {
+                    // The added rows' keys, then every row of those keys.
+                    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+                    let keys = new
+                        .ctx
+                        .sql(&format!("SELECT DISTINCT {} FROM {}", cols.join(", "), model.name))
+                        .await
+                        .map_err(sql_err)?
+                        .collect()
+                        .await
+                        .map_err(sql_err)?;
+                    if keys.iter().all(|b| b.num_rows() == 0) {
+                        return Ok(());
+                    }
+                    let keys = inputs.ctx.read_batches(keys).map_err(sql_err)?;
+                    inputs
+                        .ctx
+                        .register_table("__lake_new_keys", keys.into_view())
+                        .map_err(sql_err)?;
+                    let on: Vec<String> = cols
+                        .iter()
+                        .map(|c| format!("(t.{c} IS NOT DISTINCT FROM n.{c})"))
+                        .collect();
+                    let select: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
+                    format!(
+                        "SELECT {s}, count(*) AS duplicates FROM {table} t JOIN __lake_new_keys n ON {on} GROUP BY {s} HAVING count(*) > 1",
+                        s = select.join(", "),
+                        table = model.name,
+                        on = on.join(" AND ")
+                    )
+                }
+                _ => {
+                    inputs = new;
+                    check.sql(&model.name)
+                }
+            }
+        }
+    };
+    if !inputs.has(&model.name) {
+        inputs.add(lake, project, &tables, &BTreeMap::new()).await?;
+    }
+    let df = inputs.ctx.sql(&sql).await.map_err(sql_err)?;
     let failing =
         df.clone()
             .count()
@@ -1316,4 +1400,52 @@ async fn run_test(
     )
     .await?;
     Ok(())
+}
+
+/// For a model whose tests passed as `last` records: the tables its rows come from (itself,
+/// or a view's tables) at their latest versions, and the files each gained since then; none
+/// when that cannot be told (a version the last run did not record, a log that no longer
+/// holds a commit in between, a compaction of files added since).
+async fn added_since(
+    lake: &Lake,
+    model: &Model,
+    last: &runs::LastTested,
+) -> Result<Option<(BTreeMap<TableName, u64>, BTreeMap<TableName, Vec<deltalake::kernel::Add>>)>, TransformError> {
+    let tables: Vec<(TableName, u64)> = match model.config.materialized {
+        Materialized::View => {
+            let mut out = Vec::new();
+            for (t, v) in &last.inputs {
+                let Ok(name) = t.parse::<TableName>() else {
+                    return Ok(None);
+                };
+                out.push((name, *v));
+            }
+            out
+        }
+        _ => match last.version {
+            Some(v) => vec![(model.name.clone(), v)],
+            None => return Ok(None),
+        },
+    };
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let mut at = BTreeMap::new();
+    let mut only = BTreeMap::new();
+    for (table, since) in tables {
+        let delta = lake.table(&table, None, None).await?;
+        let Some(now) = delta.version().map(|v| v as u64) else {
+            return Ok(None);
+        };
+        if now < since {
+            return Ok(None);
+        }
+        let diff = crate::lake::changes::diff_since(&table, &delta, since, now).await?;
+        if diff.incomplete.is_some() {
+            return Ok(None);
+        }
+        at.insert(table.clone(), now);
+        only.insert(table, diff.added);
+    }
+    Ok(Some((at, only)))
 }

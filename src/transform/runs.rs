@@ -71,6 +71,9 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The tests that passed, as JSON: each one's name and the hash of its query and its
+    /// model's SQL, `{"unique_play_id": "9f1c…"}`.
+    pub tests: Option<String>,
 }
 
 fn schema() -> SchemaRef {
@@ -87,6 +90,7 @@ fn schema() -> SchemaRef {
         Field::new("error", DataType::Utf8, true),
         Field::new("started_at", ts.clone(), false),
         Field::new("finished_at", ts, true),
+        Field::new("tests", DataType::Utf8, true),
     ]))
 }
 
@@ -123,6 +127,7 @@ pub async fn append(lake: &Lake, records: &[RunRecord]) -> Result<(), LakeError>
             strings(&|r| r.error.as_deref()),
             times(&|r| Some(r.started_at)),
             times(&|r| r.finished_at),
+            strings(&|r| r.tests.as_deref()),
         ],
     )
     .map_err(|e| LakeError::Write {
@@ -171,4 +176,85 @@ pub fn run_sql(run_id: &str) -> String {
          WHERE starts_with(run_id, '{}') AND model IS NOT NULL ORDER BY finished_at",
         run_id.replace('\'', "''")
     )
+}
+
+/// How a model's tests last ended, from its latest row in `_lake.runs`.
+#[derive(Debug, Clone, Default)]
+pub struct LastTested {
+    /// Every test passed (the model ended `ok`).
+    pub passed: bool,
+    /// The version the model committed then (a table or incremental model).
+    pub version: Option<u64>,
+    /// The versions of the tables it read then (a view's tables).
+    pub inputs: std::collections::BTreeMap<String, u64>,
+    /// The tests that passed, by name: the hash of each one's query and model SQL.
+    pub tests: std::collections::BTreeMap<String, String>,
+}
+
+/// Each model's latest row in `_lake.runs` (by `schema.name`); empty when there are none, or
+/// the table cannot be read (its tests then run over every row, as they would anyway).
+pub async fn last_tested(lake: &Lake) -> std::collections::HashMap<String, LastTested> {
+    let read = async {
+        let table = lake.table(&table(), None, None).await.ok()?;
+        let ctx = lake.sessions().context(false).ok()?;
+        ctx.register_table(
+            "runs",
+            crate::lake::scan::provider(&table, None).await.ok()?,
+        )
+        .ok()?;
+        let df = ctx
+            .sql(
+                "SELECT model, status, version, inputs, tests FROM (SELECT *, row_number() OVER \
+                 (PARTITION BY model ORDER BY finished_at DESC) AS latest FROM runs \
+                 WHERE model IS NOT NULL AND status <> 'started') WHERE latest = 1",
+            )
+            .await
+            .ok()?;
+        df.collect().await.ok()
+    };
+    let mut out = std::collections::HashMap::new();
+    for batch in read.await.unwrap_or_default() {
+        let cast = |i: usize, to: &DataType| arrow::compute::cast(batch.column(i), to);
+        let (Ok(models), Ok(statuses), Ok(versions), Ok(inputs), Ok(tests)) = (
+            cast(0, &DataType::Utf8),
+            cast(1, &DataType::Utf8),
+            cast(2, &DataType::Int64),
+            cast(3, &DataType::Utf8),
+            cast(4, &DataType::Utf8),
+        ) else {
+            continue;
+        };
+        let (models, statuses, inputs, tests) = (
+            arrow::array::as_string_array(&models),
+            arrow::array::as_string_array(&statuses),
+            arrow::array::as_string_array(&inputs),
+            arrow::array::as_string_array(&tests),
+        );
+        let versions = arrow::array::as_primitive_array::<arrow::datatypes::Int64Type>(&versions);
+        use arrow::array::Array;
+        for row in 0..batch.num_rows() {
+            let read: std::collections::BTreeMap<String, Option<u64>> = if inputs.is_null(row) {
+                Default::default()
+            } else {
+                serde_json::from_str(inputs.value(row)).unwrap_or_default()
+            };
+            out.insert(
+                models.value(row).to_string(),
+                LastTested {
+                    passed: statuses.value(row) == Status::Ok.name(),
+                    version: (!versions.is_null(row)).then(|| versions.value(row) as u64),
+                    inputs: read
+                        .into_iter()
+                        .filter_map(|(t, v)| Some((t, v?)))
+                        .collect(),
+                    tests: if tests.is_null(row) {
+                        Default::default()
+                    } else {
+                        serde_json::from_str(tests.value(row)).unwrap_or_default()
+                    },
+                },
+            );
+        }
+    }
+    out
 }

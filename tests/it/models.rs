@@ -445,3 +445,61 @@ fn sort_by_writes_the_rows_in_order() {
     assert!(!ok);
     assert!(out.contains("`nope` is in the header"), "{out}{err}");
 }
+
+/// Tests that passed check only the rows added since, where a failure can only be on them
+/// (`not_null`, `accepted_values`, and `unique` over the added rows' keys), and catch it
+/// there; after a failure, or a change to the test, they check every row again.
+#[test]
+fn tests_that_passed_check_the_new_rows_only() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("plays.csv", "id,k,kind\n1,a,track\n2,b,track\n");
+    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
+    let header = |kinds: &str| {
+        format!(
+            "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n[[tests]]\nunique = [\"k\"]\n[[tests]]\nnot_null = [\"k\"]\n[[tests]]\naccepted_values = {{ column = \"kind\", values = [{kinds}] }}\n*/\nSELECT * FROM raw.plays"
+        )
+    };
+    ctx.write("queries/p.sql", &header("'track'"));
+    ctx.write(
+        "queries/v.sql",
+        "/* lake\nmaterialized = \"view\"\n[[tests]]\nunique = [\"k\"]\n*/\nSELECT * FROM curated.p",
+    );
+    let out = ctx.ok(&["run"]);
+    assert!(!out.contains("new rows only"), "{out}");
+    let append = |csv: &str| {
+        ctx.write("more.csv", csv);
+        ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
+    };
+    append("id,k,kind\n3,c,track\n");
+    let out = ctx.ok(&["run"]);
+    assert!(
+        out.contains("3 of 3 tests passed (3 on the new rows only)")
+            && out.contains("1 of 1 tests passed (1 on the new rows only)"),
+        "{out}"
+    );
+    // A new row repeating an old key, with a null and a kind not accepted: each test catches
+    // its failure on the new rows.
+    append("id,k,kind\n4,a,radio\n5,,track\n");
+    let (ok, out, _) = run(&ctx, &["run"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("0 of 3 tests passed (3 on the new rows only)"), "{out}");
+    assert_eq!(
+        ctx.scalar("SELECT duplicates FROM audit.p__unique_k WHERE k = 'a'"),
+        "2"
+    );
+    assert_eq!(ctx.scalar("SELECT count(*) FROM audit.p__not_null_k"), "1");
+    // The failures stay failures: the next run checks every row.
+    append("id,k,kind\n6,d,track\n");
+    let (ok, out, _) = run(&ctx, &["run"]);
+    assert!(!ok && !out.contains("new rows only"), "{out}");
+    assert_eq!(ctx.scalar("SELECT count(*) FROM audit.p__not_null_k"), "1");
+
+    // Fixed upstream and rebuilt; then a test that changed checks every row again.
+    ctx.write("plays.csv", "id,k,kind\n1,a,track\n2,b,track\n3,c,track\n");
+    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays", "--mode", "overwrite"]);
+    ctx.ok(&["run", "--full-refresh"]);
+    ctx.write("queries/p.sql", &header("'track', 'radio'"));
+    append("id,k,kind\n7,e,radio\n");
+    let out = ctx.ok(&["run"]);
+    assert!(out.contains("3 of 3 tests passed (2 on the new rows only)"), "{out}");
+}
