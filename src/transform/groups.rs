@@ -56,7 +56,8 @@ pub struct Recompute {
     pub lost: BTreeMap<TableName, Vec<Add>>,
     /// The versions the last run read.
     pub lost_at: BTreeMap<TableName, u64>,
-    /// The touched key tuples, one per row (columns `__lake_key<i>`).
+    /// The touched key tuples, one per row (columns `__lake_key<i>`), with `recompute_from`
+    /// each one's earliest changed value (`__lake_from`).
     pub keys: Vec<RecordBatch>,
     /// With `recompute_from`: the earliest value of that column among the changed rows, when
     /// every changed row has one.
@@ -206,9 +207,11 @@ pub async fn decide(
         Some(_) => earliest_of(&batches, n).map_err(|e| fail(e.to_string()))?,
         None => None,
     };
+    // The keys, and with `recompute_from` each group's earliest value.
+    let width = if scope.from.is_some() { n + 1 } else { n };
     let keys: Vec<RecordBatch> = batches
         .iter()
-        .map(|b| b.project(&(0..n).collect::<Vec<_>>()))
+        .map(|b| b.project(&(0..width).collect::<Vec<_>>()))
         .collect::<Result<_, _>>()
         .map_err(|e| fail(e.to_string()))?;
     let filters = scope
@@ -234,7 +237,7 @@ pub async fn decide(
 }
 
 /// The column of the changed rows holding their `recompute_from` value.
-const FROM: &str = "__lake_from";
+pub const FROM: &str = "__lake_from";
 
 /// The column of the changed rows holding the `i`-th key.
 pub fn key_column(i: usize) -> String {

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result};
-use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
@@ -150,9 +150,10 @@ pub fn mergeable(plan: &LogicalPlan, scope: &Scope) -> Result<Mergeable, String>
     }
     // A floating-point sum does not come back exactly when values are taken away again.
     let fields = aggregate.schema.fields();
-    let retracts = combine.iter().enumerate().all(|(j, c)| {
-        *c != Combine::Sum || !fields[n + j].data_type().is_floating()
-    });
+    let retracts = combine
+        .iter()
+        .enumerate()
+        .all(|(j, c)| *c != Combine::Sum || !fields[n + j].data_type().is_floating());
     Ok(Mergeable {
         aggregate: aggregate.clone(),
         combine,
@@ -256,8 +257,11 @@ impl Mergeable {
                 .alias(summed(j)),
             );
         }
-        let extended =
-            Aggregate::try_new(aggregate.input.clone(), aggregate.group_expr.clone(), aggr_expr)?;
+        let extended = Aggregate::try_new(
+            aggregate.input.clone(),
+            aggregate.group_expr.clone(),
+            aggr_expr,
+        )?;
         let schema = extended.schema.clone();
         let mut exprs: Vec<Expr> = (0..width)
             .map(|i| Expr::Column(Column::from(schema.qualified_field(i))).alias(self.column(i)))
@@ -305,7 +309,12 @@ impl Mergeable {
         let n = self.aggregate.group_expr.len();
         const SOURCE: &str = "__lake_source";
         let tag = |df: DataFrame, source: i64| -> Result<DataFrame> {
-            let mut exprs: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
+            let mut exprs: Vec<Expr> = df
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
             exprs.push(lit(source).alias(SOURCE));
             df.select(exprs)
         };
@@ -341,19 +350,21 @@ impl Mergeable {
                     Combine::Count | Combine::Sum => signed(&name),
                     Combine::Min | Combine::Max => {
                         let kept = |e: Expr| from(e.clone(), 0);
-                        let (s, a, r) = (
-                            kept(e.clone()),
-                            from(e.clone(), 1),
-                            from(e.clone(), -1),
-                        );
+                        let (s, a, r) = (kept(e.clone()), from(e.clone(), 1), from(e.clone(), -1));
                         let pick = |x: Expr| if *c == Combine::Min { min(x) } else { max(x) };
                         let (s, a, r) = (pick(s), pick(a), pick(r));
                         // A removed extreme other than the stored one leaves it; new rows
                         // at or past it replace it. Otherwise the group is read again.
                         exact.push(if *c == Combine::Min {
-                            r.clone().is_null().or(r.clone().gt(s.clone())).or(a.clone().lt_eq(s.clone()))
+                            r.clone()
+                                .is_null()
+                                .or(r.clone().gt(s.clone()))
+                                .or(a.clone().lt_eq(s.clone()))
                         } else {
-                            r.clone().is_null().or(r.clone().lt(s.clone())).or(a.clone().gt_eq(s.clone()))
+                            r.clone()
+                                .is_null()
+                                .or(r.clone().lt(s.clone()))
+                                .or(a.clone().gt_eq(s.clone()))
                         });
                         let both = when(source.clone().not_eq(lit(-1)), e.clone())
                             .end()
@@ -392,9 +403,7 @@ impl Mergeable {
         for h in self.hidden() {
             exprs.push(column(&h));
         }
-        exprs.push(
-            Expr::IsTrue(Box::new(column("__lake_exact_"))).alias(EXACT),
-        );
+        exprs.push(Expr::IsTrue(Box::new(column("__lake_exact_"))).alias(EXACT));
         let exact = Expr::IsTrue(Box::new(column("__lake_exact_")));
         grouped
             .filter(column(ROWS).gt(lit(0i64)).or(!exact))?

@@ -18,10 +18,10 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
 use datafusion::common::{Column, JoinType, ScalarValue};
-use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::lit;
 use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::lit;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::DataFrame;
 use futures::stream::BoxStream;
@@ -584,9 +584,7 @@ async fn build(
                         return Ok(());
                     }
                     Decision::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
-                    Decision::Recompute(_)
-                        if stale =>
-                    {
+                    Decision::Recompute(_) if stale => {
                         outcome.note = Some("rebuilt: its stored aggregates are missing".into());
                     }
                     Decision::Recompute(groups) => {
@@ -722,23 +720,26 @@ impl Scoped<'_> {
         // With `recompute_from`, each touched group from its last row at or before the
         // changes: the inputs read from the earliest such row on.
         let cuts = match (&self.scope.from, earliest, self.mergeable) {
-            (Some(from), Some(earliest), None) => {
-                self.cuts(&scoped.ctx, from, earliest, &touched, keys)
-                    .await
-                    .map_err(sql_err)?
-            }
+            (Some(from), Some(_), None) => self
+                .cuts(&scoped.ctx, from, &touched, keys)
+                .await
+                .map_err(sql_err)?,
             _ => None,
         };
         scoped.filters = match (&cuts, &self.scope.from) {
-            (Some(cuts), Some(from)) => {
-                let since = column(from)
-                    .gt_eq(lit(cuts.since.clone()))
-                    .or(column(from).is_null());
-                filters
-                    .into_iter()
-                    .map(|(t, f)| (t, f.and(since.clone())))
-                    .collect()
-            }
+            (Some(cuts), Some(from)) => filters
+                .into_iter()
+                .map(|(t, f)| {
+                    // From the earliest cut on; groups recomputed whole, all their rows.
+                    let mut since = column(from)
+                        .gt_eq(lit(cuts.since.clone()))
+                        .or(column(from).is_null());
+                    if let (Some(whole), Some(exprs)) = (&cuts.whole, self.scope.keys.get(&t)) {
+                        since = since.or(whole.predicate(exprs));
+                    }
+                    (t, f.and(since))
+                })
+                .collect(),
             _ => filters,
         };
         scoped.add(lake, project, &reads, &BTreeMap::new()).await?;
@@ -751,17 +752,18 @@ impl Scoped<'_> {
                 // memory for both writes.
                 // The model's aggregate over some of its inputs' rows: the files given, at
                 // the versions given.
-                let aggregate_of = async |at: BTreeMap<TableName, u64>,
-                                          only: BTreeMap<TableName, Vec<deltalake::kernel::Add>>|
-                       -> Result<DataFrame, TransformError> {
-                    let mut part = Inputs::new(lake)?;
-                    part.at = at;
-                    part.only = only;
-                    part.add(lake, project, &reads, &BTreeMap::new()).await?;
-                    let df = part.ctx.sql(&model.sql).await.map_err(sql_err)?;
-                    m.state_of(&part.ctx.state(), df.logical_plan())
-                        .map_err(sql_err)
-                };
+                let aggregate_of =
+                    async |at: BTreeMap<TableName, u64>,
+                           only: BTreeMap<TableName, Vec<deltalake::kernel::Add>>|
+                           -> Result<DataFrame, TransformError> {
+                        let mut part = Inputs::new(lake)?;
+                        part.at = at;
+                        part.only = only;
+                        part.add(lake, project, &reads, &BTreeMap::new()).await?;
+                        let df = part.ctx.sql(&model.sql).await.map_err(sql_err)?;
+                        m.state_of(&part.ctx.state(), df.logical_plan())
+                            .map_err(sql_err)
+                    };
                 let merged = if removed && !m.retracts {
                     outcome.note = Some(
                         "re-aggregated: rows were removed, and a floating-point sum does not take them out exactly".into(),
@@ -845,11 +847,16 @@ impl Scoped<'_> {
                     let since = column(from).gt_eq(column(CUT));
                     let new_rows = new_rows
                         .join_on(cut()?, JoinType::Inner, on())?
-                        .filter(since.clone())?
+                        .filter(column(CUT).is_null().or(since.clone()))?
                         .select(columns.clone())?;
+                    let before = column(from).is_null().or(column(from).lt(column(CUT)));
                     stored
                         .join_on(cut()?, JoinType::Left, on())?
-                        .filter(column(CUT).is_null().or(Expr::IsNotTrue(Box::new(since))))?
+                        .filter(
+                            column(TOUCHED)
+                                .is_null()
+                                .or(column(CUT).is_not_null().and(before)),
+                        )?
                         .select(columns)?
                         .union(new_rows)
                 }
@@ -897,7 +904,12 @@ struct Cuts {
     batches: Vec<RecordBatch>,
     /// The smallest cut: the inputs are read from it on.
     since: ScalarValue,
+    /// The groups recomputed whole (no row before their change), read in full.
+    whole: Option<scope::Touched>,
 }
+
+/// The column marking a touched group's cut.
+const TOUCHED: &str = "__lake_touched";
 
 /// The column holding a group's cut.
 const CUT: &str = "__lake_cut";
@@ -907,51 +919,79 @@ fn column(name: &str) -> Expr {
 }
 
 impl Scoped<'_> {
-    /// For each touched group, its last stored row's `from` at or before `earliest`; none when
-    /// some touched group has no such row, and is then recomputed whole.
+    /// For each touched group (`keys`: its key and its changed rows' earliest `from`), its
+    /// last stored row's `from` at or before that, or null to recompute the group whole (it
+    /// has no such row); none when every group is recomputed whole.
     async fn cuts(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         from: &str,
-        earliest: ScalarValue,
         touched: &scope::Touched,
         keys: Vec<RecordBatch>,
     ) -> Result<Option<Cuts>, DataFusionError> {
         if keys.iter().all(|b| b.num_rows() == 0) {
             return Ok(None);
         }
+        let n = self.scope.columns.len();
         let provider = crate::lake::scan::provider(self.table, None).await?;
-        let groups: Vec<Expr> = self.scope.columns.iter().map(|c| column(c)).collect();
         let stored = ctx
             .read_table(provider)?
-            .filter(touched.output_predicate(self.scope))?
-            .filter(column(from).lt_eq(lit(earliest)))?
-            .aggregate(groups, vec![max(column(from)).alias(CUT)])?;
-        let mut select: Vec<Expr> = (0..self.scope.columns.len())
-            .map(|i| column(&groups::key_column(i)))
+            .filter(touched.output_predicate(self.scope))?;
+        let changed = ctx.read_batches(keys)?;
+        let key = |i: usize| column(&groups::key_column(i));
+        let cut_key = |i: usize| format!("__lake_cut_key{i}");
+        let before = changed
+            .clone()
+            .join_on(stored, JoinType::Inner, self.on_cut())?
+            .filter(column(from).lt_eq(column(groups::FROM)))?
+            .aggregate(
+                (0..n).map(|i| key(i).alias(cut_key(i))).collect(),
+                vec![max(column(from)).alias(CUT)],
+            )?;
+        let on: Vec<Expr> = (0..n)
+            .map(|i| {
+                datafusion::logical_expr::binary_expr(
+                    key(i),
+                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                    column(&cut_key(i)),
+                )
+            })
             .collect();
+        let mut select: Vec<Expr> = (0..n).map(key).collect();
         select.push(column(CUT));
-        let batches = ctx
-            .read_batches(keys)?
-            .join_on(stored, JoinType::Left, self.on_cut())?
+        select.push(lit(true).alias(TOUCHED));
+        let batches = changed
+            .select((0..n).map(key).collect::<Vec<Expr>>())?
+            .join_on(before, JoinType::Left, on)?
             .select(select)?
             .collect()
             .await?;
         let mut since: Option<ScalarValue> = None;
+        let mut whole = Vec::new();
         for batch in &batches {
-            let cut = batch.column(batch.num_columns() - 1);
+            let cut = batch.column(n);
             for row in 0..batch.num_rows() {
                 let v = ScalarValue::try_from_array(cut, row)?;
                 if v.is_null() {
-                    return Ok(None);
+                    continue;
                 }
                 since = Some(match since {
                     Some(s) if s <= v => s,
                     _ => v,
                 });
             }
+            let none = arrow::compute::is_null(cut)?;
+            whole.push(arrow::compute::filter_record_batch(batch, &none)?);
         }
-        Ok(since.map(|since| Cuts { batches, since }))
+        let Some(since) = since else {
+            return Ok(None);
+        };
+        let whole = scope::Touched::from_batches(&whole, n).map_err(DataFusionError::Plan)?;
+        Ok(Some(Cuts {
+            batches,
+            since,
+            whole: (!whole.is_empty()).then_some(whole),
+        }))
     }
 
     /// The join of the model's rows to their group's cut (null keys match).
@@ -1308,9 +1348,10 @@ async fn run_test(
     // if at all, on an added row: a null, a value not accepted, a key the added rows repeat.
     // It reads just those rows (or, for `unique`, the rows of their keys).
     let added = match (&check.kind, last) {
-        (CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Unique(_), Some(l))
-            if l.passed && l.tests.get(&check.name) == Some(&outcome.hash) =>
-        {
+        (
+            CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Unique(_),
+            Some(l),
+        ) if l.passed && l.tests.get(&check.name) == Some(&outcome.hash) => {
             added_since(lake, model, l).await?
         }
         _ => None,
@@ -1331,7 +1372,11 @@ async fn run_test(
                     let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
                     let keys = new
                         .ctx
-                        .sql(&format!("SELECT DISTINCT {} FROM {}", cols.join(", "), model.name))
+                        .sql(&format!(
+                            "SELECT DISTINCT {} FROM {}",
+                            cols.join(", "),
+                            model.name
+                        ))
                         .await
                         .map_err(sql_err)?
                         .collect()
@@ -1410,7 +1455,13 @@ async fn added_since(
     lake: &Lake,
     model: &Model,
     last: &runs::LastTested,
-) -> Result<Option<(BTreeMap<TableName, u64>, BTreeMap<TableName, Vec<deltalake::kernel::Add>>)>, TransformError> {
+) -> Result<
+    Option<(
+        BTreeMap<TableName, u64>,
+        BTreeMap<TableName, Vec<deltalake::kernel::Add>>,
+    )>,
+    TransformError,
+> {
     let tables: Vec<(TableName, u64)> = match model.config.materialized {
         Materialized::View => {
             let mut out = Vec::new();

@@ -717,10 +717,19 @@ impl Touched {
                 let at = |us: i64| -> ScalarValue {
                     use arrow::datatypes::TimeUnit;
                     match unit {
-                        TimeUnit::Second => ScalarValue::TimestampSecond(Some(us.div_euclid(1_000_000)), tz.clone()),
-                        TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(us.div_euclid(1_000)), tz.clone()),
-                        TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(us), tz.clone()),
-                        TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(us.checked_mul(1_000), tz.clone()),
+                        TimeUnit::Second => {
+                            ScalarValue::TimestampSecond(Some(us.div_euclid(1_000_000)), tz.clone())
+                        }
+                        TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(
+                            Some(us.div_euclid(1_000)),
+                            tz.clone(),
+                        ),
+                        TimeUnit::Microsecond => {
+                            ScalarValue::TimestampMicrosecond(Some(us), tz.clone())
+                        }
+                        TimeUnit::Nanosecond => {
+                            ScalarValue::TimestampNanosecond(us.checked_mul(1_000), tz.clone())
+                        }
                     }
                 };
                 let column = Expr::Column(column);
@@ -749,10 +758,14 @@ impl Touched {
 fn truncated(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
     const DAY: i64 = 86_400_000_000;
     match e {
-        Expr::Cast(c) if *c.field.data_type() == arrow::datatypes::DataType::Date32 => match strip_alias(&c.expr) {
-            Expr::Column(column) => Some((column.clone(), DAY)),
-            _ => None,
-        },
+        // A date of a timestamp, or of a truncation of one (`CAST(date_trunc('month', t) AS
+        // DATE)`).
+        Expr::Cast(c) if *c.field.data_type() == arrow::datatypes::DataType::Date32 => {
+            match strip_alias(&c.expr) {
+                Expr::Column(column) => Some((column.clone(), DAY)),
+                inner => truncated(inner).map(|(column, span)| (column, span.max(DAY))),
+            }
+        }
         Expr::ScalarFunction(f) if f.name() == "date_trunc" => {
             let [Expr::Literal(unit, _), inner] = f.args.as_slice() else {
                 return None;
@@ -761,7 +774,9 @@ fn truncated(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
                 return None;
             };
             let unit = match unit {
-                ScalarValue::Utf8(Some(u)) | ScalarValue::Utf8View(Some(u)) | ScalarValue::LargeUtf8(Some(u)) => u.to_lowercase(),
+                ScalarValue::Utf8(Some(u))
+                | ScalarValue::Utf8View(Some(u))
+                | ScalarValue::LargeUtf8(Some(u)) => u.to_lowercase(),
                 _ => return None,
             };
             let span = match unit.as_str() {
@@ -866,15 +881,24 @@ mod tests {
         .unwrap();
         let touched = Touched::from_batches(&[days], 1).unwrap();
         let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
-        let schema = Schema::new(vec![Field::new("at", ts, true), Field::new("s", DataType::Utf8, true)]);
-        let range = touched.ranges(&[cast(col("at"), DataType::Date32)], &schema).unwrap();
+        let schema = Schema::new(vec![
+            Field::new("at", ts, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let range = touched
+            .ranges(&[cast(col("at"), DataType::Date32)], &schema)
+            .unwrap();
         // Days 2025-12-28 and 2026-01-01: from 2025-12-27 up to 2026-01-03.
         assert_eq!(
             range.to_string(),
             "at >= TimestampMicrosecond(1766793600000000, Some(\"UTC\")) AND at < TimestampMicrosecond(1767398400000000, Some(\"UTC\"))"
         );
         // Not a timestamp column, or not a truncation: no range.
-        assert!(touched.ranges(&[cast(col("s"), DataType::Date32)], &schema).is_none());
+        assert!(
+            touched
+                .ranges(&[cast(col("s"), DataType::Date32)], &schema)
+                .is_none()
+        );
         assert!(touched.ranges(&[col("at")], &schema).is_none());
     }
 }

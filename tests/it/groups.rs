@@ -296,12 +296,50 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     assert!(out.contains("1 group recomputed"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));
 
+    // A play before a listener's first session, and a new listener's: their groups have no
+    // session before the change and are recomputed whole, the others from their cut.
+    let early = [
+        Play {
+            id: 700,
+            listener: Some("ann"),
+            minute: 5,
+            ms: 2000,
+            track: "a",
+        },
+        Play {
+            id: 701,
+            listener: Some("dee"),
+            minute: 41 * 1440 + 900,
+            ms: 2000,
+            track: "c",
+        },
+        Play {
+            id: 702,
+            listener: Some("bob"),
+            minute: 41 * 1440 + 900,
+            ms: 2000,
+            track: "c",
+        },
+    ];
+    ctx.write("early.csv", csv(&early));
+    ctx.ok(&["ingest", "early.csv", "--table", "raw.plays"]);
+    let out = run_and_export(&ctx);
+    let line = out
+        .lines()
+        .find(|l| l.contains("curated.sessions "))
+        .unwrap();
+    assert!(line.contains("3 groups recomputed"), "{out}");
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+
     // raw.extra rewritten whole, with one play more: its old rows go and come back. The
     // merging model takes them out of its aggregates and adds the new ones, reading no
     // history; the sessions recompute from the listener's last session before the change.
     extra(&ctx, &day(1, 1, 600)[..1]);
     let out = run_and_export(&ctx);
-    let line = out.lines().find(|l| l.contains("curated.per_track ")).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("curated.per_track "))
+        .unwrap();
     assert!(line.contains("2 groups recomputed"), "{out}");
     assert!(!out.contains("re-aggregated"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));

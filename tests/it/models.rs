@@ -482,7 +482,10 @@ fn tests_that_passed_check_the_new_rows_only() {
     append("id,k,kind\n4,a,radio\n5,,track\n");
     let (ok, out, _) = run(&ctx, &["run"]);
     assert!(!ok, "{out}");
-    assert!(out.contains("0 of 3 tests passed (3 on the new rows only)"), "{out}");
+    assert!(
+        out.contains("0 of 3 tests passed (3 on the new rows only)"),
+        "{out}"
+    );
     assert_eq!(
         ctx.scalar("SELECT duplicates FROM audit.p__unique_k WHERE k = 'a'"),
         "2"
@@ -496,10 +499,20 @@ fn tests_that_passed_check_the_new_rows_only() {
 
     // Fixed upstream and rebuilt; then a test that changed checks every row again.
     ctx.write("plays.csv", "id,k,kind\n1,a,track\n2,b,track\n3,c,track\n");
-    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays", "--mode", "overwrite"]);
+    ctx.ok(&[
+        "ingest",
+        "plays.csv",
+        "--table",
+        "raw.plays",
+        "--mode",
+        "overwrite",
+    ]);
     ctx.ok(&["run", "--full-refresh"]);
     ctx.write("queries/p.sql", &header("'track', 'radio'"));
     append("id,k,kind\n7,e,radio\n");
     let out = ctx.ok(&["run"]);
-    assert!(out.contains("3 of 3 tests passed (2 on the new rows only)"), "{out}");
+    assert!(
+        out.contains("3 of 3 tests passed (2 on the new rows only)"),
+        "{out}"
+    );
 }
