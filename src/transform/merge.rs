@@ -307,6 +307,7 @@ impl Mergeable {
         removed: DataFrame,
     ) -> Result<DataFrame> {
         let n = self.aggregate.group_expr.len();
+        // Which rows each came from: 0 stored, 1 added, -1 removed.
         const SOURCE: &str = "__lake_source";
         let tag = |df: DataFrame, source: i64| -> Result<DataFrame> {
             let mut exprs: Vec<Expr> = df
@@ -329,7 +330,7 @@ impl Mergeable {
                 .end()
                 .expect("a CASE with a branch")
         };
-        // Counts and sums: taken out where removed (the source is the sign).
+        // Counts and sums: the stored and added ones summed, the removed ones subtracted.
         let signed = |name: &str| -> Expr {
             let e = column(name);
             let ty = e
