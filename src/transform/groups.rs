@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use arrow::array::Array;
 use arrow::array::RecordBatch;
-use datafusion::common::{Column, ScalarValue};
+use datafusion::common::Column;
 use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::DataFrame;
@@ -59,9 +60,9 @@ pub struct Recompute {
     /// The touched key tuples, one per row (columns `__lake_key<i>`), with `recompute_from`
     /// each one's earliest changed value (`__lake_from`).
     pub keys: Vec<RecordBatch>,
-    /// With `recompute_from`: the earliest value of that column among the changed rows, when
-    /// every changed row has one.
-    pub earliest: Option<ScalarValue>,
+    /// With `recompute_from`: whether every changed row has a value of that column (a group
+    /// can then be cut at its earliest one).
+    pub from_known: bool,
 }
 
 /// Works out which groups of a model of `scope` the commits since `previous` touch, from the
@@ -203,10 +204,8 @@ pub async fn decide(
     if touched.is_empty() {
         return Ok(Decision::Unchanged);
     }
-    let earliest = match &scope.from {
-        Some(_) => earliest_of(&batches, n).map_err(|e| fail(e.to_string()))?,
-        None => None,
-    };
+    let from_known =
+        scope.from.is_some() && every_known(&batches, n).map_err(|e| fail(e.to_string()))?;
     // The keys, and with `recompute_from` each group's earliest value.
     let width = if scope.from.is_some() { n + 1 } else { n };
     let keys: Vec<RecordBatch> = batches
@@ -232,7 +231,7 @@ pub async fn decide(
         lost,
         lost_at,
         keys,
-        earliest,
+        from_known,
     }))
 }
 
@@ -244,28 +243,19 @@ pub fn key_column(i: usize) -> String {
     format!("__lake_key{i}")
 }
 
-/// The smallest `recompute_from` value over the touched groups (column `n`), or none when a
-/// changed row had no value (its count, column `n + 1`, is less than the rows, `n + 2`).
-fn earliest_of(
+/// Whether every touched group's changed rows all have a `recompute_from` value: the count
+/// of values (column `n + 1`) is the count of rows (`n + 2`).
+fn every_known(
     batches: &[RecordBatch],
     n: usize,
-) -> Result<Option<ScalarValue>, datafusion::error::DataFusionError> {
-    let mut earliest: Option<ScalarValue> = None;
+) -> Result<bool, datafusion::error::DataFusionError> {
     for batch in batches {
-        for row in 0..batch.num_rows() {
-            let v = ScalarValue::try_from_array(batch.column(n), row)?;
-            let known = ScalarValue::try_from_array(batch.column(n + 1), row)?;
-            let rows = ScalarValue::try_from_array(batch.column(n + 2), row)?;
-            if v.is_null() || known != rows {
-                return Ok(None);
-            }
-            earliest = Some(match earliest {
-                Some(e) if e <= v => e,
-                _ => v,
-            });
+        let same = arrow::compute::kernels::cmp::eq(batch.column(n + 1), batch.column(n + 2))?;
+        if same.null_count() > 0 || same.false_count() > 0 {
+            return Ok(false);
         }
     }
-    Ok(earliest)
+    Ok(true)
 }
 
 /// The table's files as add actions (path and statistics), for a scan of some of them.

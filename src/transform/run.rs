@@ -397,8 +397,12 @@ async fn model_run(
         outcome.error = Some(format!("{} is not built yet: run `lake run`", model.name));
         return outcome;
     }
+    // What the model's tables gained since its tests last passed: read once, for every test
+    // that checks just that.
+    let added = tokio::sync::OnceCell::new();
     for check in &model.checks {
-        let result = test(lake, project, model, check, existing, last).await;
+        let since = last.map(|l| (l, &added));
+        let result = test(lake, project, model, check, existing, since).await;
         let failed = !result.passed();
         if failed && check.severity == Severity::Error {
             outcome.status = Status::TestsFailed;
@@ -704,7 +708,7 @@ impl Scoped<'_> {
             lost,
             lost_at,
             keys,
-            earliest,
+            from_known,
         } = groups;
         let at: BTreeMap<TableName, u64> = self
             .inputs
@@ -719,8 +723,8 @@ impl Scoped<'_> {
         scoped.at = at.clone();
         // With `recompute_from`, each touched group from its last row at or before the
         // changes: the inputs read from the earliest such row on.
-        let cuts = match (&self.scope.from, earliest, self.mergeable) {
-            (Some(from), Some(_), None) => self
+        let cuts = match (&self.scope.from, from_known, self.mergeable) {
+            (Some(from), true, None) => self
                 .cuts(&scoped.ctx, from, &touched, keys)
                 .await
                 .map_err(sql_err)?,
@@ -949,13 +953,7 @@ impl Scoped<'_> {
                 vec![max(column(from)).alias(CUT)],
             )?;
         let on: Vec<Expr> = (0..n)
-            .map(|i| {
-                datafusion::logical_expr::binary_expr(
-                    key(i),
-                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
-                    column(&cut_key(i)),
-                )
-            })
+            .map(|i| not_distinct(key(i), column(&cut_key(i))))
             .collect();
         let mut select: Vec<Expr> = (0..n).map(key).collect();
         select.push(column(CUT));
@@ -1000,15 +998,19 @@ impl Scoped<'_> {
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                datafusion::logical_expr::binary_expr(
-                    column(c),
-                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
-                    column(&groups::key_column(i)),
-                )
-            })
+            .map(|(i, c)| not_distinct(column(c), column(&groups::key_column(i))))
             .collect()
     }
+}
+
+/// `a IS NOT DISTINCT FROM b`: a join key where nulls match, which DataFusion runs as a hash
+/// join.
+fn not_distinct(a: Expr, b: Expr) -> Expr {
+    datafusion::logical_expr::binary_expr(
+        a,
+        datafusion::logical_expr::Operator::IsNotDistinctFrom,
+        b,
+    )
 }
 
 /// Whether a merging model's stored aggregates were written by the run that `last` records.
@@ -1306,7 +1308,7 @@ async fn test(
     model: &Model,
     check: &Check,
     existing: &BTreeSet<TableName>,
-    last: Option<&runs::LastTested>,
+    last: Option<(&runs::LastTested, &AddedSince)>,
 ) -> TestOutcome {
     let mut hash = sha2::Sha256::new();
     hash.update(check.sql(&model.name).as_bytes());
@@ -1334,7 +1336,7 @@ async fn run_test(
     model: &Model,
     check: &Check,
     existing: &BTreeSet<TableName>,
-    last: Option<&runs::LastTested>,
+    last: Option<(&runs::LastTested, &AddedSince)>,
     outcome: &mut TestOutcome,
 ) -> Result<(), TransformError> {
     let mut tables = vec![model.name.clone()];
@@ -1350,14 +1352,15 @@ async fn run_test(
     let added = match (&check.kind, last) {
         (
             CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Unique(_),
-            Some(l),
-        ) if l.passed && l.tests.get(&check.name) == Some(&outcome.hash) => {
-            added_since(lake, model, l).await?
-        }
+            Some((l, added)),
+        ) if l.passed && l.tests.get(&check.name) == Some(&outcome.hash) => added
+            .get_or_try_init(|| added_since(lake, model, l))
+            .await?
+            .as_ref(),
         _ => None,
     };
     let mut inputs = Inputs::new(lake)?;
-    let sql = match &added {
+    let sql = match added {
         None => check.sql(&model.name),
         Some((at, only)) => {
             outcome.new_rows_only = true;
@@ -1447,6 +1450,16 @@ async fn run_test(
     Ok(())
 }
 
+/// The tables a model's rows come from at their latest versions, and the files each gained
+/// since its tests last passed; none when that cannot be told.
+type Added = (
+    BTreeMap<TableName, u64>,
+    BTreeMap<TableName, Vec<deltalake::kernel::Add>>,
+);
+
+/// [`Added`] for a model, read when a test first needs it.
+type AddedSince = tokio::sync::OnceCell<Option<Added>>;
+
 /// For a model whose tests passed as `last` records: the tables its rows come from (itself,
 /// or a view's tables) at their latest versions, and the files each gained since then; none
 /// when that cannot be told (a version the last run did not record, a log that no longer
@@ -1455,13 +1468,7 @@ async fn added_since(
     lake: &Lake,
     model: &Model,
     last: &runs::LastTested,
-) -> Result<
-    Option<(
-        BTreeMap<TableName, u64>,
-        BTreeMap<TableName, Vec<deltalake::kernel::Add>>,
-    )>,
-    TransformError,
-> {
+) -> Result<Option<Added>, TransformError> {
     let tables: Vec<(TableName, u64)> = match model.config.materialized {
         Materialized::View => {
             let mut out = Vec::new();
