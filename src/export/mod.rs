@@ -305,13 +305,18 @@ pub async fn export_table(
     let read = std::sync::atomic::AtomicU64::new(0);
     let batches = |df: datafusion::prelude::DataFrame| batches(df, name, &read, progress);
     let before = match diff_from {
-        Some(from) => lake.table(name, Some(from), None).await.ok(),
+        Some(from) => lake
+            .table(name, Some(from), None)
+            .await
+            .ok()
+            .map(|t| (from, t)),
         None => None,
     };
     // Rows upserted or loaded, rows deleted where the changes were sent, and the mode.
     let (rows, deleted, mode) = match before {
-        Some(before) => {
-            let (changed, stale, gone) = differences(&ctx, &table, &before, key)
+        Some((from, before)) => {
+            let diff = crate::lake::changes::diff_since(name, &table, from, version).await?;
+            let (changed, stale, gone) = differences(&ctx, &table, &before, &diff, key)
                 .await
                 .map_err(read_err)?;
             let deleted = gone.count().await.map_err(read_err)? as u64;
@@ -400,11 +405,14 @@ async fn batches<'a>(
 /// What a warehouse holding `before` needs to hold `after`: the rows of `after` that `before`
 /// lacks as they are (new or changed); the keys of the rows of `before` that `after` lacks as
 /// they are (changed or gone), deleted first, nulls matched, so that a row whose key holds a
-/// null is replaced too; and the keys that are gone, to report.
+/// null is replaced too; and the keys that are gone, to report. Where the log tells which
+/// files the commits in between replaced (`diff`), only those and the files added are
+/// compared: the files both versions share hold the same rows.
 async fn differences(
     ctx: &datafusion::prelude::SessionContext,
     after: &deltalake::DeltaTable,
     before: &deltalake::DeltaTable,
+    diff: &crate::lake::changes::Diff,
     key: &[String],
 ) -> Result<
     (
@@ -414,8 +422,12 @@ async fn differences(
     ),
     datafusion::error::DataFusionError,
 > {
-    let new = ctx.read_table(crate::lake::scan::provider(after, None).await?)?;
-    let old = ctx.read_table(crate::lake::scan::provider(before, None).await?)?;
+    let (added, removed) = match diff.incomplete {
+        None => (Some(diff.added.clone()), Some(diff.removed_files(before))),
+        Some(_) => (None, None),
+    };
+    let new = ctx.read_table(crate::lake::scan::provider(after, added.as_deref()).await?)?;
+    let old = ctx.read_table(crate::lake::scan::provider(before, removed.as_deref()).await?)?;
     let keys: Vec<&str> = key.iter().map(String::as_str).collect();
     let changed = new.clone().except(old.clone())?;
     let stale = old.clone().except(new.clone())?.select_columns(&keys)?;

@@ -164,3 +164,33 @@ pub async fn diff_since(
     diff.added = added;
     Ok(diff)
 }
+
+/// The add actions of `table`'s files, as its snapshot has them (path, size and statistics).
+pub fn files(table: &DeltaTable) -> Vec<Add> {
+    let Ok(state) = table.snapshot() else {
+        return Vec::new();
+    };
+    state
+        .log_data()
+        .iter()
+        .map(|f| Add {
+            path: f.path().to_string(),
+            size: f.size(),
+            stats: f.stats(),
+            data_change: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+impl Diff {
+    /// The add actions of the files it removed, as `before` (the table at `from`) has them.
+    pub fn removed_files(&self, before: &DeltaTable) -> Vec<Add> {
+        let paths: std::collections::HashSet<&str> =
+            self.removed.iter().map(String::as_str).collect();
+        files(before)
+            .into_iter()
+            .filter(|a| paths.contains(a.path.as_str()))
+            .collect()
+    }
+}

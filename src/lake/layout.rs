@@ -42,6 +42,9 @@ pub struct Layout {
     pub sort_by: Vec<String>,
     /// The size files aim at; [`DEFAULT_TARGET_FILE_SIZE`] when `None`.
     pub target_file_size: Option<u64>,
+    /// Columns looked up by value (a merge's key): each file holds a bloom filter of each,
+    /// for [`super::keys::holds_any`], and says so in its [`super::keys::KEYS_TAG`] tag.
+    pub keys: Vec<String>,
 }
 
 impl Layout {
@@ -50,7 +53,14 @@ impl Layout {
         Layout {
             sort_by: columns.into_iter().map(Into::into).collect(),
             target_file_size: None,
+            keys: Vec::new(),
         }
+    }
+
+    /// The same layout, with a bloom filter of each of these columns in every file.
+    pub fn with_keys(mut self, keys: &[String]) -> Self {
+        self.keys = keys.to_vec();
+        self
     }
 
     /// The key as DataFusion's sort: each column ascending, nulls last.
@@ -92,6 +102,27 @@ pub fn file_sort_key(view: &deltalake::kernel::LogicalFileView) -> Option<Vec<St
     let add = view.add_action();
     let tag = add.tags?.get(SORTED_BY)?.clone()?;
     Layout::from_tag(&tag)
+}
+
+/// The columns the files of `table` hold bloom filters of, from their tags: those of the
+/// last file that names any.
+pub fn table_keys(table: &DeltaTable) -> Vec<String> {
+    let Ok(state) = table.snapshot() else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for view in state.log_data().iter() {
+        #[allow(deprecated)]
+        let add = view.add_action();
+        if let Some(k) = add
+            .tags
+            .and_then(|t| t.get(super::keys::KEYS_TAG).cloned().flatten())
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            keys = k;
+        }
+    }
+    keys
 }
 
 /// Strings and binaries as Delta's plain types: the files are read by every Delta reader,
@@ -153,7 +184,7 @@ pub async fn write_sorted_files(
     let config = WriterConfig::new(
         schema.clone(),
         vec![],
-        None,
+        Some(super::keys::writer_properties(&layout.keys)),
         // One file per writer: lake decides where files end.
         None,
         None,
@@ -212,12 +243,16 @@ pub async fn write_sorted_files(
     }
     let adds = files.finish().await?;
     let tag = layout.tag();
+    let keys = (!layout.keys.is_empty())
+        .then(|| serde_json::to_string(&layout.keys).expect("strings serialize"));
     Ok(adds
         .into_iter()
         .map(|mut add| {
-            add.tags
-                .get_or_insert_with(Default::default)
-                .insert(SORTED_BY.to_string(), Some(tag.clone()));
+            let tags = add.tags.get_or_insert_with(Default::default);
+            tags.insert(SORTED_BY.to_string(), Some(tag.clone()));
+            if let Some(keys) = &keys {
+                tags.insert(super::keys::KEYS_TAG.to_string(), Some(keys.clone()));
+            }
             add
         })
         .collect())
@@ -425,6 +460,26 @@ pub fn remove_all(table: &DeltaTable, data_change: bool) -> DeltaResult<Vec<Acti
         .iter()
         .map(|f| Action::Remove(f.remove_action(data_change)))
         .collect())
+}
+
+/// A remove action for each of these files of `table` (paths as its log names them); an
+/// error when one is no longer in the table, as when another writer replaced it meanwhile.
+pub fn remove_files(table: &DeltaTable, paths: &[String]) -> DeltaResult<Vec<Action>> {
+    let wanted: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+    let removes: Vec<Action> = table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .filter(|f| wanted.contains(f.path().as_ref()))
+        .map(|f| Action::Remove(f.remove_action(true)))
+        .collect();
+    if removes.len() != wanted.len() {
+        return Err(DeltaTableError::Generic(format!(
+            "{} of the files to replace are no longer in the table",
+            wanted.len() - removes.len()
+        )));
+    }
+    Ok(removes)
 }
 
 /// Commits `actions` (files lake wrote, and the files they replace) on top of the version

@@ -140,6 +140,7 @@ impl Lake {
                 let layout = Layout {
                     sort_by: sort.key,
                     target_file_size: options.target_file_size,
+                    keys: layout::table_keys(&table),
                 };
                 let ctx = self.sessions().delta_context()?;
                 let (removed, added, _) = layout::sort_again(&table, &ctx, &layout, commit())

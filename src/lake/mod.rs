@@ -5,6 +5,7 @@
 //! [`write`]; reading with SQL is in [`crate::query`].
 
 pub mod changes;
+pub mod keys;
 pub mod layout;
 pub mod lease;
 pub mod maintain;

@@ -64,6 +64,19 @@ pub async fn provider(table: &DeltaTable, only: Option<&[Add]>) -> Result<Arc<dy
     }
 }
 
+/// The column [`provider_with_files`] adds: the path of the file each row is stored in, as
+/// the table's log names it.
+pub const FILE_COLUMN: &str = "__lake_file";
+
+/// lake's scan of `table` (all its files, or `only` these), with one more column,
+/// [`FILE_COLUMN`]; `None` for a table only delta-rs reads.
+pub fn provider_with_files(
+    table: &DeltaTable,
+    only: Option<&[Add]>,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    Ok(LakeScan::try_new_with(table, only, true)?.map(|s| Arc::new(s) as Arc<dyn TableProvider>))
+}
+
 /// A scan over a fixed set of a table's files.
 #[derive(Debug)]
 pub struct LakeScan {
@@ -90,6 +103,15 @@ pub struct LakeScan {
 impl LakeScan {
     /// The scan, or `None` when the table uses a feature only delta-rs reads.
     pub fn try_new(table: &DeltaTable, only: Option<&[Add]>) -> Result<Option<Self>> {
+        Self::try_new_with(table, only, false)
+    }
+
+    /// The scan, with the [`FILE_COLUMN`] after the table's own columns when `file_column`.
+    fn try_new_with(
+        table: &DeltaTable,
+        only: Option<&[Add]>,
+        file_column: bool,
+    ) -> Result<Option<Self>> {
         let Ok(state) = table.snapshot() else {
             return Ok(None);
         };
@@ -104,24 +126,32 @@ impl LakeScan {
         }
         // Strings and binaries as views, as DataFusion's Parquet reader and delta-rs's
         // provider give them by default.
-        let schema = Arc::new(Schema::new(
-            state
-                .snapshot()
-                .arrow_schema()
-                .fields()
-                .iter()
-                .map(|f| match f.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 => {
-                        Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
-                    }
-                    DataType::Binary | DataType::LargeBinary => {
-                        Arc::new(f.as_ref().clone().with_data_type(DataType::BinaryView))
-                    }
-                    _ => f.clone(),
-                })
-                .collect::<Vec<FieldRef>>(),
-        ));
-        let partitions = metadata.partition_columns().to_vec();
+        let mut fields = state
+            .snapshot()
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 => {
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+                }
+                DataType::Binary | DataType::LargeBinary => {
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::BinaryView))
+                }
+                _ => f.clone(),
+            })
+            .collect::<Vec<FieldRef>>();
+        let mut partitions = metadata.partition_columns().to_vec();
+        if file_column {
+            // A partition column to DataFusion: one value per file.
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                FILE_COLUMN,
+                DataType::Utf8,
+                false,
+            )));
+            partitions.push(FILE_COLUMN.to_string());
+        }
+        let schema = Arc::new(Schema::new(fields));
         let file_fields: Vec<FieldRef> = schema
             .fields()
             .iter()
@@ -177,7 +207,12 @@ impl LakeScan {
             let values = view.partition_values_map();
             let partition_values = partition_cols
                 .iter()
-                .map(|f| partition_value(values.get(f.name()).cloned().flatten(), f.data_type()))
+                .map(|f| match f.name().as_str() {
+                    FILE_COLUMN if file_column => {
+                        Ok(ScalarValue::Utf8(Some(view.path().to_string())))
+                    }
+                    _ => partition_value(values.get(f.name()).cloned().flatten(), f.data_type()),
+                })
                 .collect::<Result<Vec<_>>>()?;
             let size = view.size().max(0) as u64;
             let stats = statistics(

@@ -24,7 +24,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use deltalake::kernel::{Action, StructType};
+use deltalake::kernel::{Action, Add, StructType};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::DeltaOperation;
@@ -78,6 +78,12 @@ pub enum WriteMode {
     /// Replace all rows and the schema, partitioned by these columns: a model's table, whose
     /// columns follow its SELECT even when a column's type changes.
     Rebuild(Vec<String>),
+    /// Replace these files (their paths as the log names them) with the rows: the caller
+    /// gives the rows of those files it keeps, and its own. The other files stay as they are,
+    /// so the write costs the files it replaces, not the table. Where lake does not lay out
+    /// the table's files itself (no sort key, partitions, new columns), the other files'
+    /// rows are read and the table written anew, to the same effect.
+    ReplaceFiles(Vec<String>),
 }
 
 impl WriteMode {
@@ -195,6 +201,10 @@ pub async fn write_laid_out(
                 sort_by: layout::table_sort_key(&table)
                     .filter(|key| key.iter().all(|c| plan.target.field_with_name(c).is_ok()))
                     .unwrap_or_default(),
+                keys: match layout.keys.is_empty() {
+                    true => layout::table_keys(&table),
+                    false => layout.keys.clone(),
+                },
                 ..layout.clone()
             };
             &inherited
@@ -330,6 +340,10 @@ async fn run(
                 .with_merge_schema(!plan.added.is_empty())
                 .with_session_state(state)
                 .with_commit_properties(commit);
+            if !layout.keys.is_empty() {
+                builder =
+                    builder.with_writer_properties(super::keys::writer_properties(&layout.keys));
+            }
             if matches!(mode, WriteMode::Merge(_)) {
                 builder = builder.when_matched_update(|mut update| {
                     for c in &columns {
@@ -370,17 +384,37 @@ async fn run(
             } else {
                 df
             };
+            let laid_out = !layout.sort_by.is_empty() && whole_files(&table, plan, mode, creating);
+            let df = match mode {
+                WriteMode::ReplaceFiles(paths) if !laid_out && !creating => {
+                    // The table's other rows, written anew with the input.
+                    let others: Vec<Add> = super::changes::files(&table)
+                        .into_iter()
+                        .filter(|a| !paths.contains(&a.path))
+                        .collect();
+                    let columns: Vec<Expr> = df
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| Expr::Column(Column::new_unqualified(f.name())))
+                        .collect();
+                    let provider = super::scan::provider(&table, Some(&others)).await?;
+                    df.union(ctx.read_table(provider)?.select(columns)?)?
+                }
+                _ => df,
+            };
             let df = if layout.sort_by.is_empty() {
                 df
             } else {
                 // DataFusion's sort spills under the lake's memory limit.
                 df.sort(layout.sort_exprs())?
             };
-            if !layout.sort_by.is_empty() && whole_files(&table, plan, mode, creating) {
+            if laid_out {
                 return write_sorted(ctx, table, df, mode, creating, commit, layout).await;
             }
             let save = match mode {
                 WriteMode::Overwrite | WriteMode::Rebuild(_) => SaveMode::Overwrite,
+                WriteMode::ReplaceFiles(_) if !creating => SaveMode::Overwrite,
                 WriteMode::Replace(_) if !creating => SaveMode::Overwrite,
                 _ => SaveMode::Append,
             };
@@ -390,6 +424,10 @@ async fn run(
                 .with_session_state(state)
                 .with_save_mode(save)
                 .with_commit_properties(commit);
+            if !layout.keys.is_empty() {
+                builder =
+                    builder.with_writer_properties(super::keys::writer_properties(&layout.keys));
+            }
             if let WriteMode::Replace(predicate) = mode
                 && !creating
             {
@@ -427,7 +465,9 @@ fn whole_files(table: &DeltaTable, plan: &ColumnPlan, mode: &WriteMode, creating
         return true;
     }
     match mode {
-        WriteMode::Append | WriteMode::Overwrite => plan.added.is_empty(),
+        WriteMode::Append | WriteMode::Overwrite | WriteMode::ReplaceFiles(_) => {
+            plan.added.is_empty()
+        }
         // A rebuild that keeps the table's columns and types.
         WriteMode::Rebuild(_) => table.snapshot().is_ok_and(|s| {
             let stored = s.snapshot().arrow_schema();
@@ -481,9 +521,15 @@ async fn write_sorted(
             })?;
         return Ok((created.version().unwrap_or(0), None));
     }
-    let overwrite = !matches!(mode, WriteMode::Append);
-    if overwrite {
-        actions.extend(layout::remove_all(&table, true)?);
+    let overwrite = match mode {
+        WriteMode::Append => false,
+        WriteMode::ReplaceFiles(paths) => !paths.is_empty(),
+        _ => true,
+    };
+    match mode {
+        WriteMode::ReplaceFiles(paths) => actions.extend(layout::remove_files(&table, paths)?),
+        WriteMode::Append => {}
+        _ => actions.extend(layout::remove_all(&table, true)?),
     }
     let operation = DeltaOperation::Write {
         mode: if overwrite {

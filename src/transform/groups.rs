@@ -6,7 +6,7 @@
 //! run). Compaction changes no rows and touches nothing. The model then runs over its inputs
 //! filtered to those keys, and its rows of those groups are replaced in one commit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use arrow::array::Array;
 use arrow::array::RecordBatch;
@@ -140,11 +140,7 @@ pub async fn decide(
         }
         if !diff.removed.is_empty() {
             let before = lake.table(table, Some(last), None).await?;
-            let paths: HashSet<&str> = diff.removed.iter().map(String::as_str).collect();
-            let removed: Vec<Add> = files_of(&before)
-                .into_iter()
-                .filter(|a| paths.contains(a.path.as_str()))
-                .collect();
+            let removed = diff.removed_files(&before);
             let rows: u64 = removed.iter().map(add_rows).sum();
             removed_rows += rows;
             rows_read += rows;
@@ -256,24 +252,6 @@ fn every_known(
         }
     }
     Ok(true)
-}
-
-/// The table's files as add actions (path and statistics), for a scan of some of them.
-fn files_of(table: &DeltaTable) -> Vec<Add> {
-    let Ok(state) = table.snapshot() else {
-        return Vec::new();
-    };
-    state
-        .log_data()
-        .iter()
-        .map(|f| Add {
-            path: f.path().to_string(),
-            size: f.size(),
-            stats: f.stats(),
-            data_change: true,
-            ..Default::default()
-        })
-        .collect()
 }
 
 /// Rows in `table`, from the log's statistics.

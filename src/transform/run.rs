@@ -830,12 +830,21 @@ impl Scoped<'_> {
             }
             None => scoped_df,
         };
-        // The table's other groups as they are, and the touched ones anew, written in one
-        // commit. (A replace of the touched groups through delta-rs turns the predicate into
-        // a kernel expression by recursion, too deep for thousands of keys; the groups are
-        // small beside their inputs.)
+        // The touched groups' rows are replaced in the files that hold them, in one commit;
+        // the table's other files stay as they are. (A replace through delta-rs turns the
+        // predicate into a kernel expression by recursion, too deep for thousands of keys.)
+        // A partitioned table is written anew, its other groups as they are.
+        let replaced = match model.config.partition_by.is_empty() {
+            true => self
+                .replaced_files(&scoped.ctx, &touched, cuts.as_ref())
+                .await
+                .map_err(sql_err)?,
+            false => None,
+        };
         let kept = async {
-            let provider = crate::lake::scan::provider(self.table, None).await?;
+            let provider =
+                crate::lake::scan::provider(self.table, replaced.as_ref().map(|r| r.0.as_slice()))
+                    .await?;
             let columns: Vec<Expr> = new_rows
                 .schema()
                 .fields()
@@ -875,7 +884,10 @@ impl Scoped<'_> {
         .await
         .map_err(sql_err)?;
         let source = ModelSource::new(kept, false);
-        let mode = WriteMode::Rebuild(model.config.partition_by.clone());
+        let mode = match replaced {
+            Some((_, paths)) => WriteMode::ReplaceFiles(paths),
+            None => WriteMode::Rebuild(model.config.partition_by.clone()),
+        };
         let written = write_model(lake, model, source.clone(), &mode, self.metadata).await?;
         outcome.version = Some(written.version);
         outcome.rows = Some(written.rows_read);
@@ -990,6 +1002,63 @@ impl Scoped<'_> {
             since,
             whole: (!whole.is_empty()).then_some(whole),
         }))
+    }
+
+    /// The files of the table that hold a row this run replaces (a touched group's row; with
+    /// `recompute_from`, from the group's cut on), as add actions and as paths; none when the
+    /// table is one only delta-rs reads. The scan reads the key columns, of the files whose
+    /// statistics may hold such a row.
+    async fn replaced_files(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        touched: &scope::Touched,
+        cuts: Option<&Cuts>,
+    ) -> Result<Option<(Vec<deltalake::kernel::Add>, Vec<String>)>, DataFusionError> {
+        use crate::lake::scan::FILE_COLUMN;
+        let Some(provider) = crate::lake::scan::provider_with_files(self.table, None)? else {
+            return Ok(None);
+        };
+        let stored = ctx
+            .read_table(provider)?
+            .filter(touched.output_predicate(self.scope))?;
+        let replaced = match (cuts, &self.scope.from) {
+            (Some(cuts), Some(from)) => {
+                // Only rows from the earliest cut on, or of a group recomputed whole, can be
+                // replaced: the files' statistics rule the others out.
+                let mut since = column(from)
+                    .gt_eq(lit(cuts.since.clone()))
+                    .or(column(from).is_null());
+                if let Some(whole) = &cuts.whole {
+                    since = since.or(whole.output_predicate(self.scope));
+                }
+                stored
+                    .filter(since)?
+                    .join_on(
+                        ctx.read_batches(cuts.batches.clone())?,
+                        JoinType::Inner,
+                        self.on_cut(),
+                    )?
+                    .filter(column(CUT).is_null().or(column(from).gt_eq(column(CUT))))?
+            }
+            _ => stored,
+        };
+        let batches = replaced
+            .select(vec![column(FILE_COLUMN)])?
+            .distinct()?
+            .collect()
+            .await?;
+        let mut paths = std::collections::HashSet::new();
+        for batch in &batches {
+            let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let column = arrow::array::AsArray::as_string::<i32>(&column);
+            paths.extend(column.iter().flatten().map(str::to_string));
+        }
+        let files: Vec<deltalake::kernel::Add> = crate::lake::changes::files(self.table)
+            .into_iter()
+            .filter(|a| paths.contains(&a.path))
+            .collect();
+        let paths = files.iter().map(|a| a.path.clone()).collect();
+        Ok(Some((files, paths)))
     }
 
     /// The join of the model's rows to their group's cut (null keys match).
@@ -1117,14 +1186,24 @@ async fn write_model(
     mode: &WriteMode,
     metadata: &[(String, serde_json::Value)],
 ) -> Result<crate::lake::write::WriteOutcome, TransformError> {
-    let layout = Layout::sorted_by(&model.config.sort_by);
+    let mut layout = Layout::sorted_by(&model.config.sort_by);
+    if model.config.materialized == Materialized::Incremental {
+        // Each night's keys are looked up in the files' bloom filters (see `all_new`).
+        layout = layout.with_keys(&model.config.unique_key);
+    }
     write_laid_out(lake, &model.name, source, mode, metadata, &layout)
         .await
         .map_err(|e| write_error(model, e))
 }
 
-/// The table's version when none of the keys of `df`'s rows is in `name` at that version: a
-/// scan of the table's key columns only, joined to the new rows' distinct keys.
+/// Up to how many new keys [`all_new`] looks up in the table's bloom filters; more are
+/// joined with the table's keys (past that many, the filters let most row groups through).
+const LOOKED_UP_KEYS: usize = 100_000;
+
+/// The table's version when none of the keys of `df`'s rows is in `name` at that version.
+/// A few keys are looked up in the files' bloom filters, and the key columns read only of
+/// the row groups whose filters may hold one ([`crate::lake::keys`]); otherwise the table's
+/// key columns are joined to the new rows' distinct keys.
 async fn all_new(
     lake: &Lake,
     inputs: &Inputs,
@@ -1141,6 +1220,21 @@ async fn all_new(
     let Some(version) = table.version() else {
         return Ok(None);
     };
+    let new_keys = df
+        .clone()
+        .select_columns(&keys.iter().map(String::as_str).collect::<Vec<_>>())?
+        .distinct()?
+        .limit(0, Some(LOOKED_UP_KEYS + 1))?
+        .collect()
+        .await?;
+    if new_keys.iter().map(RecordBatch::num_rows).sum::<usize>() <= LOOKED_UP_KEYS
+        && let Some(lookup) = crate::lake::keys::holds_any(&table, keys, &new_keys)
+            .await
+            .map_err(external)?
+    {
+        tracing::debug!(table = %name, ?lookup, "new keys looked up in the bloom filters");
+        return Ok((!lookup.held).then_some(version));
+    }
     let provider = crate::lake::scan::provider(&table, None).await?;
     inputs.ctx.register_table("__lake_target", provider)?;
     inputs

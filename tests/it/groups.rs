@@ -14,7 +14,8 @@ use crate::snapshot;
 /// group-scoped models: by day (through the view, with a distinct count), by listener
 /// (sessions, from windows, recomputed from the last session before the new plays), by month
 /// (a top 2 ranked within the month), and by track (aggregates that merge, and take out the
-/// extra plays that went).
+/// extra plays that went). Sessions and months are sorted (their runs replace the files that
+/// hold the touched groups); days and tracks are not (their runs write the table anew).
 fn project(ctx: &TestContext, rows: &[Play]) {
     ctx.write("plays.csv", csv(rows));
     ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
@@ -29,7 +30,7 @@ fn project(ctx: &TestContext, rows: &[Play]) {
     );
     ctx.write(
         "queries/sessions.sql",
-        "/* lake\nexport = true\nrecompute_from = \"at\"\n[[tests]]\nunique = [\"listener\", \"at\"]\n*/\nWITH o AS (SELECT listener, at, id, ms, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
+        "/* lake\nexport = true\nrecompute_from = \"at\"\nsort_by = [\"at\"]\n[[tests]]\nunique = [\"listener\", \"at\"]\n*/\nWITH o AS (SELECT listener, at, id, ms, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
 f AS (SELECT *, CASE WHEN prev IS NULL OR at - prev > INTERVAL '30 minutes' THEN 1 ELSE 0 END AS s FROM o),
 n AS (SELECT *, sum(s) OVER (PARTITION BY listener ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS sid FROM f)
 SELECT listener, min(at) AS at, count(*) AS plays, sum(ms) AS ms FROM n GROUP BY listener, sid",
@@ -42,7 +43,7 @@ FROM curated.p GROUP BY track HAVING count(*) > 1",
     );
     ctx.write(
         "queries/monthly.sql",
-        "/* lake\nexport = true\n[[tests]]\nunique = [\"month\", \"rank\"]\n*/\nSELECT * FROM (
+        "/* lake\nexport = true\nsort_by = [\"month\"]\n[[tests]]\nunique = [\"month\", \"rank\"]\n*/\nSELECT * FROM (
     SELECT CAST(month AS DATE) AS month, track, n,
         row_number() OVER (PARTITION BY month ORDER BY n DESC, track) AS rank
     FROM (SELECT date_trunc('month', at) AS month, track, count(*) AS n FROM raw.plays GROUP BY 1, 2)
@@ -296,6 +297,29 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     assert!(out.contains("1 group recomputed"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));
 
+    // A new listener's first play touches no stored session: its session is added in a file
+    // of its own, and no file is rewritten. Its next play replaces that file only.
+    let eve = |id: u32, minute: u32| Play {
+        id,
+        listener: Some("eve"),
+        minute,
+        ms: 3000,
+        track: "d",
+    };
+    for (i, (removed, added)) in [(0, 1), (1, 1)].into_iter().enumerate() {
+        ctx.write(
+            "eve.csv",
+            csv(&[eve(800 + i as u32, 41 * 1440 + 1000 + i as u32 * 10)]),
+        );
+        ctx.ok(&["ingest", "eve.csv", "--table", "raw.plays"]);
+        run_and_export(&ctx);
+        assert_eq!(
+            last_commit_files(&ctx, "curated.sessions"),
+            (removed, added)
+        );
+        assert_eq!(tables(&ctx), rebuilt(&ctx));
+    }
+
     // A play before a listener's first session, and a new listener's: their groups have no
     // session before the change and are recomputed whole, the others from their cut.
     let early = [
@@ -365,6 +389,22 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     let out = run_and_export(&ctx);
     assert!(out.contains("rebuilt: an input was rewritten"), "{out}");
     assert_eq!(tables(&ctx), rebuilt(&ctx));
+}
+
+/// The files the last commit of a table (on a local lake) removed and added.
+fn last_commit_files(ctx: &TestContext, table: &str) -> (usize, usize) {
+    let (schema, name) = table.split_once('.').unwrap();
+    let log = ctx.path(&format!(
+        "lake/{schema}/{name}/_delta_log/{:020}.json",
+        ctx.version(table)
+    ));
+    let text = std::fs::read_to_string(log).unwrap();
+    let count = |kind: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{{\"{kind}\"")))
+            .count()
+    };
+    (count("remove"), count("add"))
 }
 
 #[derive(Debug, Clone)]

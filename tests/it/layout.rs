@@ -157,6 +157,7 @@ async fn write_by_listener(lake: &Lake, name: &TableName, plays: Arc<MemorySourc
     let layout = Layout {
         sort_by: vec!["listener".into(), "ended_at".into()],
         target_file_size: Some(48 * 1024),
+        ..Layout::default()
     };
     write_laid_out(lake, name, plays, &WriteMode::Append, &[], &layout)
         .await
@@ -309,4 +310,103 @@ fn ingest_sort_by_names_the_key_and_describe_shows_it() {
         err.contains("raw.other") && err.contains("the sort key column `nope`"),
         "{err}"
     );
+}
+
+on_both!(
+    bloom_filters_of_the_key_tell_which_keys_a_table_holds,
+    bloom_on
+);
+fn bloom_on(ctx: TestContext) {
+    use arrow::array::Array;
+    use lake::lake::keys::holds_any;
+    use lake::lake::layout::table_keys;
+    let lake = Arc::new(crate::lease::open(&ctx));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let name = TableName::new("raw", "plays").unwrap();
+        let key: Vec<String> = vec!["listener".into(), "ended_at".into()];
+        let layout = Layout {
+            sort_by: vec!["ended_at".into()],
+            target_file_size: Some(48 * 1024),
+            keys: key.clone(),
+        };
+        write_laid_out(
+            &lake,
+            &name,
+            plays(0, 40_000),
+            &WriteMode::Append,
+            &[],
+            &layout,
+        )
+        .await
+        .unwrap();
+        let lookup = async |columns: &[String], rows: Arc<MemorySource>| {
+            let table = lake.table(&name, None, None).await.unwrap();
+            holds_any(&table, columns, &rows.batches)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let table = lake.table(&name, None, None).await.unwrap();
+        assert_eq!(table_keys(&table), key);
+
+        // Keys the table holds are found; keys it lacks are ruled out by the filters, without
+        // reading a row group.
+        let held = lookup(&key, plays(12_345, 12_346)).await;
+        assert!(held.held, "{held:?}");
+        assert!(held.row_groups_read >= 1, "{held:?}");
+        let absent = lookup(&key, plays(40_000, 41_000)).await;
+        assert!(!absent.held, "{absent:?}");
+        assert!(absent.row_groups >= 4, "{absent:?}");
+        assert_eq!(absent.row_groups_read, 0, "{absent:?}");
+        // A null in a key matches nothing, though the table holds nulls there.
+        let null = plays(7, 8);
+        assert!(null.batches[0].column(0).is_null(0));
+        assert!(!lookup(&key, null).await.held);
+
+        // A column without a filter is read, and compared exactly.
+        let ms = vec!["ms_played".to_string()];
+        let found = lookup(&ms, plays(3, 4)).await;
+        assert!(found.held && found.row_groups_read >= 1, "{found:?}");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ms_played",
+            DataType::Int64,
+            true,
+        )]));
+        let none = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![240_001]))],
+        )
+        .unwrap();
+        let missing = lookup(
+            &ms,
+            Arc::new(MemorySource {
+                schema,
+                batches: vec![none],
+            }),
+        )
+        .await;
+        assert!(!missing.held);
+        assert_eq!(missing.row_groups_read, missing.row_groups);
+
+        // A later append, and the table sorted again, keep the filters.
+        write(&lake, &name, plays(40_000, 46_000), &WriteMode::Append, &[])
+            .await
+            .unwrap();
+        assert!(lookup(&key, plays(40_500, 40_501)).await.held);
+        lake.maintain(
+            &name,
+            &MaintainOptions {
+                target_file_size: Some(48 * 1024),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let table = lake.table(&name, None, None).await.unwrap();
+        assert_eq!(table_keys(&table), key);
+        let absent = lookup(&key, plays(46_000, 47_000)).await;
+        assert!(!absent.held && absent.row_groups_read == 0, "{absent:?}");
+        assert!(lookup(&key, plays(45_999, 46_000)).await.held);
+    });
 }
