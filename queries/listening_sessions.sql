@@ -1,8 +1,10 @@
 /* lake
 description = "Listening sessions, per listener: a gap of 30 minutes or more between one play's end and the next play's start starts a new session."
 export = true
-# Files hold ranges of time: a night's recompute replaces the files of the last sessions only.
+# Files hold ranges of time, a month at most: a night's recompute replaces the files of the
+# last sessions only, this month's, however long the history.
 sort_by = ["started_at"]
+files_by = "month"
 # A session depends only on the plays from its start on: a listener's new plays recompute that
 # listener's sessions from the last one that starts before them.
 recompute_from = "started_at"

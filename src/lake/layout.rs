@@ -35,6 +35,72 @@ pub const SORTED_BY: &str = "lake.sortedBy";
 /// that a few million rows make several files, so the files spread over the cores.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 32 * 1024 * 1024;
 
+/// The add-action tag of a file that holds rows of one span of the sort key's leading column:
+/// `day`, `month` or `year`.
+pub const FILES_BY: &str = "lake.filesBy";
+
+/// A span of time no file crosses (`files_by` in a model's header): as Apache Iceberg's
+/// hidden partitioning by `days(ts)`, `months(ts)` or `years(ts)`, without partition columns.
+/// Recent rows then sit in files of their own, and a recompute of them replaces those files
+/// only, whatever the history holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSpan {
+    /// A calendar day (UTC).
+    Day,
+    /// A calendar month (UTC).
+    Month,
+    /// A calendar year (UTC).
+    Year,
+}
+
+impl FileSpan {
+    /// The name, as the header and the tag write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileSpan::Day => "day",
+            FileSpan::Month => "month",
+            FileSpan::Year => "year",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [FileSpan::Day, FileSpan::Month, FileSpan::Year]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+
+    /// Each value's span, as a number (null for a null); an error for a column that is not a
+    /// date or a timestamp.
+    fn of(self, column: &dyn Array, name: &str) -> DeltaResult<Vec<Option<i64>>> {
+        use arrow::array::AsArray;
+        use chrono::Datelike;
+        match column.data_type() {
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {}
+            t => {
+                return Err(DeltaTableError::Generic(format!(
+                    "files_by = \"{}\" needs a date or timestamp column first in sort_by; `{name}` is {t}",
+                    self.name()
+                )));
+            }
+        }
+        let days = cast(column, &DataType::Date32)?;
+        let days = days.as_primitive::<arrow::datatypes::Date32Type>();
+        Ok(days
+            .iter()
+            .map(|d| {
+                let d = d?;
+                let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)?;
+                Some(match self {
+                    FileSpan::Day => d as i64,
+                    FileSpan::Month => date.year() as i64 * 12 + date.month0() as i64,
+                    FileSpan::Year => date.year() as i64,
+                })
+            })
+            .collect())
+    }
+}
+
 /// How a write lays out a table's rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
@@ -45,6 +111,8 @@ pub struct Layout {
     /// Columns looked up by value (a merge's key): each file holds a bloom filter of each,
     /// for [`super::keys::holds_any`], and says so in its [`super::keys::KEYS_TAG`] tag.
     pub keys: Vec<String>,
+    /// A span of the leading sort column no file crosses.
+    pub span: Option<FileSpan>,
 }
 
 impl Layout {
@@ -54,7 +122,14 @@ impl Layout {
             sort_by: columns.into_iter().map(Into::into).collect(),
             target_file_size: None,
             keys: Vec::new(),
+            span: None,
         }
+    }
+
+    /// The same layout, with no file crossing a span of the leading column.
+    pub fn with_span(mut self, span: Option<FileSpan>) -> Self {
+        self.span = span;
+        self
     }
 
     /// The same layout, with a bloom filter of each of these columns in every file.
@@ -104,25 +179,30 @@ pub fn file_sort_key(view: &deltalake::kernel::LogicalFileView) -> Option<Vec<St
     Layout::from_tag(&tag)
 }
 
-/// The columns the files of `table` hold bloom filters of, from their tags: those of the
-/// last file that names any.
-pub fn table_keys(table: &DeltaTable) -> Vec<String> {
-    let Ok(state) = table.snapshot() else {
-        return Vec::new();
-    };
-    let mut keys = Vec::new();
+/// The value of a tag of `table`'s files: that of the last file that has it.
+fn table_tag(table: &DeltaTable, tag: &str) -> Option<String> {
+    let state = table.snapshot().ok()?;
+    let mut value = None;
     for view in state.log_data().iter() {
         #[allow(deprecated)]
         let add = view.add_action();
-        if let Some(k) = add
-            .tags
-            .and_then(|t| t.get(super::keys::KEYS_TAG).cloned().flatten())
-            .and_then(|t| serde_json::from_str(&t).ok())
-        {
-            keys = k;
+        if let Some(v) = add.tags.and_then(|t| t.get(tag).cloned().flatten()) {
+            value = Some(v);
         }
     }
-    keys
+    value
+}
+
+/// The columns the files of `table` hold bloom filters of, from their tags.
+pub fn table_keys(table: &DeltaTable) -> Vec<String> {
+    table_tag(table, super::keys::KEYS_TAG)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// The span no file of `table` crosses, from their tags.
+pub fn table_span(table: &DeltaTable) -> Option<FileSpan> {
+    table_tag(table, FILES_BY).and_then(|t| FileSpan::from_name(&t))
 }
 
 /// Strings and binaries as Delta's plain types: the files are read by every Delta reader,
@@ -202,6 +282,9 @@ pub async fn write_sorted_files(
         parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let mut last: Option<OwnedRow> = None;
+    // The span of the open file's rows, with `files_by`.
+    let mut file_span: Option<i64> = None;
+    let leading_name = schema.field(leading).name().clone();
     while let Some(batch) = rows.next().await {
         let mut batch = conform(batch?, &schema)?;
         if batch.num_rows() == 0 {
@@ -224,6 +307,23 @@ pub async fn write_sorted_files(
                     (room.max(0.0) as usize).max(from),
                 )
             };
+            // No file crosses a span: the first row of another span than the file's starts a
+            // new file (rows without a key stay, as they do with a size cut).
+            let span = match layout.span {
+                Some(span) => {
+                    let spans = span.of(batch.column(leading).as_ref(), &leading_name)?;
+                    let current = file_span.or_else(|| spans.iter().flatten().next().copied());
+                    file_span = current;
+                    let change =
+                        current.and_then(|c| spans.iter().position(|v| v.is_some_and(|v| v != c)));
+                    change
+                }
+                None => None,
+            };
+            let cut = match (cut, span) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             match cut {
                 None => {
                     files.write(&batch, per_row).await?;
@@ -236,6 +336,7 @@ pub async fn write_sorted_files(
                     }
                     files.close().await?;
                     last = None;
+                    file_span = None;
                     batch = batch.slice(at, n - at);
                 }
             }
@@ -245,6 +346,7 @@ pub async fn write_sorted_files(
     let tag = layout.tag();
     let keys = (!layout.keys.is_empty())
         .then(|| serde_json::to_string(&layout.keys).expect("strings serialize"));
+    let span = layout.span.map(FileSpan::name);
     Ok(adds
         .into_iter()
         .map(|mut add| {
@@ -252,6 +354,9 @@ pub async fn write_sorted_files(
             tags.insert(SORTED_BY.to_string(), Some(tag.clone()));
             if let Some(keys) = &keys {
                 tags.insert(super::keys::KEYS_TAG.to_string(), Some(keys.clone()));
+            }
+            if let Some(span) = span {
+                tags.insert(FILES_BY.to_string(), Some(span.to_string()));
             }
             add
         })

@@ -141,6 +141,7 @@ impl Lake {
                     sort_by: sort.key,
                     target_file_size: options.target_file_size,
                     keys: layout::table_keys(&table),
+                    span: layout::table_span(&table),
                 };
                 let ctx = self.sessions().delta_context()?;
                 let (removed, added, _) = layout::sort_again(&table, &ctx, &layout, commit())

@@ -205,6 +205,7 @@ pub async fn write_laid_out(
                     true => layout::table_keys(&table),
                     false => layout.keys.clone(),
                 },
+                span: layout.span.or_else(|| layout::table_span(&table)),
                 ..layout.clone()
             };
             &inherited

@@ -106,6 +106,10 @@ pub struct ModelConfig {
     /// them: a filter on the leading column then reads few files.
     #[serde(default)]
     pub sort_by: Vec<String>,
+    /// With `sort_by` led by a date or timestamp column: a span of it (`"day"`, `"month"` or
+    /// `"year"`) no file crosses, so that recent rows sit in files of their own and a
+    /// recompute of them replaces those files only.
+    pub files_by: Option<crate::lake::layout::FileSpan>,
     /// Tags, for `--select tag:x`.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -276,6 +280,11 @@ impl Model {
             return Err(invalid(
                 "`incremental_by` is for table models; an incremental model merges on `unique_key`"
                     .into(),
+            ));
+        }
+        if config.files_by.is_some() && config.sort_by.is_empty() {
+            return Err(invalid(
+                "`files_by` cuts files by a span of the leading `sort_by` column: name `sort_by` too".into(),
             ));
         }
         if config.recompute_from.is_some() && config.materialized != Materialized::Table {

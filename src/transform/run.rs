@@ -424,6 +424,10 @@ fn shape_hash(model: &Model) -> String {
     if !model.config.sort_by.is_empty() {
         h.update(b"\0sort_by\0");
         h.update(model.config.sort_by.join(",").as_bytes());
+        if let Some(span) = model.config.files_by {
+            h.update(b"\0files_by\0");
+            h.update(span.name().as_bytes());
+        }
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -1186,7 +1190,7 @@ async fn write_model(
     mode: &WriteMode,
     metadata: &[(String, serde_json::Value)],
 ) -> Result<crate::lake::write::WriteOutcome, TransformError> {
-    let mut layout = Layout::sorted_by(&model.config.sort_by);
+    let mut layout = Layout::sorted_by(&model.config.sort_by).with_span(model.config.files_by);
     if model.config.materialized == Materialized::Incremental {
         // Each night's keys are looked up in the files' bloom filters (see `all_new`).
         layout = layout.with_keys(&model.config.unique_key);

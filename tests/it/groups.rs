@@ -14,8 +14,9 @@ use crate::snapshot;
 /// group-scoped models: by day (through the view, with a distinct count), by listener
 /// (sessions, from windows, recomputed from the last session before the new plays), by month
 /// (a top 2 ranked within the month), and by track (aggregates that merge, and take out the
-/// extra plays that went). Sessions and months are sorted (their runs replace the files that
-/// hold the touched groups); days and tracks are not (their runs write the table anew).
+/// extra plays that went). Sessions (a file a day) and months are sorted: their runs replace
+/// the files that hold the touched groups. Days and tracks are not: their runs write the
+/// table anew.
 fn project(ctx: &TestContext, rows: &[Play]) {
     ctx.write("plays.csv", csv(rows));
     ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
@@ -30,7 +31,7 @@ fn project(ctx: &TestContext, rows: &[Play]) {
     );
     ctx.write(
         "queries/sessions.sql",
-        "/* lake\nexport = true\nrecompute_from = \"at\"\nsort_by = [\"at\"]\n[[tests]]\nunique = [\"listener\", \"at\"]\n*/\nWITH o AS (SELECT listener, at, id, ms, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
+        "/* lake\nexport = true\nrecompute_from = \"at\"\nsort_by = [\"at\"]\nfiles_by = \"day\"\n[[tests]]\nunique = [\"listener\", \"at\"]\n*/\nWITH o AS (SELECT listener, at, id, ms, lag(at) OVER (PARTITION BY listener ORDER BY at, id) AS prev FROM raw.plays),
 f AS (SELECT *, CASE WHEN prev IS NULL OR at - prev > INTERVAL '30 minutes' THEN 1 ELSE 0 END AS s FROM o),
 n AS (SELECT *, sum(s) OVER (PARTITION BY listener ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS sid FROM f)
 SELECT listener, min(at) AS at, count(*) AS plays, sum(ms) AS ms FROM n GROUP BY listener, sid",

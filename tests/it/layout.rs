@@ -329,6 +329,7 @@ fn bloom_on(ctx: TestContext) {
             sort_by: vec!["ended_at".into()],
             target_file_size: Some(48 * 1024),
             keys: key.clone(),
+            span: None,
         };
         write_laid_out(
             &lake,
@@ -409,4 +410,88 @@ fn bloom_on(ctx: TestContext) {
         assert!(!absent.held && absent.row_groups_read == 0, "{absent:?}");
         assert!(lookup(&key, plays(45_999, 46_000)).await.held);
     });
+}
+
+on_both!(no_file_crosses_a_month_with_files_by, files_by_on);
+fn files_by_on(ctx: TestContext) {
+    use lake::lake::layout::{FileSpan, table_span};
+    let lake = Arc::new(crate::lease::open(&ctx));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let name = TableName::new("raw", "plays").unwrap();
+        let layout = Layout::sorted_by(["ended_at"]).with_span(Some(FileSpan::Month));
+        write_laid_out(
+            &lake,
+            &name,
+            plays(0, 40_000),
+            &WriteMode::Append,
+            &[],
+            &layout,
+        )
+        .await
+        .unwrap();
+        // The plays span eight months and a bit (2026-01 to 2026-09-01): a file for each, in
+        // one run.
+        let months = async || {
+            let table = lake.table(&name, None, None).await.unwrap();
+            assert_eq!(table_span(&table), Some(FileSpan::Month));
+            let state = sort_state(&table).unwrap().unwrap();
+            assert!(state.one_run);
+            let mut months: Vec<(String, String)> = table
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| {
+                    let stats: serde_json::Value =
+                        serde_json::from_str(&f.stats().unwrap()).unwrap();
+                    let month =
+                        |kind: &str| stats[kind]["ended_at"].as_str().unwrap()[..7].to_string();
+                    (month("minValues"), month("maxValues"))
+                })
+                .collect();
+            months.sort();
+            months
+        };
+        let one_file_a_month = |files: &[(String, String)]| {
+            assert!(files.iter().all(|(a, b)| a == b), "{files:?}");
+            assert!(files.windows(2).all(|w| w[0].0 < w[1].0), "{files:?}");
+        };
+        let before = months().await;
+        assert!(before.len() >= 8, "{before:?}");
+        one_file_a_month(&before);
+        same_answers(&lake, &name).await;
+
+        // An append inherits the span, and maintenance keeps it.
+        write(&lake, &name, plays(40_000, 46_000), &WriteMode::Append, &[])
+            .await
+            .unwrap();
+        lake.maintain(&name, &MaintainOptions::default())
+            .await
+            .unwrap();
+        let after = months().await;
+        assert!(after.len() >= before.len(), "{after:?}");
+        one_file_a_month(&after);
+        same_answers(&lake, &name).await;
+    });
+}
+
+#[test]
+fn files_by_needs_a_sort_key() {
+    let ctx = TestContext::new(crate::common::Backend::Local);
+    ctx.write(
+        "queries/m.sql",
+        "/* lake\nfiles_by = \"month\"\n*/\nSELECT now() AS at",
+    );
+    let err = ctx.fails(&["run"]);
+    assert!(
+        err.contains("`files_by` cuts files by a span of the leading `sort_by` column"),
+        "{err}"
+    );
+    ctx.write(
+        "queries/m.sql",
+        "/* lake\nsort_by = [\"at\"]\nfiles_by = \"week\"\n*/\nSELECT now() AS at",
+    );
+    let err = ctx.fails(&["run"]);
+    assert!(err.contains("week") && err.contains("month"), "{err}");
 }
