@@ -68,11 +68,22 @@ pub struct Lookup {
 /// Whether a row of `table` has the key (the `columns`, in order) of one of the rows of
 /// `keys`, which hold those columns. Rows with a null in their key match nothing, as in a
 /// join. `None` when the files cannot tell: the table has deletion vectors or column mapping.
-#[allow(deprecated)]
 pub async fn holds_any(
     table: &DeltaTable,
     columns: &[String],
     keys: &[RecordBatch],
+) -> DeltaResult<Option<Lookup>> {
+    holds_any_outside(table, columns, keys, &[]).await
+}
+
+/// [`holds_any`], in the files of `table` other than these (paths as the log names them):
+/// whether the rows a table had before some files were added hold a key.
+#[allow(deprecated)]
+pub async fn holds_any_outside(
+    table: &DeltaTable,
+    columns: &[String],
+    keys: &[RecordBatch],
+    skip: &[String],
 ) -> DeltaResult<Option<Lookup>> {
     let state = table.snapshot()?;
     let mapping = state
@@ -97,10 +108,25 @@ pub async fn holds_any(
     if wanted.is_empty() {
         return Ok(Some(lookup));
     }
+    // The log's text is URL-encoded; a path may be given either way (as in the scan).
+    let skipped: HashSet<String> = skip
+        .iter()
+        .flat_map(|p| {
+            let decoded = percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned();
+            [p.clone(), decoded]
+        })
+        .collect();
     let store = table.log_store().object_store(None);
     for view in state.log_data().iter() {
         if view.deletion_vector_descriptor().is_some() {
             return Ok(None);
+        }
+        if skipped.contains(view.path().as_ref())
+            || skipped.contains(view.object_store_path().as_ref())
+        {
+            continue;
         }
         let reader = ParquetObjectReader::new(store.clone(), view.object_store_path())
             .with_file_size(view.size().max(0) as u64);

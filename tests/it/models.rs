@@ -67,6 +67,14 @@ fn run(ctx: &TestContext, args: &[&str]) -> (bool, String, String) {
     crate::common::outcome(ctx.lake().args(args))
 }
 
+fn run_with_env(ctx: &TestContext, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let mut cmd = ctx.lake();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    crate::common::outcome(cmd.args(args))
+}
+
 /// A project over raw.events: an incremental model, a table reading it, a view, and a table
 /// reading the view.
 fn pipeline(ctx: &TestContext) {
@@ -444,6 +452,50 @@ fn sort_by_writes_the_rows_in_order() {
     let (ok, out, err) = crate::common::outcome(ctx.lake().arg("run"));
     assert!(!ok);
     assert!(out.contains("`nope` is in the header"), "{out}{err}");
+}
+
+/// A unique test on the columns of an incremental model's key is told by the key's bloom
+/// filters when they hold none of the new keys; a new key they do hold takes the join, which
+/// finds the duplicate.
+#[test]
+fn a_unique_test_on_the_key_asks_the_bloom_filters() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("plays.csv", "id,k\n1,a\n2,b\n");
+    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
+    ctx.write(
+        "queries/p.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\", \"k\"]\n[[tests]]\nunique = [\"id\"]\n*/\nSELECT * FROM raw.plays",
+    );
+    ctx.ok(&["run"]);
+    let append = |csv: &str| {
+        ctx.write("more.csv", csv);
+        ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
+    };
+    let looked_up = |err: &str| {
+        err.lines()
+            .filter(|l| l.contains("a unique test's new keys looked up"))
+            .map(|l| l.contains("held: false"))
+            .collect::<Vec<_>>()
+    };
+    append("id,k\n3,c\n");
+    let (ok, out, err) = run_with_env(&ctx, &[("LAKE_LOG", "lake=debug")], &["run"]);
+    assert!(
+        ok && out.contains("1 of 1 tests passed (1 on the new rows only)"),
+        "{out}"
+    );
+    assert_eq!(looked_up(&err), [true], "{err}");
+    // (1, z) is a new key of the model, so it is added, and repeats id 1.
+    append("id,k\n1,z\n");
+    let (ok, out, err) = run_with_env(&ctx, &[("LAKE_LOG", "lake=debug")], &["run"]);
+    assert!(
+        !ok && out.contains("0 of 1 tests passed (1 on the new rows only)"),
+        "{out}"
+    );
+    assert_eq!(looked_up(&err), [false], "{err}");
+    assert_eq!(
+        ctx.scalar("SELECT duplicates FROM audit.p__unique_id WHERE id = 1"),
+        "2"
+    );
 }
 
 /// Tests that passed check only the rows added since, where a failure can only be on them
