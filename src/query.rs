@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 pub mod coalesce;
 pub mod distinct;
 pub mod joins;
+pub mod keyset;
 pub(crate) mod utc;
 pub mod windows;
 

@@ -1497,7 +1497,9 @@ async fn run_test(
                     }
                     // The rows of those keys are those an IN list of each key column's values
                     // lets through, which the scan checks against each file's statistics and
-                    // each row group's bloom filters: only what may hold a key is read.
+                    // each row group's bloom filters: only what may hold a key is read. (Past
+                    // `keyset::LISTED` keys the list is a hash set, which prunes nothing but
+                    // costs nothing per file.)
                     let rows: usize = keys.iter().map(RecordBatch::num_rows).sum();
                     let table = if rows <= LOOKED_UP_KEYS {
                         let touched = scope::Touched::from_batches(&keys, columns.len())

@@ -669,7 +669,8 @@ impl Touched {
     }
 
     /// The rows of the touched groups, over `exprs` (one per key column): each column's
-    /// values, or null where a touched key is. Over several columns it is the product of
+    /// values (an `IN` list, or a hash set when there are many: [`crate::query::keyset`]),
+    /// or null where a touched key is. Over several columns it is the product of
     /// the columns' values, a superset of the touched tuples whose groups are recomputed
     /// whole all the same.
     pub fn predicate(&self, exprs: &[Expr]) -> Expr {
@@ -679,9 +680,7 @@ impl Touched {
             .map(|(e, (values, null))| {
                 let listed = match values.len() {
                     0 => lit(false),
-                    _ => e
-                        .clone()
-                        .in_list(values.iter().cloned().map(lit).collect(), false),
+                    _ => crate::query::keyset::member(e.clone(), values),
                 };
                 if *null {
                     listed.or(e.clone().is_null())
