@@ -174,7 +174,7 @@ pub fn describe(strategy: &super::scope::Strategy, plan: &LogicalPlan) -> String
             ),
             Err(why) => format!("{}, re-aggregated: {why}", strategy.describe()),
         },
-        super::scope::Strategy::Full(_) => strategy.describe(),
+        super::scope::Strategy::Shrinks(_) | super::scope::Strategy::Full(_) => strategy.describe(),
     }
 }
 

@@ -564,10 +564,47 @@ async fn build(
         let strategy = scope::strategy(df.logical_plan(), &model.config);
         let mergeable = match &strategy {
             Strategy::Groups(scope) => Some(merge::mergeable(df.logical_plan(), scope)),
-            Strategy::Full(_) => None,
+            Strategy::Shrinks(_) | Strategy::Full(_) => None,
         };
         outcome.strategy = Some(merge::describe(&strategy, df.logical_plan()));
         let mergeable = mergeable.and_then(Result::ok);
+        // Rows that only go when the tables a NOT EXISTS reads gain rows: the stored rows
+        // the model over those new rows alone still yields.
+        if let Strategy::Shrinks(shrinks) = &strategy
+            && !options.full_refresh
+            && let Ok(table) = lake.table(&model.name, None, None).await
+            && let Some(last) = cursor(&table).await
+        {
+            if last.sql != new_cursor.sql {
+                outcome.note = Some("the SQL changed: rebuilt".into());
+            } else {
+                match shrink(lake, project, model, &inputs, shrinks, &last, &table).await? {
+                    Shrunk::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
+                    Shrunk::Unchanged => {
+                        outcome.status = Status::Unchanged;
+                        outcome.rows = Some(0);
+                        outcome.note = Some("its inputs' rows are as they were".into());
+                        return Ok(());
+                    }
+                    Shrunk::Rows(rows) => {
+                        let source = ModelSource::new(rows, false);
+                        let mode = WriteMode::Rebuild(model.config.partition_by.clone());
+                        let written =
+                            write_model(lake, model, source.clone(), &mode, &metadata).await?;
+                        outcome.version = Some(written.version);
+                        outcome.rows = Some(written.rows_read);
+                        outcome.rows_read = Some(source.rows_scanned());
+                        let against: Vec<String> =
+                            shrinks.against.iter().map(|t| t.to_string()).collect();
+                        outcome.note = Some(format!(
+                            "kept the rows that the new rows of {} do not match",
+                            against.join(", ")
+                        ));
+                        return Ok(());
+                    }
+                }
+            }
+        }
         if let Strategy::Groups(scope) = &strategy
             && !options.full_refresh
             && let Ok(table) = lake.table(&model.name, None, None).await
@@ -679,6 +716,100 @@ async fn build(
         lake.drop_view(&model.name).await?;
     }
     Ok(())
+}
+
+/// What a run of a [`scope::Shrinks`] model does.
+enum Shrunk {
+    /// Rebuild in full, and why.
+    Full(String),
+    /// Its inputs' rows are as they were.
+    Unchanged,
+    /// Its rows from now on: those it had that the model over the tables' new rows alone
+    /// still yields.
+    Rows(DataFrame),
+}
+
+/// The rows of a model that [`scope::Shrinks`] describes, after the commits since `last`:
+/// when only the tables its `NOT EXISTS` reads gained rows (and lost none), a stored row stays
+/// where the model over just those new rows keeps it too.
+async fn shrink(
+    lake: &Lake,
+    project: &Project,
+    model: &Model,
+    inputs: &Inputs,
+    shrinks: &scope::Shrinks,
+    last: &ModelCursor,
+    table: &deltalake::DeltaTable,
+) -> Result<Shrunk, TransformError> {
+    let mut only = BTreeMap::new();
+    let mut at = BTreeMap::new();
+    for read in &inputs.reads {
+        let Some(version) = read.version else {
+            continue;
+        };
+        let name = &read.table;
+        at.insert(name.clone(), version);
+        let Some(&since) = last.inputs.get(&name.to_string()) else {
+            return Ok(Shrunk::Full(format!("the last run did not read {name}")));
+        };
+        if since == version {
+            continue;
+        }
+        if !shrinks.against.contains(name) {
+            return Ok(Shrunk::Full(format!("{name} changed")));
+        }
+        if since > version {
+            return Ok(Shrunk::Full(format!(
+                "{name} is at v{version}, before v{since} that the last run read"
+            )));
+        }
+        let delta = lake.table(name, Some(version), None).await?;
+        let diff = crate::lake::changes::diff_since(name, &delta, since, version).await?;
+        if let Some(why) = diff.incomplete {
+            return Ok(Shrunk::Full(format!("{name}: {why}")));
+        }
+        if !diff.removed.is_empty() {
+            return Ok(Shrunk::Full(format!(
+                "{name} lost or rewrote rows, which NOT EXISTS may now let through"
+            )));
+        }
+        if !diff.added.is_empty() {
+            only.insert(name.clone(), diff.added);
+        }
+    }
+    if only.is_empty() {
+        return Ok(Shrunk::Unchanged);
+    }
+    let sql_err = |e| model_sql_error(model, e);
+    let reads: Vec<TableName> = model.reads.iter().map(|r| r.table.clone()).collect();
+    let mut part = Inputs::new(lake)?;
+    part.at = at;
+    part.only = only;
+    part.add(lake, project, &reads, &BTreeMap::new()).await?;
+    let kept = part.ctx.sql(&model.sql).await.map_err(sql_err)?;
+    let stored = crate::lake::scan::provider(table, None)
+        .await
+        .map_err(sql_err)?;
+    // The stored rows as the SELECT types them, matched on every column (nulls alike).
+    let columns: Vec<Expr> = kept
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(column(f.name())),
+                f.data_type().clone(),
+            ))
+            .alias(f.name())
+        })
+        .collect();
+    let rows = part
+        .ctx
+        .read_table(stored)
+        .and_then(|s| s.select(columns))
+        .and_then(|s| s.intersect(kept))
+        .map_err(sql_err)?;
+    Ok(Shrunk::Rows(rows))
 }
 
 /// A group-scoped run of a table model: its touched groups recomputed (re-aggregated, or

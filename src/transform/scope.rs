@@ -26,6 +26,8 @@ use crate::lake::TableName;
 pub enum Strategy {
     /// Only the groups that new input rows touch are recomputed and replaced.
     Groups(Scope),
+    /// Rows only go when the tables its `NOT EXISTS` reads gain rows.
+    Shrinks(Shrinks),
     /// Rebuilt in full on every change: why.
     Full(String),
 }
@@ -44,6 +46,19 @@ impl Strategy {
                     text.push_str(&format!(" (read in full: {})", joined.join(", ")));
                 }
                 text
+            }
+            Strategy::Shrinks(s) => {
+                let names = |t: &BTreeSet<TableName>| {
+                    t.iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    "shrinks: the rows new rows of {} match (NOT EXISTS) go; a change to {} rebuilds it",
+                    names(&s.against),
+                    names(&s.rows)
+                )
             }
             Strategy::Full(why) => format!("full: {why}"),
         }
@@ -71,6 +86,11 @@ pub struct Scope {
 /// its header's `incremental_by` and `recompute_from`.
 pub fn strategy(plan: &LogicalPlan, config: &ModelConfig) -> Strategy {
     let strategy = groups_of(plan, config.incremental_by.as_ref());
+    if let (Strategy::Full(_), None) = (&strategy, &config.incremental_by)
+        && let Some(shrinks) = shrinks_of(plan)
+    {
+        return Strategy::Shrinks(shrinks);
+    }
     let (Strategy::Groups(mut scope), Some(from)) = (strategy.clone(), &config.recompute_from)
     else {
         return strategy;
@@ -190,6 +210,81 @@ fn groups_of(plan: &LogicalPlan, by: Option<&IncrementalBy>) -> Strategy {
         joined: node.joined,
         from: None,
     })
+}
+
+/// A model whose rows are its inputs' rows, kept where NOT EXISTS a match in other tables
+/// (new API plays the export does not hold yet): when only those other tables gain rows, its
+/// rows can only go, the ones the new rows match, and none of its other rows changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shrinks {
+    /// The tables the rows come from: when one of them changes, the model is rebuilt.
+    pub rows: BTreeSet<TableName>,
+    /// The tables the NOT EXISTS subqueries read.
+    pub against: BTreeSet<TableName>,
+}
+
+/// The [`Shrinks`] a plan proves: scans, projections, aliases and filters only, of
+/// deterministic expressions, where a filter may hold `NOT EXISTS` of such a plan over other
+/// tables as one of its conjuncts.
+fn shrinks_of(plan: &LogicalPlan) -> Option<Shrinks> {
+    let mut rows = BTreeSet::new();
+    let mut against = BTreeSet::new();
+    row_wise(plan, &mut rows, Some(&mut against))?;
+    (!rows.is_empty() && !against.is_empty() && rows.is_disjoint(&against))
+        .then_some(Shrinks { rows, against })
+}
+
+/// Walks a plan that maps each input row to at most one output row, collecting the tables
+/// it reads in `rows` and, where `against` is given, those of its filters' `NOT EXISTS`.
+fn row_wise(
+    plan: &LogicalPlan,
+    rows: &mut BTreeSet<TableName>,
+    mut against: Option<&mut BTreeSet<TableName>>,
+) -> Option<()> {
+    // Deterministic and free of subqueries.
+    let plain = |e: &Expr| {
+        !e.is_volatile()
+            && !e
+                .exists(|n| {
+                    Ok(matches!(
+                        n,
+                        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                    ))
+                })
+                .unwrap_or(true)
+    };
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            if scan.fetch.is_some() || scan.filters.iter().any(|e| !plain(e)) {
+                return None;
+            }
+            rows.insert(table_name(&scan.table_name).ok()?);
+        }
+        LogicalPlan::Projection(p) => {
+            if !p.expr.iter().all(plain) {
+                return None;
+            }
+        }
+        LogicalPlan::SubqueryAlias(_) => {}
+        LogicalPlan::Filter(f) => {
+            for conjunct in datafusion::logical_expr::utils::split_conjunction(&f.predicate) {
+                match (conjunct, against.as_deref_mut()) {
+                    (Expr::Exists(x), Some(against)) if x.negated => {
+                        let mut inner = BTreeSet::new();
+                        row_wise(&x.subquery.subquery, &mut inner, None)?;
+                        against.extend(inner);
+                    }
+                    (e, _) if plain(e) => {}
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
+    }
+    for input in plan.inputs() {
+        row_wise(input, rows, against.as_deref_mut())?;
+    }
+    Some(())
 }
 
 /// Each input table's expression for one column.

@@ -43,6 +43,14 @@ SELECT listener, min(at) AS at, count(*) AS plays, sum(ms) AS ms FROM n GROUP BY
 FROM curated.p GROUP BY track HAVING count(*) > 1",
     );
     ctx.write(
+        "queries/unmatched.sql",
+        "/* lake\nexport = true\n*/\nSELECT x.id, x.listener, x.at, x.track FROM raw.extra x
+WHERE x.ms > 0 AND NOT EXISTS (
+    SELECT 1 FROM raw.plays p
+    WHERE p.track = x.track AND p.at BETWEEN x.at - INTERVAL '30 days' AND x.at + INTERVAL '30 days'
+)",
+    );
+    ctx.write(
         "queries/monthly.sql",
         "/* lake\nexport = true\nsort_by = [\"month\"]\n[[tests]]\nunique = [\"month\", \"rank\"]\n*/\nSELECT * FROM (
     SELECT CAST(month AS DATE) AS month, track, n,
@@ -52,7 +60,7 @@ FROM curated.p GROUP BY track HAVING count(*) > 1",
     );
 }
 
-const MODELS: [&str; 4] = ["daily", "sessions", "monthly", "per_track"];
+const MODELS: [&str; 5] = ["daily", "sessions", "monthly", "per_track", "unmatched"];
 
 #[derive(Debug, Clone)]
 struct Play {
@@ -228,6 +236,50 @@ fn plan_names_each_models_strategy() {
     );
 }
 
+/// A NOT EXISTS model loses the rows a day's new plays match, and keeps the rest without
+/// reading them again; a change to the table its rows come from rebuilds it.
+#[test]
+fn a_not_exists_model_loses_only_the_rows_new_rows_match() {
+    let ctx = TestContext::new(Backend::Local);
+    project(&ctx, &day(0, 2, 0));
+    let late = |id: u32, d: u32, track: &'static str| Play {
+        id,
+        listener: Some("cy"),
+        minute: d * 1440 + 600,
+        ms: 1000,
+        track,
+    };
+    extra(&ctx, &[late(500, 40, "a"), late(501, 40, "zz")]);
+    run_and_export(&ctx);
+    let unmatched = |ctx: &TestContext| ctx.csv("SELECT id FROM curated.unmatched ORDER BY id");
+    assert_eq!(unmatched(&ctx), "id\n500\n501\n");
+    let plan = ctx.ok(&["plan", "--select", "curated.unmatched"]);
+    assert!(
+        plan.contains("shrinks: the rows new rows of raw.plays match (NOT EXISTS) go"),
+        "{plan}"
+    );
+    // Day 41's plays hold track a: play 500 goes, 501 stays.
+    ctx.write("new.csv", csv(&day(41, 2, 100)));
+    ctx.ok(&["ingest", "new.csv", "--table", "raw.plays"]);
+    let out = run_and_export(&ctx);
+    assert!(
+        out.contains("kept the rows that the new rows of raw.plays do not match"),
+        "{out}"
+    );
+    assert_eq!(unmatched(&ctx), "id\n501\n");
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+    // Compacted only: nothing to do.
+    ctx.ok(&["maintain", "raw.plays"]);
+    let out = run_and_export(&ctx);
+    assert!(out.contains("its inputs' rows are as they were"), "{out}");
+    // raw.extra rewritten: rebuilt.
+    extra(&ctx, &[late(502, 60, "zz")]);
+    let out = run_and_export(&ctx);
+    assert!(out.contains("rebuilt: raw.extra changed"), "{out}");
+    assert_eq!(unmatched(&ctx), "id\n502\n");
+    assert_eq!(tables(&ctx), rebuilt(&ctx));
+}
+
 /// `listeners` listeners' plays on day `d`: a session each, of `per` plays 5 minutes apart,
 /// ids from `first`.
 fn day(d: u32, per: u32, first: u32) -> Vec<Play> {
@@ -288,7 +340,7 @@ fn a_day_recomputes_its_groups_and_compaction_none() {
     ctx.ok(&["maintain", "raw.plays"]);
     let out = run_and_export(&ctx);
     assert!(
-        out.matches("its inputs' rows are as they were").count() == 4,
+        out.matches("its inputs' rows are as they were").count() == 5,
         "{out}"
     );
     // Late plays recompute their old day, not the new one.
