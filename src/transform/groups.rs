@@ -255,7 +255,7 @@ fn every_known(
 }
 
 /// Rows in `table`, from the log's statistics.
-fn rows_of(table: &DeltaTable) -> u64 {
+pub(crate) fn rows_of(table: &DeltaTable) -> u64 {
     let Ok(state) = table.snapshot() else {
         return 0;
     };

@@ -287,6 +287,44 @@ fn row_wise(
     Some(())
 }
 
+/// For a plan whose rows are its tables' rows, one for one (scans, projections, filters,
+/// UNION ALL: a view over tables), each table's columns that the output `columns` are, where
+/// every one of them is a plain column of every table the plan reads; none otherwise.
+pub fn source_columns(
+    plan: &LogicalPlan,
+    columns: &[String],
+) -> Option<BTreeMap<TableName, Vec<String>>> {
+    let node = analyze(plan, false).ok()?;
+    let Shape::Rows(defs) = node.shape else {
+        return None;
+    };
+    if !node.joined.is_empty() {
+        return None;
+    }
+    let tables = tables_of(plan);
+    let schema = plan.schema();
+    let mut out: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
+    for c in columns {
+        let i = schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(c))?;
+        let defs = defs.get(i)?.as_ref()?;
+        if defs.keys().cloned().collect::<BTreeSet<_>>() != tables {
+            return None;
+        }
+        for (table, e) in defs {
+            let Expr::Column(column) = strip_alias(e) else {
+                return None;
+            };
+            out.entry(table.clone())
+                .or_default()
+                .push(column.name.clone());
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Each input table's expression for one column.
 type Defs = BTreeMap<TableName, Expr>;
 

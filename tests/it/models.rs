@@ -498,6 +498,56 @@ fn a_unique_test_on_the_key_asks_the_bloom_filters() {
     );
 }
 
+/// A unique test on a view over tables (UNION ALL of their columns) asks each table whether
+/// it held a new key before: the key's bloom filters where lake wrote them, the key column of
+/// a small table; a key one of them held is joined, and caught.
+#[test]
+fn a_unique_test_on_a_view_asks_each_table() {
+    let ctx = TestContext::new(Backend::Local);
+    ctx.write("plays.csv", "id,k\n1,a\n2,b\n");
+    ctx.ok(&["ingest", "plays.csv", "--table", "raw.plays"]);
+    ctx.write("extra.csv", "id,k\n7,x\n");
+    ctx.ok(&["ingest", "extra.csv", "--table", "raw.extra"]);
+    ctx.write(
+        "queries/p.sql",
+        "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n*/\nSELECT * FROM raw.plays",
+    );
+    ctx.write(
+        "queries/v.sql",
+        "/* lake\nmaterialized = \"view\"\n[[tests]]\nunique = [\"key\"]\n*/\nSELECT id AS key, k FROM curated.p\nUNION ALL SELECT id, k FROM raw.extra",
+    );
+    ctx.ok(&["run"]);
+    let append = |csv: &str| {
+        ctx.write("more.csv", csv);
+        ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
+    };
+    let looked_up = |err: &str| {
+        err.lines()
+            .filter(|l| l.contains("a unique test's new keys looked up") && l.contains("curated.v"))
+            .map(|l| l.contains("held: false"))
+            .collect::<Vec<_>>()
+    };
+    append("id,k\n3,c\n");
+    let (ok, out, err) = run_with_env(&ctx, &[("LAKE_LOG", "lake=debug")], &["run"]);
+    assert!(
+        ok && out.contains("1 of 1 tests passed (1 on the new rows only)"),
+        "{out}"
+    );
+    assert_eq!(looked_up(&err), [true, true], "{err}");
+    // Key 7 is raw.extra's.
+    append("id,k\n7,z\n");
+    let (ok, out, err) = run_with_env(&ctx, &[("LAKE_LOG", "lake=debug")], &["run"]);
+    assert!(
+        !ok && out.contains("0 of 1 tests passed (1 on the new rows only)"),
+        "{out}"
+    );
+    assert!(looked_up(&err).contains(&false), "{err}");
+    assert_eq!(
+        ctx.scalar("SELECT duplicates FROM audit.v__unique_key WHERE key = 7"),
+        "2"
+    );
+}
+
 /// Tests that passed check only the rows added since, where a failure can only be on them
 /// (`not_null`, `accepted_values`, and `unique` over the added rows' keys), and catch it
 /// there; after a failure, or a change to the test, they check every row again.
