@@ -1747,36 +1747,18 @@ async fn new_keys_unique(
         return join("no version");
     };
     let rows: usize = keys.iter().map(RecordBatch::num_rows).sum();
-    if rows > LOOKED_UP_KEYS {
-        return join("too many keys");
-    }
-    if keys.iter().any(|b| {
-        b.columns()
-            .iter()
-            .any(|c| arrow::array::Array::null_count(c) > 0)
-    }) {
-        return join("a null in a key");
+    if let Some(why) = unlookable(keys) {
+        return join(why);
     }
     let table = lake
         .table(&model.name, Some(version), None)
         .await
         .map_err(external)?;
-    // The files lake lays out say which columns they filter; those delta-rs writes (a merge,
-    // a model without a sort key) filter the model's key too, untagged.
-    let mut filtered = crate::lake::layout::table_keys(&table);
-    if model.config.materialized == Materialized::Incremental {
-        filtered.extend(model.config.unique_key.iter().cloned());
-    }
+    let filtered = bloom_columns(&table, Some(model));
     if !columns.iter().all(|c| filtered.contains(c)) {
         return join("no bloom filters of the columns");
     }
-    let added_rows = new
-        .ctx
-        .sql(&format!("SELECT 1 FROM {}", model.name))
-        .await?
-        .count()
-        .await?;
-    if added_rows != rows {
+    if added_rows(new, model).await? != rows {
         return join("the added rows repeat a key");
     }
     let skip: Vec<String> = added.iter().map(|a| a.path.clone()).collect();
@@ -1785,6 +1767,43 @@ async fn new_keys_unique(
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     tracing::debug!(table = %model.name, ?lookup, "a unique test's new keys looked up");
     Ok(lookup.is_some_and(|l| !l.held))
+}
+
+/// Why keys cannot be looked up in bloom filters: too many, or a null in one.
+fn unlookable(keys: &[RecordBatch]) -> Option<&'static str> {
+    let rows: usize = keys.iter().map(RecordBatch::num_rows).sum();
+    if rows > LOOKED_UP_KEYS {
+        return Some("too many keys");
+    }
+    keys.iter()
+        .any(|b| {
+            b.columns()
+                .iter()
+                .any(|c| arrow::array::Array::null_count(c) > 0)
+        })
+        .then_some("a null in a key")
+}
+
+/// The rows of `model` that `new` (its inputs as their added files) holds.
+async fn added_rows(new: &Inputs, model: &Model) -> Result<usize, DataFusionError> {
+    new.ctx
+        .sql(&format!("SELECT 1 FROM {}", model.name))
+        .await?
+        .count()
+        .await
+}
+
+/// The columns `table`'s files have bloom filters of. The files lake lays out say so; those
+/// delta-rs writes (a merge, a model without a sort key) filter an incremental model's key
+/// too, untagged.
+fn bloom_columns(table: &deltalake::DeltaTable, model: Option<&Model>) -> Vec<String> {
+    let mut filtered = crate::lake::layout::table_keys(table);
+    if let Some(m) = model
+        && m.config.materialized == Materialized::Incremental
+    {
+        filtered.extend(m.config.unique_key.iter().cloned());
+    }
+    filtered
 }
 
 /// [`new_keys_unique`] for a view whose rows are its tables' rows (scans, projections,
@@ -1808,27 +1827,14 @@ async fn view_keys_unique(
         Ok(false)
     };
     let rows: usize = keys.iter().map(RecordBatch::num_rows).sum();
-    if rows > LOOKED_UP_KEYS {
-        return join("too many keys");
-    }
-    if keys.iter().any(|b| {
-        b.columns()
-            .iter()
-            .any(|c| arrow::array::Array::null_count(c) > 0)
-    }) {
-        return join("a null in a key");
+    if let Some(why) = unlookable(keys) {
+        return join(why);
     }
     let plan = new.ctx.sql(&model.sql).await?;
     let Some(sources) = scope::source_columns(plan.logical_plan(), columns) else {
         return join("its rows are not its tables' rows, column for column");
     };
-    let added_rows = new
-        .ctx
-        .sql(&format!("SELECT 1 FROM {}", model.name))
-        .await?
-        .count()
-        .await?;
-    if added_rows != rows {
+    if added_rows(new, model).await? != rows {
         return join("the added rows repeat a key");
     }
     for (name, table_columns) in &sources {
@@ -1839,13 +1845,7 @@ async fn view_keys_unique(
             .table(name, Some(version), None)
             .await
             .map_err(external)?;
-        // As in `new_keys_unique`: delta-rs writes filter an incremental model's key too.
-        let mut filtered = crate::lake::layout::table_keys(&table);
-        if let Some(m) = project.model(name)
-            && m.config.materialized == Materialized::Incremental
-        {
-            filtered.extend(m.config.unique_key.iter().cloned());
-        }
+        let filtered = bloom_columns(&table, project.model(name));
         let few = groups::rows_of(&table) <= LOOKED_UP_KEYS as u64;
         if !few && !table_columns.iter().all(|c| filtered.contains(c)) {
             return join("no bloom filters of the columns");
