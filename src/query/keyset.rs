@@ -27,14 +27,13 @@ pub const LISTED: usize = 1_000;
 /// `e IN (values)` (null where `e` is null, as `IN` is), evaluated by one hash set built here;
 /// a short list is a plain `IN` list.
 pub fn member(e: Expr, values: &[ScalarValue]) -> Expr {
-    if values.len() <= LISTED {
-        return e.in_list(values.iter().cloned().map(lit).collect(), false);
+    // Values of no one type make no set: the plain list coerces them.
+    if values.len() > LISTED
+        && let Ok(set) = KeySet::new(values)
+    {
+        return ScalarUDF::new_from_impl(set).call(vec![e]);
     }
-    match KeySet::new(values) {
-        Ok(set) => ScalarUDF::new_from_impl(set).call(vec![e]),
-        // Values of no one type: the plain list, which coerces them.
-        Err(_) => e.in_list(values.iter().cloned().map(lit).collect(), false),
-    }
+    e.in_list(values.iter().cloned().map(lit).collect(), false)
 }
 
 /// The function behind [`member`]: its values, and the filter over them.

@@ -568,17 +568,27 @@ async fn build(
         };
         outcome.strategy = Some(merge::describe(&strategy, df.logical_plan()));
         let mergeable = mergeable.and_then(Result::ok);
-        // Rows that only go when the tables a NOT EXISTS reads gain rows: the stored rows
-        // the model over those new rows alone still yields.
-        if let Strategy::Shrinks(shrinks) = &strategy
-            && !options.full_refresh
-            && let Ok(table) = lake.table(&model.name, None, None).await
-            && let Some(last) = cursor(&table).await
-        {
-            if last.sql != new_cursor.sql {
+        // The table as the last run of this SQL left it, for a model kept by its groups or by
+        // shrinking; without one, the model is built in full.
+        let last_run = match (&strategy, options.full_refresh) {
+            (Strategy::Full(_), _) | (_, true) => None,
+            _ => match lake.table(&model.name, None, None).await {
+                Ok(table) => cursor(&table).await.map(|last| (table, last)),
+                Err(_) => None,
+            },
+        };
+        let last_run = match last_run {
+            Some((_, last)) if last.sql != new_cursor.sql => {
                 outcome.note = Some("the SQL changed: rebuilt".into());
-            } else {
-                match shrink(lake, project, model, &inputs, shrinks, &last, &table).await? {
+                None
+            }
+            other => other,
+        };
+        match (&strategy, &last_run) {
+            // Rows that only go when the tables a NOT EXISTS reads gain rows: the stored rows
+            // the model over those new rows alone still yields.
+            (Strategy::Shrinks(shrinks), Some((table, last))) => {
+                match shrink(lake, project, model, &inputs, shrinks, last, table).await? {
                     Shrunk::Full(why) => outcome.note = Some(format!("rebuilt: {why}")),
                     Shrunk::Unchanged => {
                         outcome.status = Status::Unchanged;
@@ -604,19 +614,11 @@ async fn build(
                     }
                 }
             }
-        }
-        if let Strategy::Groups(scope) = &strategy
-            && !options.full_refresh
-            && let Ok(table) = lake.table(&model.name, None, None).await
-            && let Some(last) = cursor(&table).await
-        {
-            if last.sql != new_cursor.sql {
-                outcome.note = Some("the SQL changed: rebuilt".into());
-            } else {
-                let decision = groups::decide(lake, &inputs, scope, &last).await?;
+            (Strategy::Groups(scope), Some((table, last))) => {
+                let decision = groups::decide(lake, &inputs, scope, last).await?;
                 let stale = match (&decision, &mergeable) {
                     (Decision::Recompute(_), Some(m)) => {
-                        !state_matches(lake, &model.name, &last, m).await
+                        !state_matches(lake, &model.name, last, m).await
                     }
                     _ => false,
                 };
@@ -640,13 +642,14 @@ async fn build(
                             inputs: &inputs,
                             scope,
                             mergeable: mergeable.as_ref(),
-                            table: &table,
+                            table,
                             metadata: &metadata,
                         };
                         return scoped.run(groups, outcome).await;
                     }
                 }
             }
+            _ => {}
         }
         // Built in full: a model that merges keeps its aggregate's rows first, and computes
         // its own from them.

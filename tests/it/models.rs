@@ -457,6 +457,21 @@ fn sort_by_writes_the_rows_in_order() {
 /// A unique test on the columns of an incremental model's key is told by the key's bloom
 /// filters when they hold none of the new keys; a new key they do hold takes the join, which
 /// finds the duplicate.
+/// Appends `csv` to raw.plays.
+fn append_plays(ctx: &TestContext, csv: &str) {
+    ctx.write("more.csv", csv);
+    ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
+}
+
+/// For each bloom lookup of a unique test's new keys on `model` logged in `err`: whether it
+/// found none of them held.
+fn looked_up(err: &str, model: &str) -> Vec<bool> {
+    err.lines()
+        .filter(|l| l.contains("a unique test's new keys looked up") && l.contains(model))
+        .map(|l| l.contains("held: false"))
+        .collect()
+}
+
 #[test]
 fn a_unique_test_on_the_key_asks_the_bloom_filters() {
     let ctx = TestContext::new(Backend::Local);
@@ -467,16 +482,8 @@ fn a_unique_test_on_the_key_asks_the_bloom_filters() {
         "/* lake\nmaterialized = \"incremental\"\nunique_key = [\"id\", \"k\"]\n[[tests]]\nunique = [\"id\"]\n*/\nSELECT * FROM raw.plays",
     );
     ctx.ok(&["run"]);
-    let append = |csv: &str| {
-        ctx.write("more.csv", csv);
-        ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
-    };
-    let looked_up = |err: &str| {
-        err.lines()
-            .filter(|l| l.contains("a unique test's new keys looked up"))
-            .map(|l| l.contains("held: false"))
-            .collect::<Vec<_>>()
-    };
+    let append = |csv: &str| append_plays(&ctx, csv);
+    let looked_up = |err: &str| looked_up(err, "curated.p");
     append("id,k\n3,c\n");
     let (ok, out, err) = run_with_env(&ctx, &[("LAKE_LOG", "lake=debug")], &["run"]);
     assert!(
@@ -517,16 +524,8 @@ fn a_unique_test_on_a_view_asks_each_table() {
         "/* lake\nmaterialized = \"view\"\n[[tests]]\nunique = [\"key\"]\n*/\nSELECT id AS key, k FROM curated.p\nUNION ALL SELECT id, k FROM raw.extra",
     );
     ctx.ok(&["run"]);
-    let append = |csv: &str| {
-        ctx.write("more.csv", csv);
-        ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
-    };
-    let looked_up = |err: &str| {
-        err.lines()
-            .filter(|l| l.contains("a unique test's new keys looked up") && l.contains("curated.v"))
-            .map(|l| l.contains("held: false"))
-            .collect::<Vec<_>>()
-    };
+    let append = |csv: &str| append_plays(&ctx, csv);
+    let looked_up = |err: &str| looked_up(err, "curated.v");
     append("id,k\n3,c\n");
     let (ok, out, err) = run_with_env(&ctx, &[("LAKE_LOG", "lake=debug")], &["run"]);
     assert!(
@@ -568,10 +567,7 @@ fn tests_that_passed_check_the_new_rows_only() {
     );
     let out = ctx.ok(&["run"]);
     assert!(!out.contains("new rows only"), "{out}");
-    let append = |csv: &str| {
-        ctx.write("more.csv", csv);
-        ctx.ok(&["ingest", "more.csv", "--table", "raw.plays"]);
-    };
+    let append = |csv: &str| append_plays(&ctx, csv);
     append("id,k,kind\n3,c,track\n");
     let out = ctx.ok(&["run"]);
     assert!(
